@@ -1,0 +1,84 @@
+"""Git operations of the lab, serialised and tolerant of concurrent committers.
+
+Agents and humans commit on main while the runner does; every runner-side
+commit takes the lab's git lock (between lab processes) and retries when
+another git process holds .git/index.lock (between the lab and everyone else).
+Commits name their paths explicitly so a user's unrelated staged work is
+never swept into a runner commit.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import git
+
+from .locks import FileLock
+from .problems import LabError
+
+AUTHOR = ("benchlab", "lab@benchlab.invalid")
+_LOCK_ERRORS = ("index.lock", "Unable to create", "cannot lock ref", "shallow.lock")
+
+
+def repo(root: Path) -> git.Repo:
+    try:
+        return git.Repo(root)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise LabError("not a git repository (a lab lives in git: run `lab init`)", str(root)) from None
+
+
+def _identity_env(r: git.Repo) -> dict:
+    """Use the user's identity when configured; fall back to the lab's own."""
+    env = {}
+    reader = r.config_reader()
+    if not reader.has_option("user", "name") and "GIT_AUTHOR_NAME" not in os.environ:
+        env.update(GIT_AUTHOR_NAME=AUTHOR[0], GIT_COMMITTER_NAME=AUTHOR[0])
+    if not reader.has_option("user", "email") and "GIT_AUTHOR_EMAIL" not in os.environ:
+        env.update(GIT_AUTHOR_EMAIL=AUTHOR[1], GIT_COMMITTER_EMAIL=AUTHOR[1])
+    return env
+
+
+def run_git(root: Path, *args: str, retries: int = 40) -> str:
+    """`git args` in root, retrying while another process holds a git lock."""
+    r = repo(root)
+    env = _identity_env(r)
+    for attempt in range(retries):
+        try:
+            with r.git.custom_environment(**env):
+                return r.git.execute(["git", *args])
+        except git.GitCommandError as exc:
+            text = f"{exc.stderr}{exc.stdout}"
+            if attempt + 1 < retries and any(marker in text for marker in _LOCK_ERRORS):
+                time.sleep(0.05 + random.random() * 0.1 * (attempt + 1))
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def head(root: Path, ref: str = "HEAD") -> str:
+    return run_git(root, "rev-parse", ref)
+
+
+def commit_paths(root: Path, paths: list[str], message: str) -> str | None:
+    """Commit exactly these lab-relative paths (added, changed or deleted).
+
+    Returns the new commit, or None when nothing changed. Safe against other
+    lab processes (file lock) and against other git users (lock retries).
+    """
+    with FileLock(root / ".lab" / "locks" / "git.lock"):
+        existing = [p for p in paths if (root / p).exists()]
+        if existing:
+            run_git(root, "add", "-A", "--", *existing)
+        gone = [p for p in paths if not (root / p).exists()]
+        if gone:
+            run_git(root, "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", *gone)
+        if not run_git(root, "diff", "--cached", "--name-only", "--", *paths):
+            return None
+        run_git(root, "commit", "-q", "--no-verify", "-m", message, "--", *paths)
+        return head(root)
+
+
+def run_git_init(directory: Path) -> None:
+    git.Repo.init(directory, initial_branch="main")

@@ -1,0 +1,92 @@
+"""A lab on disk: where its files are and what its lab.yaml says."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from . import schema
+from .problems import LabError
+from .yamlio import load_yaml
+
+CONFIG = "lab.yaml"
+
+DEFAULTS = {
+    "objective": {"noise_margin": 0.0},
+    "target": {"protected": [CONFIG], "params": [], "time_limit_s": 900, "stall_timeout_s": 300, "env": {}},
+    "backends": {"local": {"kind": "cpu", "slots": 1, "threads_per_slot": 1}},
+    "roles": {r: {"kind": "builtin"} for r in ("researcher", "planner", "worker", "reporter")},
+    "limits": {"max_running": 8, "max_queue": 8, "retries": 1},
+    "reporting": {"divergence_window": 5},
+}
+
+
+def _merged(defaults: dict, given: dict) -> dict:
+    out = dict(defaults)
+    for key, value in given.items():
+        out[key] = _merged(defaults[key], value) if isinstance(value, dict) and isinstance(
+            defaults.get(key), dict) else value
+    return out
+
+
+@dataclass(frozen=True)
+class Lab:
+    root: Path
+
+    @classmethod
+    def find(cls, start: str | os.PathLike | None = None) -> "Lab":
+        """The lab containing `start` (default: the working directory)."""
+        here = Path(start or os.getcwd()).resolve()
+        for candidate in (here, *here.parents):
+            if (candidate / CONFIG).is_file():
+                return cls(candidate)
+        raise LabError(f"no {CONFIG} here or in any parent directory (run `lab init DIR` to make a lab)",
+                       str(here))
+
+    # -- layout -------------------------------------------------------------
+    @property
+    def config_path(self) -> Path: return self.root / CONFIG
+    @property
+    def hypotheses(self) -> Path: return self.root / "hypotheses"
+    @property
+    def queue(self) -> Path: return self.root / "queue"
+    @property
+    def experiments(self) -> Path: return self.root / "experiments"
+    @property
+    def scores_path(self) -> Path: return self.experiments / "scores.parquet"
+    @property
+    def events_path(self) -> Path: return self.experiments / "events.parquet"
+    @property
+    def runtime(self) -> Path: return self.root / ".lab"
+    @property
+    def worktrees(self) -> Path: return self.runtime / "worktrees"
+    @property
+    def locks(self) -> Path: return self.runtime / "locks"
+    @property
+    def logs(self) -> Path: return self.runtime / "logs"
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
+    # -- configuration ------------------------------------------------------
+    @cached_property
+    def config(self) -> dict:
+        """lab.yaml merged over defaults; raises LabError if it does not validate."""
+        data, lines = load_yaml(self.config_path)
+        problems = schema.check("lab", data, CONFIG, lines)
+        if problems:
+            raise LabError(problems[0].message, CONFIG, problems[0].field, problems[0].line)
+        return _merged(DEFAULTS, data)
+
+    @property
+    def metric(self) -> str: return self.config["objective"]["metric"]
+    @property
+    def minimize(self) -> bool: return self.config["objective"]["direction"] == "minimize"
+
+    def better(self, value: float, than: float, margin: float = 0.0) -> bool:
+        """True if `value` beats `than` by more than `margin` in the objective's direction."""
+        return value < than - margin if self.minimize else value > than + margin

@@ -1,0 +1,82 @@
+"""`lab status`: a short summary of hypotheses, queue and scores."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pyarrow.compute as pc
+
+from .lab import Lab
+from .scores import best_row, scores
+from .tables import EVENTS, read_table
+
+_STATUS = re.compile(rb"^status:\s*['\"]?([a-z_]+)", re.M)
+
+
+def _count_statuses(paths) -> Counter:
+    """Count `status:` values with a regex: 10,000 files in well under a second."""
+    counts = Counter()
+    for path in paths:
+        try:
+            found = _STATUS.search(path.read_bytes())
+        except OSError:
+            continue
+        counts[found.group(1).decode() if found else "invalid"] += 1
+    return counts
+
+
+def collect(lab: Lab, recent_events: int = 5) -> dict:
+    hyps = _count_statuses(lab.hypotheses.glob("*.yaml")) if lab.hypotheses.is_dir() else Counter()
+    queue = _count_statuses(lab.queue.glob("*.yaml")) if lab.queue.is_dir() else Counter()
+    table = scores(lab)
+    statuses = Counter(table["status"].to_pylist()) if table.num_rows else Counter()
+    best_main = best_row(lab, table, main_only=True)
+    best_any = best_row(lab, table, main_only=False)
+    baselines = table.filter(pc.equal(table["kind"], "baseline")) if table.num_rows else table
+    first_baseline = baselines["value"][0].as_py() if baselines.num_rows else None
+    events = read_table(lab.events_path, EVENTS)
+    tail = events.slice(max(0, events.num_rows - recent_events)).to_pylist() if events.num_rows else []
+    return {
+        "lab": lab.config["lab"],
+        "root": str(lab.root),
+        "metric": lab.metric,
+        "direction": lab.config["objective"]["direction"],
+        "hypotheses": dict(hyps),
+        "queue": dict(queue),
+        "finished": dict(statuses),
+        "promoted": int(pc.sum(table["promoted"]).as_py() or 0) if table.num_rows else 0,
+        "baseline": first_baseline,
+        "best_on_main": _brief(best_main, lab),
+        "best_seen": _brief(best_any, lab),
+        "recent_events": [{**e, "at": e["at"].isoformat()} for e in tail],
+    }
+
+
+def _brief(row: dict | None, lab: Lab) -> dict | None:
+    if not row:
+        return None
+    return {"id": row["id"], "value": row["value"], "kind": row["kind"], "title": row["title"],
+            "commit": row["commit"], "promoted": row["promoted"]}
+
+
+def render(info: dict) -> str:
+    def counts(c: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "none"
+
+    lines = [f"lab {info['lab']}  ({info['root']})",
+             f"objective: {info['direction']} {info['metric']}",
+             f"hypotheses: {sum(info['hypotheses'].values())} ({counts(info['hypotheses'])})",
+             f"queue: {sum(info['queue'].values())} ({counts(info['queue'])})",
+             f"finished: {sum(info['finished'].values())} ({counts(info['finished'])}), "
+             f"promoted {info['promoted']}"]
+    best = info["best_on_main"]
+    if best:
+        gain = ""
+        if info["baseline"]:
+            gain = f", {100 * (best['value'] - info['baseline']) / info['baseline']:+.2f}% vs first baseline"
+        lines.append(f"best on main: {info['metric']} {best['value']:.6g} ({best['id']}{gain})")
+    else:
+        lines.append("best on main: none yet (run `lab baseline`)")
+    for event in info["recent_events"]:
+        lines.append(f"  [{event['level']}] {event['at'][:19]} {event['kind']}: {event['message']}")
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""Safe YAML reading with line numbers, and atomic writes.
+
+Lab files are written by agents, so reading is defensive: a size cap, strict
+UTF-8, no anchors/aliases (YAML bombs), and a map from each field path to its
+line so that every problem names file, line and field.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .problems import LabError
+
+MAX_FILE_BYTES = 1 << 20  # lab state files are small; a larger one is a mistake or an attack
+
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):
+    """SafeLoader that keeps timestamps as strings (schemas say string, ISO 8601)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+    for ch, resolvers in _Base.yaml_implicit_resolvers.items()
+}
+
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def read_text(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """Read a lab file as UTF-8, refusing oversize or undecodable content."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise LabError(f"cannot read: {exc.strerror}", str(path)) from None
+    if size > max_bytes:
+        raise LabError(f"file is {size / 1e6:.1f} MB, over the {max_bytes // 1024} KiB limit for lab files",
+                       str(path))
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise LabError(f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                       str(path), line=line) from None
+
+
+def parse_yaml(text: str, path: str) -> tuple[Any, dict[str, int]]:
+    """Parse one YAML document; return (data, {dotted.field.path: line})."""
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None, {}
+            lines: dict[str, int] = {}
+            _walk(node, "", lines, set(), path)
+            data = loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise LabError(f"malformed YAML: {exc.problem or exc.context}", path, line=line) from None
+    except yaml.YAMLError as exc:
+        raise LabError(f"malformed YAML: {exc}", path) from None
+    except RecursionError:
+        raise LabError("YAML nests too deeply", path) from None
+    return data, lines
+
+
+def _walk(node: yaml.Node, prefix: str, lines: dict[str, int], seen: set[int], path: str) -> None:
+    if id(node) in seen:
+        raise LabError("YAML anchors/aliases are not allowed in lab files", path,
+                       field=prefix or "-", line=lines.get(prefix, node.start_mark.line + 1))
+    seen.add(id(node))
+    lines.setdefault(prefix, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag == "tag:yaml.org,2002:merge":
+                raise LabError("YAML merge keys ('<<') are not allowed in lab files", path,
+                               field=prefix or "-", line=key.start_mark.line + 1)
+            name = f"{prefix}.{key.value}" if prefix else str(key.value)
+            lines[name] = key.start_mark.line + 1
+            _walk(value, name, lines, seen, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, f"{prefix}[{index}]", lines, seen, path)
+
+
+def load_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    return parse_yaml(read_text(path), str(path))
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False, width=100)
+
+
+def atomic_write(path: Path, content: str | bytes) -> None:
+    """Write via a temp file in the same directory, fsync, then rename over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = content.encode("utf-8") if isinstance(content, str) else content
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_yaml(path: Path, data: Any) -> None:
+    atomic_write(path, dump_yaml(data))
