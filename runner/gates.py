@@ -1,0 +1,425 @@
+"""Gates in code: duplicate, near-duplicate, do-not-repeat, stale, single-change,
+protected and editable checks on a proposed change or on a worker's diff.
+
+The planner (builtin or agent) and the runner call these before an experiment is
+queued or launched; prompts may repeat the rules, but only this module enforces
+them. Every rejection names its rule and, where there is one, the earlier
+experiment or hypothesis it collides with.
+
+`History` indexes everything tried so far (hypotheses of every status, live queue
+entries, every row of experiments/scores.parquet) once per reconcile pass:
+building it is O(history); each check is a dictionary look-up plus a scan of the
+few entries that share the same parameter names on the same base.
+
+Configuration (all optional) lives in lab.yaml `gates:`:
+
+    gates:
+      tolerance: 0.05        # near-duplicate: relative distance of every numeric value
+      max_params: 1          # single-change: parameters per change (0 disables the rule)
+      declared_only: true    # single-change: parameters must be listed in target.params
+      max_regions: 1         # instruction changes: changed regions of the diff (0 disables)
+      region_gap: 10         # lines between two changed lines that still count as one region
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+
+from . import gitops
+from .fingerprint import fingerprint, normalise_change
+
+RULES = ("duplicate", "near-duplicate", "do-not-repeat", "stale", "single-change", "protected",
+         "not-editable", "empty")
+DEFAULTS = {"tolerance": 0.05, "max_params": 1, "declared_only": True, "max_regions": 1, "region_gap": 10}
+# Statuses that never measured the change: repeating such a change is legitimate.
+UNMEASURED = {"cancelled", "stale"}
+DO_NOT_REPEAT = {"rejected", "duplicate"}
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    rule: str
+    message: str
+    collides_with: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.message}"
+
+
+def settings(lab) -> dict:
+    """The lab's gate settings (lab.yaml `gates:` over DEFAULTS)."""
+    given = lab.config.get("gates") or {}
+    return {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
+
+
+# -- the history index --------------------------------------------------------
+@dataclass
+class Entry:
+    id: str
+    kind: str                # "experiment" | "hypothesis"
+    status: str
+    base: str | None
+    change: dict
+    value: float | None = None
+    metric: str | None = None
+    title: str | None = None
+
+    def describe(self) -> str:
+        what = "hypothesis " if self.kind == "hypothesis" else ""
+        detail = self.status
+        if self.value is not None and self.metric:
+            detail += f", {self.metric} {self.value:.6g}"
+        elif self.title:
+            detail += f": {self.title}"
+        return f"{what}{self.id} ({detail})"
+
+
+def _shape(change: dict) -> tuple | None:
+    """Key of changes that can be near-duplicates: parameter names, file, instructions
+    and every non-numeric value. None when the change has no numeric parameter."""
+    norm = normalise_change(change)
+    params = norm.get("params") or {}
+    numeric = tuple(k for k, v in params.items() if _is_number(v))
+    if not numeric:
+        return None
+    fixed = tuple((k, v) for k, v in params.items() if not _is_number(v))
+    return tuple(params), fixed, norm.get("file"), norm.get("instructions")
+
+
+def _numbers(change: dict) -> dict:
+    params = normalise_change(change).get("params") or {}
+    return {k: float(v) for k, v in params.items() if _is_number(v)}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _close(a: dict, b: dict, tolerance: float) -> bool:
+    for name, x in a.items():
+        y = b[name]
+        if x == y:
+            continue
+        if not (math.isfinite(x) and math.isfinite(y)):
+            return False
+        if abs(x - y) > tolerance * max(abs(x), abs(y)):
+            return False
+    return True
+
+
+def _base_key(base: str | None) -> str:
+    return (base or "")[:7].lower()
+
+
+def _same_base(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return False
+    a, b = a.lower(), b.lower()
+    return a.startswith(b) or b.startswith(a)
+
+
+@dataclass
+class History:
+    """Everything tried so far, indexed for O(1) exact and O(k) near-duplicate checks."""
+    by_fingerprint: dict[str, list[Entry]] = field(default_factory=dict)
+    # (base[:7], shape) -> experiments; shape -> do-not-repeat hypotheses
+    near_experiments: dict[tuple, list[Entry]] = field(default_factory=dict)
+    near_rejected: dict[tuple, list[Entry]] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, lab) -> "History":
+        history = cls()
+        history._load_scores(Path(lab.scores_path))
+        history._load_yaml_dir(Path(lab.queue), "experiment")
+        history._load_yaml_dir(Path(lab.hypotheses), "hypothesis")
+        return history
+
+    # -- loading ----------------------------------------------------------------
+    def _load_scores(self, path: Path) -> None:
+        if not path.exists():
+            return
+        wanted = ["id", "status", "change", "base", "value", "metric", "title"]
+        try:
+            present = set(pq.read_schema(path).names)
+            table = pq.read_table(path, columns=[c for c in wanted if c in present])
+        except Exception:  # a corrupt table is reported by `lab validate`, not here
+            self.unreadable.append(str(path))
+            return
+        cols = {c: (table[c].to_pylist() if c in table.column_names else [None] * table.num_rows)
+                for c in wanted}
+        for i in range(table.num_rows):
+            raw = cols["change"][i]
+            try:
+                change = json.loads(raw) if raw else {}
+            except ValueError:
+                change = {}
+            if not isinstance(change, dict):
+                change = {}
+            self._index(Entry(cols["id"][i], "experiment", cols["status"][i] or "", cols["base"][i],
+                              change, cols["value"][i], cols["metric"][i], cols["title"][i]))
+
+    def _load_yaml_dir(self, directory: Path, kind: str) -> None:
+        if not directory.is_dir():
+            return
+        for path in directory.glob("*.yaml"):
+            try:
+                data = yaml.load(path.read_bytes(), Loader=_Loader)
+            except (OSError, yaml.YAMLError):
+                self.unreadable.append(str(path))
+                continue
+            if not isinstance(data, dict) or not isinstance(data.get("change"), dict):
+                self.unreadable.append(str(path))
+                continue
+            entry_id = data.get("id") if isinstance(data.get("id"), str) else path.stem
+            base = data.get("base") if kind == "experiment" else None
+            self._index(Entry(entry_id, kind, str(data.get("status") or ""), base, data["change"],
+                              title=data.get("title") if isinstance(data.get("title"), str) else None))
+
+    # -- the index --------------------------------------------------------------
+    def add(self, exp_id: str, change: dict, base: str | None, status: str, *, kind: str = "experiment",
+            value: float | None = None, metric: str | None = None, title: str | None = None) -> None:
+        """Record an experiment (or, with kind="hypothesis", a hypothesis) made during this pass."""
+        self._index(Entry(exp_id, kind, status, base, change or {}, value, metric, title))
+
+    def _index(self, entry: Entry) -> None:
+        if not entry.change or not (entry.change.get("params") or entry.change.get("instructions")):
+            return  # baselines and malformed entries change nothing
+        self.by_fingerprint.setdefault(fingerprint(entry.change), []).append(entry)
+        shape = _shape(entry.change)
+        if shape is None:
+            return
+        if entry.kind == "experiment":
+            self.near_experiments.setdefault((_base_key(entry.base), shape), []).append(entry)
+        elif entry.status in DO_NOT_REPEAT:
+            self.near_rejected.setdefault(shape, []).append(entry)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.by_fingerprint.values())
+
+
+# -- reviewing a proposed change ------------------------------------------------
+def review_change(lab, history: History, change: dict, *, base: str | None, exclude_id=None,
+                  hypothesis_id: str | None = None, tolerance: float | None = None) -> Rejection | None:
+    """The first gate a proposed change fails, or None if it may be queued.
+
+    `exclude_id` (an id or a collection of ids) skips entries that are the change
+    itself (its own queue entry, the experiment it re-runs); `hypothesis_id` is the
+    hypothesis the change comes from, which never collides with itself.
+    """
+    cfg = settings(lab)
+    tolerance = cfg["tolerance"] if tolerance is None else tolerance
+    excluded = {exclude_id} if isinstance(exclude_id, str) else set(exclude_id or ())
+    if hypothesis_id:
+        excluded.add(hypothesis_id)
+    if not change or not (change.get("params") or (change.get("instructions") or "").strip()):
+        return Rejection("empty", "the change has neither params nor instructions")
+    return (_single_change(lab, change, cfg)
+            or _exact(history, change, excluded)
+            or _near(history, change, base, excluded, tolerance))
+
+
+def _single_change(lab, change: dict, cfg: dict) -> Rejection | None:
+    params = change.get("params") or {}
+    if cfg["max_params"] and len(params) > cfg["max_params"]:
+        return Rejection("single-change", f"the change sets {len(params)} parameters ({', '.join(params)}); "
+                         f"one experiment changes at most {cfg['max_params']} (gates.max_params)")
+    declared = lab.config["target"].get("params") or []
+    if cfg["declared_only"] and declared:
+        unknown = [p for p in params if p not in declared]
+        if unknown:
+            return Rejection("single-change", f"{', '.join(unknown)} is not a declared parameter "
+                             f"(target.params: {', '.join(declared)})")
+    return None
+
+
+def _exact(history: History, change: dict, excluded: set) -> Rejection | None:
+    for entry in history.by_fingerprint.get(fingerprint(change), ()):
+        if entry.id in excluded:
+            continue
+        if entry.kind == "hypothesis" and entry.status in DO_NOT_REPEAT:
+            return Rejection("do-not-repeat", f"same change as {entry.describe()}, which is on the "
+                             "do-not-repeat list", entry.id)
+        if entry.kind == "experiment" and entry.status in UNMEASURED:
+            continue
+        return Rejection("duplicate", f"duplicate of {entry.describe()}", entry.id)
+    return None
+
+
+def _near(history: History, change: dict, base: str | None, excluded: set,
+          tolerance: float) -> Rejection | None:
+    shape = _shape(change)
+    if shape is None or tolerance <= 0:
+        return None
+    numbers = _numbers(change)
+    for entry in history.near_rejected.get(shape, ()):
+        if entry.id not in excluded and _close(numbers, _numbers(entry.change), tolerance):
+            return Rejection("do-not-repeat", f"within {tolerance:.0%} of {entry.describe()}, which is on "
+                             "the do-not-repeat list", entry.id)
+    for entry in history.near_experiments.get((_base_key(base), shape), ()):
+        if (entry.id in excluded or entry.status in UNMEASURED or not _same_base(entry.base, base)):
+            continue
+        if _close(numbers, _numbers(entry.change), tolerance):
+            return Rejection("near-duplicate", f"every value within {tolerance:.0%} of {entry.describe()} "
+                             f"on the same base {base[:12]}", entry.id)
+    return None
+
+
+# -- stale bases ----------------------------------------------------------------
+def check_stale(lab, base: str, main_head: str, main_score_commit: str | None) -> Rejection | None:
+    """Stale when the editable target files at `base` differ from main's head (a
+    promotion landed since), or when `base` is not a commit main descends from.
+
+    State-only commits (YAML, Parquet) move main's head without making a base
+    stale. `main_score_commit` is the commit where main's best score was measured;
+    it is named in the message.
+    """
+    root = Path(lab.root)
+    editable = list(lab.config["target"]["editable"])
+    try:
+        gitops.run_git(root, "merge-base", "--is-ancestor", base, main_head)
+    except Exception:
+        return Rejection("stale", f"base {base[:12]} is not an ancestor of main ({main_head[:12]})",
+                         main_score_commit)
+    changed = gitops.run_git(root, "diff", "--name-only", base, main_head, "--", *editable)
+    if not changed.strip():
+        return None
+    files = ", ".join(changed.split())
+    best = f"; main's best was measured at {main_score_commit[:12]}" if main_score_commit else ""
+    return Rejection("stale", f"base {base[:12]} is no longer main: {files} changed by "
+                     f"{main_head[:12]}{best}", main_score_commit)
+
+
+# -- a worker's diff ----------------------------------------------------------------
+def _matches(path: str, pattern: str) -> bool:
+    pattern = pattern.lstrip("./") if pattern.startswith("./") else pattern
+    if pattern.endswith("/"):
+        return path.startswith(pattern)
+    return path == pattern or path.startswith(pattern + "/")
+
+
+def is_protected(lab, path: str) -> bool:
+    return any(_matches(path, p) for p in lab.config["target"].get("protected") or [])
+
+
+def is_editable(lab, path: str) -> bool:
+    return any(_matches(path, p) for p in lab.config["target"]["editable"])
+
+
+def check_diff(lab, changed_files: list[str], diff_text: str, change: dict) -> Rejection | None:
+    """Refuse an empty diff, a protected or non-editable file, or a diff that does
+    more than the one change the experiment declares."""
+    files = [f for f in changed_files if f]
+    if not files or not diff_text.strip():
+        return Rejection("empty", "the worker's diff changes nothing")
+    for path in files:
+        if is_protected(lab, path):
+            return Rejection("protected", f"{path} is protected (target.protected) and may not be changed")
+    for path in files:
+        if not is_editable(lab, path):
+            editable = ", ".join(lab.config["target"]["editable"])
+            return Rejection("not-editable", f"{path} is not an editable file (target.editable: {editable})")
+    return _single_change_diff(lab, parse_diff(diff_text), change or {})
+
+
+@dataclass
+class Hunk:
+    path: str
+    new_start: int
+    removed: list[str]
+    added: list[str]
+    changed_lines: list[int]     # new-file line numbers of added lines (old position for pure removals)
+
+
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+def parse_diff(diff_text: str) -> list[Hunk]:
+    """Hunks of a unified diff (git diff output), with the changed lines.
+
+    Hunk bodies are read by the line counts of their headers, so content lines
+    that look like headers (`+++ x`, `--- y`) are never mistaken for them.
+    """
+    hunks: list[Hunk] = []
+    path, hunk = "?", None
+    old_left = new_left = new_line = 0
+    for line in diff_text.splitlines():
+        if hunk is not None and (old_left > 0 or new_left > 0):
+            tag, text = line[:1], line[1:]
+            if tag == "+":
+                hunk.added.append(text)
+                hunk.changed_lines.append(new_line)
+                new_line, new_left = new_line + 1, new_left - 1
+            elif tag == "-":
+                hunk.removed.append(text)
+                hunk.changed_lines.append(new_line)
+                old_left -= 1
+            elif tag == " " or line == "":
+                new_line, old_left, new_left = new_line + 1, old_left - 1, new_left - 1
+            continue  # "\\ No newline at end of file" and the like
+        if line.startswith("diff --git ") and " b/" in line:
+            path = line.split(" b/", 1)[1]
+        elif line.startswith("+++ ") and not line.startswith("+++ /dev/null"):
+            target = line[4:].strip()
+            path = target[2:] if target.startswith("b/") else target
+        elif (found := _HUNK.match(line)):
+            old_left = int(found.group(2)) if found.group(2) is not None else 1
+            new_left = int(found.group(4)) if found.group(4) is not None else 1
+            new_line = int(found.group(3))
+            hunk = Hunk(path, new_line, [], [], [])
+            hunks.append(hunk)
+    return hunks
+
+
+def _assigns(line: str, names) -> str | None:
+    """The parameter a top-level line assigns (`NAME = ...` / `NAME: T = ...`), if any."""
+    found = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=]*)?=(?!=)", line)
+    return found.group(1) if found and found.group(1) in names else None
+
+
+def _neutral(line: str) -> bool:
+    stripped = line.strip()
+    return not stripped or stripped.startswith("#")
+
+
+def _single_change_diff(lab, hunks: list[Hunk], change: dict) -> Rejection | None:
+    cfg = settings(lab)
+    params = set((change.get("params") or {}))
+    instructions = (change.get("instructions") or "").strip()
+    stray = []
+    for hunk in hunks:
+        for line in hunk.removed + hunk.added:
+            if not _neutral(line) and not _assigns(line, params):
+                stray.append((hunk, line))
+    if params and not instructions:
+        if stray:
+            hunk, line = stray[0]
+            return Rejection("single-change", f"{hunk.path}: the diff changes `{line.strip()[:80]}`, but the "
+                             f"experiment declares only {', '.join(sorted(params))}")
+        return None
+    if not cfg["max_regions"]:
+        return None
+    regions = _regions([h for h, _ in stray] if params else hunks, cfg["region_gap"])
+    if len(regions) > cfg["max_regions"]:
+        where = ", ".join(f"{p}:{start}" for p, start in regions)
+        return Rejection("single-change", f"the diff changes {len(regions)} separate regions ({where}); "
+                         f"an instruction change may touch at most {cfg['max_regions']} (gates.max_regions)")
+    return None
+
+
+def _regions(hunks: list[Hunk], gap: int) -> list[tuple[str, int]]:
+    """(path, first line) of each cluster of changed lines no more than `gap` apart."""
+    regions: list[tuple[str, int]] = []
+    last: dict[str, int] = {}
+    for path, line in sorted({(h.path, n) for h in hunks for n in h.changed_lines}):
+        if path not in last or line - last[path] > gap:
+            regions.append((path, line))
+        last[path] = line
+    return regions
