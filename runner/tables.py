@@ -25,6 +25,7 @@ SCORES = pa.schema([
     pa.field("fingerprint", pa.string()),
     pa.field("base", pa.string()),                          # commit measured against
     pa.field("commit", pa.string()),                        # head of exp/<id>
+    pa.field("target", pa.string()),                        # content key of the editable files measured
     pa.field("metric", pa.string()),
     pa.field("value", pa.float64()),                        # null when no valid metric
     pa.field("base_value", pa.float64()),

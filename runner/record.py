@@ -1,0 +1,135 @@
+"""Recording a terminal experiment: experiments/<id>/, scores row, events.
+
+Ordered for crash safety; every step is idempotent, so a runner killed at any
+point finishes the job on restart (see Runner.recover):
+  1. experiments/<id>/metrics.parquet, patch.diff, log.txt
+  2. the scores row (skipped if the id is already there)
+  3. experiments/<id>/experiment.yaml (the terminal state; it wins over queue/)
+  4. delete queue/<id>.yaml, remove the worktree (the branch stays)
+and the caller commits all of it in one commit.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from . import worktrees
+from .entries import Entry
+from .lab import Lab
+from .locks import FileLock
+from .tables import METRICS, SCORES, append_rows, read_table, write_table
+from .timeutil import iso, now, parse_iso
+from .yamlio import atomic_write, write_yaml
+
+LOG_TAIL_BYTES = 64 * 1024
+
+
+@dataclass
+class Outcome:
+    status: str                      # finished | failed | timed_out | cancelled | stale
+    reason: str = ""
+    value: float | None = None
+    summary: dict = field(default_factory=dict)
+    stream: list = field(default_factory=list)
+    metric_rows: list = field(default_factory=list)
+    base_value: float | None = None
+    promoted: bool = False
+    commit: str = ""                 # head of exp/<id>
+    target: str = ""                 # content key of what was measured
+    exit_code: int | None = None
+    title: str = ""                  # the hypothesis's title, for the scores table
+
+
+def experiment_dir(lab: Lab, exp_id: str) -> Path:
+    return lab.experiments / exp_id
+
+
+def record(lab: Lab, entry: Entry, outcome: Outcome, job_dir: Path | None, patch: str) -> list[str]:
+    """Write the terminal record; return the lab-relative paths to commit."""
+    out = experiment_dir(lab, entry.id)
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(out / "metrics.parquet", _metrics_table(outcome))
+    atomic_write(out / "patch.diff", patch)
+    if job_dir and (job_dir / "log").exists():
+        atomic_write(out / "log.txt", _tail(job_dir / "log"))
+    _append_score(lab, entry, outcome)
+    data = dict(entry.data)
+    data["status"] = outcome.status
+    data["updated"] = iso()
+    data.setdefault("history", []).append({"status": outcome.status, "at": data["updated"], "by": "runner",
+                                           **({"note": outcome.reason[:500]} if outcome.reason else {})})
+    data["result"] = _result(lab, outcome)
+    write_yaml(out / "experiment.yaml", data)
+    entry.path.unlink(missing_ok=True)
+    worktrees.remove(lab, entry.id)
+    if job_dir and job_dir.exists():
+        shutil.rmtree(job_dir, ignore_errors=True)
+    rel = lab.rel(out)
+    return [lab.rel(entry.path), rel, lab.rel(lab.scores_path)]
+
+
+def _result(lab: Lab, o: Outcome) -> dict:
+    result = {"metric": lab.metric, "value": _num(o.value),
+              "metrics": {k: _num(v) for k, v in o.summary.items()},
+              "base_value": _num(o.base_value), "delta": _delta(o), "promoted": o.promoted}
+    if o.commit:
+        result["commit"] = o.commit
+    if o.reason:
+        result["reason"] = o.reason
+    return result
+
+
+def _num(value):
+    """YAML/JSON-safe number: NaN and inf become None (the reason says why)."""
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        return None
+    return float(value)
+
+
+def _delta(o: Outcome):
+    if _num(o.value) is None or _num(o.base_value) is None:
+        return None
+    return float(o.value - o.base_value)
+
+
+def _metrics_table(o: Outcome):
+    import pyarrow as pa
+    return pa.Table.from_pylist(o.metric_rows, schema=METRICS) if o.metric_rows else METRICS.empty_table()
+
+
+def _tail(log: Path) -> str:
+    size = log.stat().st_size
+    with open(log, "rb") as handle:
+        if size > LOG_TAIL_BYTES:
+            handle.seek(size - LOG_TAIL_BYTES)
+        return handle.read().decode("utf-8", "replace")
+
+
+def _append_score(lab: Lab, entry: Entry, o: Outcome) -> None:
+    with FileLock(lab.locks / "scores.lock"):
+        table = read_table(lab.scores_path, SCORES)
+        if table.num_rows and pc.any(pc.equal(table["id"], entry.id)).as_py():
+            return  # already recorded before a crash
+        job = entry.data.get("job") or {}
+        started = parse_iso(job["started"]) if job.get("started") else None
+        finished = now()
+        row = {
+            "id": entry.id, "hypothesis": entry.data.get("hypothesis"),
+            "kind": entry.data.get("kind", "experiment"), "status": o.status,
+            "title": o.title or None, "change": json.dumps(entry.data.get("change") or {}, sort_keys=True),
+            "fingerprint": entry.data.get("fingerprint"), "base": entry.data.get("base"), "commit": o.commit,
+            "target": o.target, "metric": lab.metric, "value": _num(o.value), "base_value": _num(o.base_value),
+            "delta": _delta(o), "promoted": o.promoted, "slot": job.get("slot"), "worker": entry.data.get("worker"),
+            "wave": entry.data.get("wave"), "started": started, "finished": finished,
+            "duration_s": (finished - started).total_seconds() if started else None, "reason": o.reason or None,
+        }
+        append_rows(lab.scores_path, SCORES, [row])
+
+
+def recorded_ids(lab: Lab) -> set[str]:
+    table = read_table(lab.scores_path, SCORES)
+    return set(table["id"].to_pylist()) if table.num_rows else set()

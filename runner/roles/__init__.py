@@ -1,0 +1,1 @@
+"""The four AutoLab roles. Builtin ones are deterministic code (no LLM)."""

@@ -1,0 +1,155 @@
+"""Builtin roles, so the loop runs with no LLM at all.
+
+- researcher: turns ideas from the offline idea library (or papers, when online)
+  into `proposed` hypotheses, each with its paper reference;
+- planner (+ reviewer): judges proposals with the gates (duplicate across the
+  whole history, do-not-repeat, single change), queues accepted ones, and when
+  ideas run out explores around main by perturbing one declared parameter;
+- worker: applies a parameter change to the target in the experiment's worktree;
+- reporter: lives in runner.report (leaderboard) and runner.anomalies.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import gates
+from ..gitops import run_git
+from ..ideas import load_ideas
+from ..lab import Lab
+from ..params import apply_params, read_params
+from ..problems import LabError
+from ..state import new_experiment, new_hypothesis
+from ..timeutil import iso
+from ..yamlio import load_yaml, write_yaml
+
+
+# -- researcher ---------------------------------------------------------------
+def research(lab: Lab, history: "gates.History", want: int) -> list[Path]:
+    """Propose up to `want` ideas from the library that were never proposed before."""
+    proposed = {h.get("tags", [""])[0] for h in _hypotheses(lab) if h.get("tags")}
+    made = []
+    for idea in load_ideas():
+        if len(made) >= want:
+            break
+        tag = f"idea:{idea.id}"
+        if tag in proposed:
+            continue
+        change = {"params": dict(idea.params)}
+        _, path = new_hypothesis(lab, idea.title, change, author="researcher", rationale=idea.rationale,
+                                 source=dict(idea.source), expected=idea.expected, tags=[tag])
+        made.append(path)
+    return made
+
+
+# -- planner / reviewer -------------------------------------------------------
+def plan(lab: Lab, history: "gates.History", main_head: str, room: int) -> list[Path]:
+    """Judge proposed hypotheses; queue accepted ones; explore when none are left."""
+    touched: list[Path] = []
+    for path, hyp in _proposed(lab):
+        if room <= 0:
+            break
+        rejection = gates.review_change(lab, history, hyp["change"], base=main_head, hypothesis_id=hyp["id"])
+        if rejection:
+            _review(path, hyp, "duplicate" if "duplicate" in rejection.rule else "rejected", rejection)
+            touched.append(path)
+            continue
+        _review(path, hyp, "accepted", None)
+        touched += [path, _queue(lab, history, hyp, main_head)]
+        room -= 1
+    if room > 0 and not _proposed(lab):
+        touched += explore(lab, history, main_head, room)
+    return touched
+
+
+def _queue(lab: Lab, history, hyp: dict, base: str) -> Path:
+    exp_id, path = new_experiment(lab, hyp["id"], hyp["change"], base, priority=0, by="planner")
+    history.add(exp_id, hyp["change"], base, "queued")
+    return path
+
+
+def _review(path: Path, hyp: dict, status: str, rejection) -> None:
+    hyp["status"] = status
+    review = {"by": "planner", "at": iso()}
+    if rejection:
+        review.update(reason=rejection.message, rule=rejection.rule)
+        if rejection.collides_with:
+            review["collides_with"] = rejection.collides_with
+    hyp["review"] = review
+    write_yaml(path, hyp)
+
+
+def explore(lab: Lab, history, main_head: str, room: int) -> list[Path]:
+    """Perturb one declared parameter of main at a time, nearest moves first."""
+    target = lab.config["target"]
+    file = target["editable"][0]
+    current = read_params(run_git(lab.root, "show", f"{main_head}:{file}"))
+    touched = []
+    for name, value in _perturbations(current, target.get("params") or []):
+        if len(touched) >= 2 * room:
+            break
+        change = {"params": {name: value}}
+        if gates.review_change(lab, history, change, base=main_head):
+            continue
+        hyp_id, hpath = new_hypothesis(
+            lab, f"explore {name} = {value!r} (main has {current[name]!r})", change, author="planner",
+            rationale=f"No untried ideas left: perturb one declared parameter of main at a time.",
+            source={"kind": "exploration"}, status="accepted")
+        touched += [hpath, _queue(lab, history, {"id": hyp_id, "change": change}, main_head)]
+    return touched
+
+
+def _perturbations(current: dict, names: list[str]):
+    """Candidate single-parameter moves, round-robin over parameters, small moves first."""
+    rounds: list[list[tuple[str, object]]] = [[], []]
+    for name in names:
+        value = current.get(name)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, float):
+            moves = [(round(value * 1.5, 8), round(value / 1.5, 8)), (round(value * 3, 8), round(value / 3, 8))]
+        elif isinstance(value, int):
+            moves = [(value + 1, value - 1), (value * 2, value // 2)] if value > 1 else [(value + 1,), (value + 2,)]
+        else:
+            continue
+        for level, pair in enumerate(moves):
+            rounds[level] += [(name, v) for v in pair if v != value and (not isinstance(v, int) or v > 0)]
+    return [move for level in rounds for move in level]
+
+
+# -- worker -------------------------------------------------------------------
+def work(lab: Lab, entry_data: dict, worktree: Path) -> str:
+    """Apply the parameter change in the worktree; returns the file edited."""
+    change = entry_data.get("change") or {}
+    if not change.get("params"):
+        raise LabError("the builtin worker applies parameter changes only; "
+                       "configure an agent worker for instructions", field="change")
+    file = change.get("file") or lab.config["target"]["editable"][0]
+    path = worktree / file
+    path.write_text(apply_params(path.read_text(), change["params"], file))
+    return file
+
+
+# -- helpers --------------------------------------------------------------------
+def _hypotheses(lab: Lab) -> list[dict]:
+    out = []
+    for path in sorted(lab.hypotheses.glob("*.yaml")):
+        try:
+            data = load_yaml(path)[0]
+        except Exception:
+            continue
+        if isinstance(data, dict):
+            out.append(data)
+    return out
+
+
+def _proposed(lab: Lab) -> list[tuple[Path, dict]]:
+    out = []
+    for path in sorted(lab.hypotheses.glob("*.yaml")):
+        try:
+            data = load_yaml(path)[0]
+        except Exception:
+            continue
+        if isinstance(data, dict) and data.get("status") == "proposed" and isinstance(data.get("change"), dict):
+            out.append((path, data))
+    return out
+

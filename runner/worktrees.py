@@ -1,0 +1,62 @@
+"""One branch `exp/<id>` and one worktree `.lab/worktrees/<id>` per experiment."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .gitops import run_git
+from .lab import Lab
+
+
+def branch(exp_id: str) -> str:
+    return f"exp/{exp_id}"
+
+
+def path(lab: Lab, exp_id: str) -> Path:
+    return lab.worktrees / exp_id
+
+
+def ensure(lab: Lab, exp_id: str, base: str) -> Path:
+    """Create the worktree on exp/<id> at base; idempotent after a crash halfway."""
+    wt = path(lab, exp_id)
+    if (wt / ".git").exists():
+        return wt
+    if wt.exists():
+        shutil.rmtree(wt)  # a half-made worktree from a killed runner
+    run_git(lab.root, "worktree", "prune")
+    lab.worktrees.mkdir(parents=True, exist_ok=True)
+    exists = run_git(lab.root, "branch", "--list", branch(exp_id))
+    if exists:
+        run_git(lab.root, "worktree", "add", "-q", str(wt), branch(exp_id))
+    else:
+        run_git(lab.root, "worktree", "add", "-q", "-b", branch(exp_id), str(wt), base)
+    return wt
+
+
+def remove(lab: Lab, exp_id: str) -> None:
+    """Remove the worktree, keep the branch."""
+    wt = path(lab, exp_id)
+    if wt.exists():
+        try:
+            run_git(lab.root, "worktree", "remove", "--force", str(wt))
+        except Exception:
+            shutil.rmtree(wt, ignore_errors=True)
+    run_git(lab.root, "worktree", "prune")
+
+
+def commit_leftovers(wt: Path, exp_id: str, who: str) -> None:
+    """Commit whatever the worker left uncommitted in its worktree."""
+    run_git(wt, "add", "-A")
+    if run_git(wt, "status", "--porcelain"):
+        run_git(wt, "commit", "-q", "--no-verify", "-m", f"{exp_id}: changes by {who}")
+
+
+def changes(lab: Lab, exp_id: str, base: str) -> tuple[list[str], str]:
+    """(changed files, unified diff) of exp/<id> against its base."""
+    files = run_git(lab.root, "diff", "--name-only", base, branch(exp_id)).splitlines()
+    diff = run_git(lab.root, "diff", base, branch(exp_id)) if files else ""
+    return files, diff + ("\n" if diff else "")
+
+
+def listed(lab: Lab) -> list[str]:
+    return sorted(p.name for p in lab.worktrees.iterdir()) if lab.worktrees.is_dir() else []
