@@ -6,7 +6,7 @@ import sys
 import click
 
 from . import __version__
-from .commands import core, kernel
+from .commands import core, kernel, run
 from .problems import LabError
 
 
@@ -34,5 +34,5 @@ def main(ctx: click.Context, directory: str | None) -> None:
     ctx.obj = core.Context(directory)
 
 
-for command in (*core.COMMANDS, kernel.kernel):
+for command in (*core.COMMANDS, *run.COMMANDS, kernel.kernel):
     main.add_command(command)

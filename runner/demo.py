@@ -1,0 +1,102 @@
+"""`lab demo`: the whole loop on the embedded default, in a fresh directory.
+
+It never touches the checkout it is run from: the lab is scaffolded from the
+installed package's assets into DIR (a new temporary directory by default).
+"""
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from . import gitops
+from .lab import Lab
+from .loop import run
+from .promotion import key_values, target_key
+from .scaffold import init_lab
+from .scores import best_row, scores
+from .state import new_experiment
+
+
+def run_demo(directory: str | None, *, minutes: float = 9.0, experiments: int = 40, slots: int = 2,
+             budget: float | None = None, stop: threading.Event | None = None) -> Lab:
+    started = time.monotonic()
+    root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="benchlab-demo-"))
+    init_lab(root, template="tiny-gpt")
+    lab = _configure(Lab(root), slots, budget)
+    click.echo(f"lab demo: a fresh lab in {root}")
+    click.echo(f"  {slots} CPU slots, up to {experiments} experiments, dispatching for {minutes:g} min; "
+               "builtin roles (no LLM)")
+    main = gitops.head(root)
+    for seed in range(slots):
+        new_experiment(lab, None, {}, main, priority=100, wave=seed, kind="baseline", by="demo")
+    gitops.commit_paths(root, ["queue"], f"demo: queue {slots} baseline runs (seeds 0..{slots - 1})")
+
+    from .commands.run import progress_printer
+    runner = run(lab, until_idle=True, max_experiments=experiments + slots, stop=stop,
+                 on_event=_timed(progress_printer(lab), started),
+                 deadline=started + minutes * 60)
+    _summary(lab, main, runner, time.monotonic() - started)
+    return lab
+
+
+def _configure(lab: Lab, slots: int, budget: float | None) -> Lab:
+    text = lab.config_path.read_text()
+    text = re.sub(r"(?m)^(\s+slots:) \d+", rf"\1 {slots}", text)
+    text = re.sub(r"(?m)^(\s+max_running:) \d+", rf"\1 {slots}", text)
+    if budget:
+        text = re.sub(r"(?m)^(  stall_timeout_s: .*)$", rf'\1\n  env: {{LAB_TIME_BUDGET: "{budget:g}"}}', text)
+    lab.config_path.write_text(text)
+    gitops.commit_paths(lab.root, ["lab.yaml"], f"demo: {slots} slots" + (f", {budget:g}s per run" if budget else ""))
+    return Lab(lab.root)
+
+
+def _timed(callback, started: float):
+    def on_event(kind, info):
+        click.echo(f"[{time.monotonic() - started:6.1f}s]", nl=False)
+        callback(kind, info)
+    return on_event
+
+
+def _summary(lab: Lab, first_main: str, runner, elapsed: float) -> None:
+    table = scores(lab)
+    base_values = key_values(table, target_key(lab, first_main))
+    click.echo("")
+    click.echo(f"lab demo: {runner.recorded} experiments recorded in {elapsed:.0f}s")
+    if base_values:
+        spread = f", stdev {statistics.stdev(base_values):.4f}" if len(base_values) > 1 else ""
+        click.echo(f"  baseline {lab.metric}: {statistics.fmean(base_values):.4f} "
+                   f"(mean of {len(base_values)} seeds{spread})")
+    best = best_row(lab, table, main_only=True)
+    if best and base_values and best["kind"] != "baseline":
+        base = statistics.fmean(base_values)
+        click.echo(f"  best on main: {lab.metric} {best['value']:.4f} ({100 * (best['value'] - base) / base:+.2f}%) "
+                   f"from {best['id']}: {best['title']}")
+        click.echo(f"  best change: {json.loads(best['change'] or '{}')}")
+        click.echo(f"  main's train.py vs the start:\n" + _indent(gitops.run_git(
+            lab.root, "diff", "--stat", first_main, "HEAD", "--", *lab.config["target"]["editable"])))
+    else:
+        click.echo("  no promotion this time")
+    leaderboard = lab.experiments / "LEADERBOARD.md"
+    if leaderboard.exists():
+        click.echo("")
+        click.echo(leaderboard.read_text())
+    click.echo(f"files: {lab.root} (experiments/, hypotheses/, experiments/scores.parquet)")
+    report = _report(lab)
+    if report:
+        click.echo(f"report: {report}")
+
+
+def _report(lab: Lab) -> Path | None:
+    from .report import write_report
+    return write_report(lab, lab.runtime / "report")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
