@@ -7,7 +7,7 @@ decide *when* a pass runs; nothing depends on an event arriving.
 """
 from __future__ import annotations
 
-import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,6 +57,8 @@ class Runner:
         self.max_experiments: int | None = None
         self._reported: dict[str, float] = {}
         self._ideas_exhausted = False
+        self.planning = True
+        self._events_mtime: float | None = None
 
     # -- one pass -------------------------------------------------------------
     def reconcile(self) -> bool:
@@ -66,7 +68,7 @@ class Runner:
         for entry in entries:
             self._step(entry, log)
         self._dispatch([e for e in entries if e.path.exists()], log)
-        if not log.paths:
+        if not log.paths and self.planning:
             self._plan(log)
         self._commit(log)
         return bool(log.paths)
@@ -188,9 +190,10 @@ class Runner:
                              experiment=entry.id, hypothesis=entry.data.get("hypothesis"))
                 self._finish(entry, Outcome("failed", reason=f"refused ({rejection.rule}): {rejection.message}"), log)
                 return
-        spec = self._spec(entry)
-        job = {**(entry.data.get("job") or {}), **self.backend.start(spec)}
+        job = dict(entry.data.get("job") or {})
         job["attempts"] = int(job.get("attempts", 0)) + 1
+        entry.data["job"] = job  # in memory only until `running` is written: a crash re-uses the job dir
+        job.update(self.backend.start(self._spec(entry)))
         transition(entry, "running", "runner", job=job)
         log.add(self.lab, entry.path, line=f"{entry.id}: ready -> running ({job.get('slot')})")
         self.on_event("running", {"entry": entry})
@@ -200,10 +203,14 @@ class Runner:
         env = dict(target.get("env") or {})
         if entry.is_baseline:
             env["LAB_SEED"] = str(entry.data.get("wave", 0))
-        return JobSpec(exp_id=entry.id, slot=(entry.data.get("job") or {}).get("slot", "cpu0"),
+        job = entry.data.get("job") or {}
+        return JobSpec(exp_id=entry.id, slot=job.get("slot", "cpu0"),
                        command=list(target["command"]), cwd=worktrees.path(self.lab, entry.id), env=env,
-                       job_dir=self.lab.runtime / "jobs" / entry.id, time_limit_s=float(target["time_limit_s"]),
+                       job_dir=self._job_root(entry.id) / f"attempt-{job.get('attempts', 1)}", time_limit_s=float(target["time_limit_s"]),
                        stall_timeout_s=float(target["stall_timeout_s"]))
+
+    def _job_root(self, exp_id: str) -> Path:
+        return self.lab.runtime / "jobs" / exp_id
 
     def _poll(self, entry: Entry, log: PassLog) -> None:
         spec = self._spec(entry)
@@ -218,9 +225,9 @@ class Runner:
                 transition(entry, "ready", "runner", note=f"retry after infrastructure failure: {status.reason}")
                 log.add(self.lab, entry.path, line=f"{entry.id}: running -> ready (retry)")
                 return
-            self._finish(entry, Outcome("failed", reason=f"infrastructure: {status.reason}"), log, spec.job_dir)
+            self._finish(entry, Outcome("failed", reason=f"infrastructure: {status.reason}"), log, status.log_path)
             return
-        self._finish(entry, self._outcome(entry, status, spec), log, spec.job_dir)
+        self._finish(entry, self._outcome(entry, status, spec), log, status.log_path)
 
     def _outcome(self, entry: Entry, status, spec: JobSpec) -> Outcome:
         text = status.log_path.read_text(errors="replace") if status.log_path.exists() else ""
@@ -240,8 +247,8 @@ class Runner:
         return o
 
     # -- recording and promotion ----------------------------------------------
-    def _finish(self, entry: Entry, outcome: Outcome, log: PassLog, job_dir: Path | None = None) -> None:
-        if entry.status == "running" and outcome.status in ("cancelled",):
+    def _finish(self, entry: Entry, outcome: Outcome, log: PassLog, log_path: Path | None = None) -> None:
+        if outcome.status == "cancelled" and entry.last_status == "running":
             self.backend.kill(self._spec(entry), "cancelled")
         base = entry.data.get("base")
         branch = worktrees.branch(entry.id)
@@ -255,9 +262,14 @@ class Runner:
         if outcome.status == "finished" and not entry.is_baseline:
             self._judge(entry, outcome, table, log)
         patch = worktrees.changes(self.lab, entry.id, base)[1] if base and outcome.commit else ""
-        paths = record(self.lab, entry, outcome, job_dir or self.lab.runtime / "jobs" / entry.id, patch)
+        paths = record(self.lab, entry, outcome, log_path, patch)
+        shutil.rmtree(self._job_root(entry.id), ignore_errors=True)
         self.recorded += 1
         log.add(self.lab, *paths, line=f"{entry.id}: -> {outcome.status} {self._brief(outcome)}")
+        if outcome.promoted:
+            self._commit(log)  # main moved: later results in this pass must see the new HEAD
+            log.paths.clear(), log.lines.clear()
+            log.subject = ""
         if outcome.status in ("failed", "timed_out"):
             record_event(self.lab, "error" if outcome.status == "failed" else "warn", outcome.status,
                          outcome.reason, experiment=entry.id, hypothesis=entry.data.get("hypothesis"))
@@ -351,6 +363,10 @@ class Runner:
 
     # -- git ----------------------------------------------------------------------
     def _commit(self, log: PassLog) -> None:
+        events_mtime = _mtime(self.lab.events_path)
+        if events_mtime != self._events_mtime:  # events recorded this pass (by us or the reporter)
+            self._events_mtime = events_mtime
+            log.add(self.lab, self.lab.events_path, line="" if log.lines else "runner: events")
         if not log.paths:
             return
         paths = list(dict.fromkeys(log.paths))
@@ -396,6 +412,13 @@ class Runner:
                         log.add(self.lab, *merge_into_main(self.lab, worktrees.branch(parts[1])))
         if log.paths:
             log.lines.append("runner: commit records left by an interrupted runner")
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def _set_requeued(path: Path, origin: str) -> None:
@@ -453,8 +476,13 @@ def runner_lock(lab: Lab) -> FileLock:
 
 
 def run(lab: Lab, *, once: bool = False, until_idle: bool = False, max_experiments: int | None = None,
-        on_event=None, stop: threading.Event | None = None, tick: float = TICK_S) -> Runner:
-    """The `lab run` loop. SIGINT/SIGTERM set `stop`; running jobs stay recoverable."""
+        on_event=None, stop: threading.Event | None = None, tick: float = TICK_S, plan: bool = True,
+        deadline: float | None = None) -> Runner:
+    """The `lab run` loop. SIGINT/SIGTERM set `stop`; running jobs stay recoverable.
+
+    `deadline` (time.monotonic()) stops dispatching new experiments, then runs
+    until the running ones are recorded; `plan=False` runs only what is queued.
+    """
     stop = stop or threading.Event()
     lock = runner_lock(lab)
     if not lock.acquire(blocking=False):
@@ -462,9 +490,12 @@ def run(lab: Lab, *, once: bool = False, until_idle: bool = False, max_experimen
     try:
         runner = Runner(lab, on_event=on_event)
         runner.max_experiments = max_experiments
+        runner.planning = plan
         runner.recover()
         with Watcher(lab) as watcher:
             while not stop.is_set():
+                if deadline is not None and time.monotonic() > deadline and not runner._limit_reached():
+                    runner.max_experiments = runner.dispatched
                 moved = runner.reconcile()
                 if once or (until_idle and not moved and _idle(lab)):
                     break

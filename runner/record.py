@@ -11,7 +11,6 @@ and the caller commits all of it in one commit.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,14 +47,14 @@ def experiment_dir(lab: Lab, exp_id: str) -> Path:
     return lab.experiments / exp_id
 
 
-def record(lab: Lab, entry: Entry, outcome: Outcome, job_dir: Path | None, patch: str) -> list[str]:
+def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patch: str) -> list[str]:
     """Write the terminal record; return the lab-relative paths to commit."""
     out = experiment_dir(lab, entry.id)
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / "metrics.parquet", _metrics_table(outcome))
     atomic_write(out / "patch.diff", patch)
-    if job_dir and (job_dir / "log").exists():
-        atomic_write(out / "log.txt", _tail(job_dir / "log"))
+    if log_path and log_path.exists():
+        atomic_write(out / "log.txt", _tail(log_path))
     _append_score(lab, entry, outcome)
     data = dict(entry.data)
     data["status"] = outcome.status
@@ -66,8 +65,6 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, job_dir: Path | None, patch
     write_yaml(out / "experiment.yaml", data)
     entry.path.unlink(missing_ok=True)
     worktrees.remove(lab, entry.id)
-    if job_dir and job_dir.exists():
-        shutil.rmtree(job_dir, ignore_errors=True)
     rel = lab.rel(out)
     return [lab.rel(entry.path), rel, lab.rel(lab.scores_path)]
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from .. import gates
 from ..gitops import run_git
-from ..ideas import load_ideas
 from ..lab import Lab
 from ..params import apply_params, read_params
 from ..problems import LabError
@@ -26,6 +25,8 @@ from ..yamlio import load_yaml, write_yaml
 # -- researcher ---------------------------------------------------------------
 def research(lab: Lab, history: "gates.History", want: int) -> list[Path]:
     """Propose up to `want` ideas from the library that were never proposed before."""
+    from ..ideas import load_ideas
+
     proposed = {h.get("tags", [""])[0] for h in _hypotheses(lab) if h.get("tags")}
     made = []
     for idea in load_ideas():
