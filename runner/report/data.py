@@ -1,0 +1,233 @@
+"""Everything a report shows, read once from the lab's Parquet and YAML state.
+
+The charts, the HTML page, the PNGs and the leaderboard all take a `ReportData`,
+so each of them is a pure function of the files on disk.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from ..lab import Lab
+from ..tables import EVENTS, METRICS, SCORES, read_table
+from ..timeutil import now
+from ..yamlio import load_yaml
+
+OUTCOMES = ("promoted", "baseline", "worse", "failed", "timed out", "stale", "cancelled")
+CURVES_TOP = 5          # loss curves of this many best experiments (plus the first baseline)
+
+
+@dataclass
+class ReportData:
+    lab: Lab
+    name: str
+    metric: str
+    minimize: bool
+    margin: float
+    rows: list[dict]                       # scores, ordered by finish time, with derived fields
+    events: list[dict]
+    curves: dict[str, dict[str, tuple[list, list]]] = field(default_factory=dict)
+    generated: datetime = field(default_factory=now)
+
+    def better(self, a: float, b: float) -> bool:
+        return a < b if self.minimize else a > b
+
+    @property
+    def valid(self) -> list[dict]:
+        return [r for r in self.rows if _finite(r["value"]) and r["status"] == "finished"]
+
+    @property
+    def first_baseline(self) -> dict | None:
+        return next((r for r in self.valid if r["kind"] == "baseline"), None)
+
+    @property
+    def best(self) -> dict | None:
+        """Best on main: baselines and promotions only (what main holds)."""
+        best = None
+        for row in self.valid:
+            if _on_main(row) and (best is None or self.better(row["value"], best["value"])):
+                best = row
+        return best
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _on_main(row: dict) -> bool:
+    return bool(row["promoted"]) or row["kind"] == "baseline"
+
+
+def outcome(row: dict) -> str:
+    """One of OUTCOMES: how a bar in the Gantt chart is coloured."""
+    status = row["status"]
+    if status == "timed_out":
+        return "timed out"
+    if status in ("failed", "stale", "cancelled"):
+        return status
+    if row["promoted"]:
+        return "promoted"
+    if row["kind"] == "baseline":
+        return "baseline"
+    return "worse" if _finite(row["value"]) else "failed"
+
+
+def change_text(change_json: str | None, limit: int = 80) -> str:
+    """`{"params": {"LR": 0.002}}` -> `LR=0.002`; instructions are shortened."""
+    if not change_json:
+        return ""
+    try:
+        change = json.loads(change_json)
+    except ValueError:
+        return change_json[:limit]
+    if not isinstance(change, dict):
+        return str(change)[:limit]
+    parts = [f"{k}={v}" for k, v in (change.get("params") or {}).items()]
+    if change.get("instructions"):
+        parts.append(" ".join(str(change["instructions"]).split()))
+    text = ", ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def load(lab: Lab, curves_top: int = CURVES_TOP) -> ReportData:
+    objective = lab.config["objective"]
+    table = read_table(lab.scores_path, SCORES)
+    rows = _ordered(table.to_pylist())
+    for index, row in enumerate(rows):
+        row["index"] = index
+        row["outcome"] = outcome(row)
+        row["change_text"] = change_text(row.get("change"))
+    data = ReportData(lab=lab, name=lab.config["lab"], metric=lab.metric, minimize=lab.minimize,
+                      margin=float(objective.get("noise_margin") or 0.0), rows=rows,
+                      events=_events(lab))
+    _fill_titles(lab, leaderboard(data, 50))
+    _running_best(data)
+    data.curves = _curves(lab, data, curves_top)
+    return data
+
+
+def _ordered(rows: list[dict]) -> list[dict]:
+    def key(row):
+        moment = row.get("finished") or row.get("started")
+        return (moment is None, moment.timestamp() if moment else 0.0, row["id"])
+    return sorted(rows, key=key)
+
+
+def _events(lab: Lab) -> list[dict]:
+    table = read_table(lab.events_path, EVENTS)
+    if table.num_rows == 0:
+        return []
+    order = pc.sort_indices(table, sort_keys=[("at", "descending")])
+    return table.take(order).to_pylist()
+
+
+def _running_best(data: ReportData) -> None:
+    """row["best"]: the best on main once this row is recorded (None before the first)."""
+    best = None
+    for row in data.rows:
+        if row["status"] == "finished" and _finite(row["value"]) and _on_main(row):
+            if best is None or data.better(row["value"], best):
+                best = row["value"]
+        row["best"] = best
+
+
+def _fill_titles(lab: Lab, rows: list[dict]) -> None:
+    """Rows recorded without a title get their hypothesis's title (few files read)."""
+    for row in rows:
+        if row.get("title") or not row.get("hypothesis"):
+            continue
+        path = lab.hypotheses / f"{row['hypothesis']}.yaml"
+        try:
+            row["title"] = (load_yaml(path)[0] or {}).get("title")
+        except Exception:  # a broken hypothesis file must not break the report
+            row["title"] = None
+
+
+def leaderboard(data: ReportData, top: int | None = None) -> list[dict]:
+    """Finished experiments with a valid score, best first."""
+    ranked = sorted(data.valid, key=lambda r: r["value"], reverse=not data.minimize)
+    return ranked if top is None else ranked[:top]
+
+
+def _curves(lab: Lab, data: ReportData, top: int) -> dict:
+    wanted = [r["id"] for r in leaderboard(data, top)]
+    if data.first_baseline and data.first_baseline["id"] not in wanted:
+        wanted.append(data.first_baseline["id"])
+    curves = {}
+    for exp_id in wanted:
+        path = lab.experiments / exp_id / "metrics.parquet"
+        if path.exists():
+            curves[exp_id] = step_series(read_table(path, METRICS))
+    return curves
+
+
+def step_series(table) -> dict[str, tuple[list, list]]:
+    """{name: (steps, values)} of the step metrics (not the summary lines)."""
+    table = table.filter(pc.invert(table["summary"]))
+    series: dict[str, tuple[list, list]] = {}
+    for step, name, value in zip(table["step"].to_pylist(), table["name"].to_pylist(),
+                                 table["value"].to_pylist()):
+        if step is None:
+            continue
+        steps, values = series.setdefault(name, ([], []))
+        steps.append(step)
+        values.append(value)
+    return series
+
+
+def loss_name(curves: dict) -> str | None:
+    """The step metric the loss chart shows: train_loss, else loss, else any *loss*."""
+    names = {name for series in curves.values() for name in series}
+    for candidate in ("train_loss", "loss"):
+        if candidate in names:
+            return candidate
+    lossy = sorted(n for n in names if "loss" in n)
+    return lossy[0] if lossy else None
+
+
+def overview(data: ReportData) -> dict:
+    statuses = [r["status"] for r in data.rows]
+    best, first = data.best, data.first_baseline
+    gain = None
+    if best and first and first["value"]:
+        gain = 100.0 * (best["value"] - first["value"]) / abs(first["value"])
+    return {
+        "run": len(data.rows),
+        "promoted": sum(1 for r in data.rows if r["promoted"]),
+        "failed": statuses.count("failed"),
+        "timed_out": statuses.count("timed_out"),
+        "stale": statuses.count("stale"),
+        "compute_s": sum(r["duration_s"] or 0.0 for r in data.rows),
+        "best": best["value"] if best else None,
+        "best_id": best["id"] if best else None,
+        "first_baseline": first["value"] if first else None,
+        "gain_pct": gain,
+    }
+
+
+def overview_line(data: ReportData) -> str:
+    o = overview(data)
+    text = (f"{o['run']} experiments run, {o['promoted']} promoted, {o['failed']} failed, "
+            f"{o['timed_out']} timed out; compute {_duration(o['compute_s'])}")
+    if o["best"] is not None:
+        text += f"; best {data.metric} {o['best']:.6g} ({o['best_id']})"
+    if o["gain_pct"] is not None:
+        text += f", {o['gain_pct']:+.2f}% vs first baseline {o['first_baseline']:.6g}"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def relative_link(target: Path, out_dir: Path) -> str:
+    """A link from a page in out_dir to a lab file, relative so it works from file://."""
+    return Path(os.path.relpath(target.resolve(), out_dir.resolve())).as_posix()
