@@ -329,6 +329,16 @@ def check_diff(lab, changed_files: list[str], diff_text: str, change: dict) -> R
     return _single_change_diff(lab, parse_diff(diff_text), change or {})
 
 
+def worktree_changes(worktree: Path, base: str) -> tuple[list[str], str]:
+    """(changed files, unified diff) of a worktree, committed or not, against `base`.
+    Untracked files are added to the worktree's index so that they count."""
+    worktree = Path(worktree)
+    gitops.run_git(worktree, "add", "-A")
+    files = gitops.run_git(worktree, "diff", "--cached", "--name-only", base).splitlines()
+    diff = gitops.run_git(worktree, "diff", "--cached", base) if files else ""
+    return files, diff + ("\n" if diff else "")
+
+
 @dataclass
 class Hunk:
     path: str

@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""A scripted stand-in for a coding agent (`claude -p`, `codex exec`, ...).
+
+The runner starts it through the same agent-command path as a real agent:
+
+    roles:
+      researcher: {kind: agent, command: [python, tests/fake_agent.py, "{prompt_file}"]}
+
+It reads the prompt file (and fails if it is missing or does not name its role),
+then acts on the lab's files by role, as the skill tells a real agent to:
+
+    researcher  writes hypotheses/<id>.yaml (status proposed): one declared parameter of
+                lab.yaml, its current value in the target scaled by the first factor in
+                FACTORS that no hypothesis has tried yet (FAKE_AGENT_PARAM=NAME=VALUE forces one)
+    planner     accepts every proposed hypothesis (status + review) and queues it as
+                queue/<id>.yaml (status queued, base = main's HEAD)
+    worker      edits the entry's params as top-level constants of the target file in its
+                worktree (the current directory), then sets status ready in $LAB_ENTRY
+    reporter    writes experiments/LEADERBOARD.md and reports/<task>.md
+
+FAKE_AGENT_SCENARIO (or FAKE_AGENT_SCENARIO_<ROLE>, which wins) picks a misbehaviour:
+
+    good            as above
+    invalid-yaml    writes malformed YAML where the role writes YAML
+    edit-protected  also appends a line to lab.yaml in its working directory
+    edit-main       worker: edits the target in the lab root instead of its worktree
+    commit-protected  edits lab.yaml in the lab root and commits it with git
+    duplicate       researcher: proposes exactly the change of an existing hypothesis
+    claim           worker: claims its entry first (runner.agents.claim), works only if it won
+    hang            starts a child that sleeps, then sleeps forever (pids in $FAKE_AGENT_PIDS)
+    fail            prints a message and exits 3
+
+FAKE_AGENT_LINGER=<seconds> keeps it alive that long after it has acted.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from runner.agents import claim
+from runner.fingerprint import fingerprint
+from runner.ids import new_id
+from runner.lab import Lab
+from runner.timeutil import iso
+
+FACTORS = (2.0, 0.5, 4.0, 0.25, 1.5, 0.75, 3.0, 0.33)
+
+
+def main() -> int:
+    role = os.environ["LAB_ROLE"]
+    prompt = Path(sys.argv[1]).read_text(encoding="utf-8")
+    if f"you are the {role}" not in prompt:
+        print(f"fake agent: the prompt does not name my role {role}", file=sys.stderr)
+        return 2
+    scenario = os.environ.get(f"FAKE_AGENT_SCENARIO_{role.upper()}") or os.environ.get("FAKE_AGENT_SCENARIO", "good")
+    print(f"fake agent: {role} {os.environ.get('LAB_TASK')} scenario {scenario}", flush=True)
+    lab = Lab(Path(os.environ["LAB_ROOT"]))
+    if scenario == "hang":
+        return hang()
+    if scenario == "fail":
+        print("fake agent: giving up", flush=True)
+        return 3
+    if scenario == "edit-protected":
+        with open(Path.cwd() / "lab.yaml", "a") as handle:
+            handle.write("# edited by a fake agent\n")
+    if scenario == "commit-protected":
+        with open(lab.root / "lab.yaml", "a") as handle:
+            handle.write("# committed by a fake agent\n")
+        subprocess.run(["git", "commit", "-q", "--no-verify", "-m", "agent edits lab.yaml", "--", "lab.yaml"],
+                       cwd=lab.root, check=True)
+    code = ROLES[role](lab, scenario)
+    time.sleep(float(os.environ.get("FAKE_AGENT_LINGER", "0")))
+    return code
+
+
+# -- roles ------------------------------------------------------------------------------
+def researcher(lab: Lab, scenario: str) -> int:
+    existing = [load(p) for p in sorted(lab.hypotheses.glob("*.yaml"))]
+    if scenario == "duplicate":
+        change = dict(existing[0]["change"])
+    else:
+        change = {"params": propose(lab, [h.get("change") or {} for h in existing])}
+    hyp_id = new_id("h")
+    path = lab.hypotheses / f"{hyp_id}.yaml"
+    if scenario == "invalid-yaml":
+        path.write_text(f"id: {hyp_id}\ntitle: [unclosed\nstatus: proposed\n")
+        return 0
+    name, value = next(iter(change.get("params", {}).items()), ("change", ""))
+    write(path, {"id": hyp_id, "title": f"{name} = {value}", "status": "proposed", "author": "researcher",
+                 "created": iso(), "rationale": "fake agent: scale one declared parameter",
+                 "source": {"kind": "exploration"}, "change": change})
+    print(f"fake agent: proposed {path.name}")
+    return 0
+
+
+def propose(lab: Lab, tried: list[dict]) -> dict:
+    forced = os.environ.get("FAKE_AGENT_PARAM")
+    if forced:
+        name, _, raw = forced.partition("=")
+        return {name: yaml.safe_load(raw)}
+    target = lab.config["target"]
+    name = target["params"][0]
+    current = current_value(lab.root / target["editable"][0], name)
+    values = {(c.get("params") or {}).get(name) for c in tried}
+    for factor in FACTORS:
+        value = type(current)(current * factor) if isinstance(current, (int, float)) else current
+        if value not in values:
+            return {name: value}
+    return {name: current * 10}
+
+
+def planner(lab: Lab, scenario: str) -> int:
+    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=lab.root, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    for path in sorted(lab.hypotheses.glob("*.yaml")):
+        hyp = load(path)
+        if hyp.get("status") != "proposed":
+            continue
+        hyp["status"] = "accepted"
+        hyp["review"] = {"by": "planner", "at": iso(), "reason": "fake agent: one declared parameter"}
+        write(path, hyp)
+        exp_id = new_id("e")
+        queue = lab.queue / f"{exp_id}.yaml"
+        if scenario == "invalid-yaml":
+            queue.write_text(f"id: {exp_id}\nstatus: queued\nchange: {{params: [\n")
+            continue
+        now = iso()
+        write(queue, {"id": exp_id, "hypothesis": hyp["id"], "kind": "experiment", "status": "queued",
+                      "base": base, "priority": 0, "wave": 0, "change": hyp["change"],
+                      "fingerprint": fingerprint(hyp["change"]), "created": now,
+                      "history": [{"status": "queued", "at": now, "by": "planner"}]})
+        print(f"fake agent: queued {queue.name} for {path.name}")
+    return 0
+
+
+def worker(lab: Lab, scenario: str) -> int:
+    entry_path = Path(os.environ["LAB_ENTRY"])
+    entry = load(entry_path)
+    if scenario == "claim" and not claim(lab, entry["id"], os.environ["LAB_TASK"]):
+        print(f"fake agent: {entry['id']} is claimed by another worker")
+        return 0
+    if scenario == "invalid-yaml":
+        entry_path.write_text(entry_path.read_text() + "status: [ready\n")
+        return 0
+    change = entry.get("change") or {}
+    where = lab.root if scenario == "edit-main" else Path(os.environ.get("LAB_WORKTREE") or Path.cwd())
+    target = where / (change.get("file") or lab.config["target"]["editable"][0])
+    text = target.read_text()
+    for name, value in (change.get("params") or {}).items():
+        text, count = re.subn(rf"^{name}\s*=.*$", f"{name} = {value!r}", text, count=1, flags=re.M)
+        if not count:
+            print(f"fake agent: {name} is not a top-level constant of {target.name}", file=sys.stderr)
+            return 1
+    target.write_text(text)
+    now = iso()
+    entry.update(status="ready", updated=now)
+    entry.setdefault("history", []).append({"status": "ready", "at": now, "by": "worker"})
+    write(entry_path, entry)
+    print(f"fake agent: edited {target} and set {entry['id']} ready")
+    return 0
+
+
+def reporter(lab: Lab, scenario: str) -> int:
+    import pyarrow.parquet as pq
+    rows = pq.read_table(lab.scores_path).to_pylist() if lab.scores_path.exists() else []
+    lines = ["# Leaderboard", "", f"| id | {lab.metric} | status |", "| --- | --- | --- |"]
+    lines += [f"| {r['id']} | {r['value']} | {r['status']} |" for r in rows]
+    (lab.experiments / "LEADERBOARD.md").write_text("\n".join(lines) + "\n")
+    reports = lab.root / "reports"
+    reports.mkdir(exist_ok=True)
+    (reports / f"{os.environ['LAB_TASK']}.md").write_text(f"# Report\n\n{len(rows)} experiments scored.\n")
+    return 0
+
+
+ROLES = {"researcher": researcher, "planner": planner, "worker": worker, "reporter": reporter}
+
+
+# -- helpers -----------------------------------------------------------------------------
+def hang() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)"])
+    pids = os.environ.get("FAKE_AGENT_PIDS")
+    if pids:
+        Path(pids).write_text(f"{os.getpid()} {child.pid}\n")
+    while True:
+        time.sleep(1)
+
+
+def current_value(path: Path, name: str):
+    found = re.search(rf"^{name}\s*=\s*(.+?)\s*(#.*)?$", path.read_text(), re.M)
+    return yaml.safe_load(found.group(1)) if found else 1.0
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def write(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
