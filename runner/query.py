@@ -1,0 +1,261 @@
+"""`lab query SQL`: read-only SQL (DuckDB) over the lab's Parquet and YAML state.
+
+Views (each built only when the SQL names it, so a query on `scores` never
+parses ten thousand YAML files):
+
+- scores       experiments/scores.parquet
+- events       experiments/events.parquet
+- metrics      every experiments/<id>/metrics.parquet, plus an `experiment` column
+- hypotheses   hypotheses/*.yaml, flattened (change/params as JSON text)
+- queue        queue/*.yaml, flattened
+- experiments  experiments/*/experiment.yaml, flattened (same columns as queue)
+
+A missing table is an empty view with the right columns. Everything is loaded
+into memory first, then DuckDB's file access is switched off and locked, so a
+query cannot read or write any file: agents may run it freely.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .fingerprint import fingerprint
+from .lab import Lab
+from .problems import LabError
+from .tables import EVENTS, METRICS, SCORES, read_table
+from .yamlio import load_yaml
+
+_S, _F, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
+
+HYPOTHESES = pa.schema([
+    ("id", _S), ("title", _S), ("status", _S), ("author", _S), ("created", _S),
+    ("source_kind", _S), ("source_ref", _S), ("source_url", _S), ("source_title", _S),
+    ("change", _S), ("params", _S), ("instructions", _S), ("file", _S), ("fingerprint", _S),
+    ("rationale", _S), ("expected", _S), ("tags", pa.list_(_S)),
+    ("review_by", _S), ("review_at", _S), ("review_rule", _S), ("review_reason", _S),
+    ("review_collides_with", _S), ("path", _S),
+])
+
+EXPERIMENTS = pa.schema([
+    ("id", _S), ("hypothesis", _S), ("kind", _S), ("status", _S), ("base", _S), ("priority", _I),
+    ("wave", _I), ("change", _S), ("params", _S), ("instructions", _S), ("file", _S),
+    ("fingerprint", _S), ("created", _S), ("updated", _S), ("worker", _S), ("branch", _S),
+    ("requeued_from", _S), ("job", _S), ("history", _S),
+    ("metric", _S), ("value", _F), ("base_value", _F), ("delta", _F), ("promoted", _B),
+    ("commit", _S), ("duration_s", _F), ("reason", _S), ("metrics", _S), ("path", _S),
+])
+
+METRICS_VIEW = pa.schema([pa.field("experiment", _S), *METRICS])
+
+VIEWS = ("scores", "events", "metrics", "hypotheses", "queue", "experiments")
+
+
+@dataclass
+class Result:
+    columns: list[str]
+    rows: list[tuple]
+    skipped: list[str] = field(default_factory=list)  # "path: why" for unreadable files
+
+    def records(self) -> list[dict]:
+        return [{c: jsonable(v) for c, v in zip(self.columns, row)} for row in self.rows]
+
+
+def run_query(lab: Lab, sql: str) -> Result:
+    """Run one read-only SQL statement over the lab's views."""
+    import duckdb  # optional dependency: the `query` extra
+
+    if not sql.strip():
+        raise LabError("empty SQL statement", "query", "sql")
+    skipped: list[str] = []
+    con = duckdb.connect(":memory:")
+    try:
+        for name in referenced_views(sql):
+            con.register(name, build_view(lab, name, skipped))
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        try:
+            cursor = con.execute(sql)
+            columns = [d[0] for d in cursor.description or []]
+            rows = cursor.fetchall() if cursor.description else []
+        except duckdb.Error as exc:
+            raise LabError(one_line(str(exc)), "query", "sql") from None
+    finally:
+        con.close()
+    return Result(columns, rows, skipped)
+
+
+def referenced_views(sql: str) -> list[str]:
+    words = {w.lower() for w in re.findall(r"[A-Za-z_]+", sql)}
+    return [name for name in VIEWS if name in words]
+
+
+def one_line(message: str) -> str:
+    """DuckDB's errors span lines (LINE 1: ... ^^^); keep the first, add the position hint."""
+    lines = [l.strip() for l in message.splitlines() if l.strip()]
+    head = lines[0] if lines else "SQL error"
+    near = next((l for l in lines[1:] if l.startswith("LINE ")), "")
+    return f"{head} ({near})" if near else head
+
+
+def build_view(lab: Lab, name: str, skipped: list[str]) -> pa.Table:
+    if name == "scores":
+        return _parquet(lab, lab.scores_path, SCORES, skipped)
+    if name == "events":
+        return _parquet(lab, lab.events_path, EVENTS, skipped)
+    if name == "metrics":
+        return metrics_table(lab, skipped)
+    if name == "hypotheses":
+        paths = sorted(lab.hypotheses.glob("*.yaml")) if lab.hypotheses.is_dir() else []
+        return _yaml_table(lab, paths, HYPOTHESES, hypothesis_row, skipped)
+    if name == "queue":
+        paths = sorted(lab.queue.glob("*.yaml")) if lab.queue.is_dir() else []
+        return _yaml_table(lab, paths, EXPERIMENTS, experiment_row, skipped)
+    if name == "experiments":
+        paths = sorted(lab.experiments.glob("*/experiment.yaml")) if lab.experiments.is_dir() else []
+        return _yaml_table(lab, paths, EXPERIMENTS, experiment_row, skipped)
+    raise KeyError(name)
+
+
+def _parquet(lab: Lab, path: Path, schema: pa.Schema, skipped: list[str]) -> pa.Table:
+    try:
+        return read_table(path, schema)
+    except Exception as exc:  # a corrupt table must not hide the others
+        skipped.append(f"{lab.rel(path)}: {one_line(str(exc))}")
+        return schema.empty_table()
+
+
+def metrics_table(lab: Lab, skipped: list[str]) -> pa.Table:
+    parts = []
+    paths = sorted(lab.experiments.glob("*/metrics.parquet")) if lab.experiments.is_dir() else []
+    for path in paths:
+        try:
+            table = pq.read_table(path, schema=METRICS)
+        except Exception as exc:
+            skipped.append(f"{lab.rel(path)}: {one_line(str(exc))}")
+            continue
+        experiment = pa.array([path.parent.name] * table.num_rows, _S)
+        parts.append(table.add_column(0, pa.field("experiment", _S), experiment))
+    return pa.concat_tables(parts) if parts else METRICS_VIEW.empty_table()
+
+
+def _yaml_table(lab: Lab, paths, schema: pa.Schema, to_row, skipped: list[str]) -> pa.Table:
+    rows = []
+    for path in paths:
+        try:
+            data, _ = load_yaml(path)
+            if not isinstance(data, dict):
+                raise LabError("expected a mapping of fields")
+            row = to_row(data)
+        except LabError as exc:
+            skipped.append(f"{lab.rel(path)}: {exc.problem.message}")
+            continue
+        except (TypeError, ValueError, AttributeError) as exc:
+            skipped.append(f"{lab.rel(path)}: unexpected field shape ({exc})")
+            continue
+        row["path"] = lab.rel(path)
+        rows.append(_coerce(row, schema))
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _coerce(row: dict, schema: pa.Schema) -> dict:
+    """Fit agent-written values to the column types (a bad value becomes null, not an error)."""
+    out = {}
+    for f in schema:
+        value = row.get(f.name)
+        if value is None:
+            out[f.name] = None
+        elif f.type == _S:
+            out[f.name] = value if isinstance(value, str) else json.dumps(value, default=str)
+        elif f.type == _F:
+            out[f.name] = float(value) if _is_number(value) else None
+        elif f.type == _I:
+            out[f.name] = int(value) if _is_number(value) and float(value).is_integer() else None
+        elif f.type == _B:
+            out[f.name] = value if isinstance(value, bool) else None
+        else:  # list<string>
+            out[f.name] = [str(v) for v in value] if isinstance(value, list) else None
+    return out
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json(value) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _change_columns(change) -> dict:
+    change = change if isinstance(change, dict) else {}
+    params = change.get("params")
+    return {"change": _json(change), "params": _json(params) if isinstance(params, dict) else None,
+            "instructions": change.get("instructions"), "file": change.get("file")}
+
+
+def hypothesis_row(data: dict) -> dict:
+    source = data.get("source") if isinstance(data.get("source"), dict) else {}
+    review = data.get("review") if isinstance(data.get("review"), dict) else {}
+    change = data.get("change") if isinstance(data.get("change"), dict) else {}
+    row = {k: data.get(k) for k in ("id", "title", "status", "author", "created", "rationale", "expected", "tags")}
+    row.update(_change_columns(change))
+    row["fingerprint"] = fingerprint(change) if change else None
+    row.update({f"source_{k}": source.get(k) for k in ("kind", "ref", "url", "title")})
+    row.update({f"review_{k}": review.get(k) for k in ("by", "at", "rule", "reason", "collides_with")})
+    return row
+
+
+def experiment_row(data: dict) -> dict:
+    result = data.get("result") if isinstance(data.get("result"), dict) else {}
+    row = {k: data.get(k) for k in ("id", "hypothesis", "kind", "status", "base", "priority", "wave",
+                                    "fingerprint", "created", "updated", "worker", "branch", "requeued_from")}
+    row["kind"] = row["kind"] or "experiment"
+    row.update(_change_columns(data.get("change")))
+    row["job"] = _json(data.get("job"))
+    row["history"] = _json(data.get("history"))
+    row.update({k: result.get(k) for k in ("metric", "value", "base_value", "delta", "promoted", "commit",
+                                           "duration_s", "reason")})
+    row["metrics"] = _json(result.get("metrics"))
+    return row
+
+
+# -- output -------------------------------------------------------------------
+def jsonable(value):
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, float) and value != value:
+        return None  # NaN is not JSON
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return value
+
+
+def render_table(result: Result, max_width: int = 60) -> str:
+    """Aligned text table; long cells are cut with '…'."""
+    def cell(value) -> str:
+        text = "NULL" if value is None else str(jsonable(value))
+        text = text.replace("\n", " ")
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    header = list(result.columns)
+    body = [[cell(v) for v in row] for row in result.rows]
+    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
+    lines.append(f"({len(body)} row{'s' if len(body) != 1 else ''})")
+    return "\n".join(lines)
