@@ -1,0 +1,223 @@
+"""Gates on changes and diffs, against real lab state (YAML files, scores.parquet, git)."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runner import gates, gitops, state
+from runner.gates import History, check_diff, check_stale, parse_diff, review_change
+from runner.lab import Lab
+from runner.scaffold import init_lab
+from runner.tables import SCORES, append_rows
+from runner.timeutil import now
+
+TRAIN = "import math\n\nLEARNING_RATE = 0.001\nBATCH_SIZE = 16\nACTIVATION = 'relu'\n\n" + "".join(
+    f"x{i} = {i}\n" for i in range(60))
+LR = {"params": {"LEARNING_RATE": 0.002}}
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+def make_lab(tmp_path: Path, gates_config: dict | None = None) -> Lab:
+    root = init_lab(tmp_path / "lab", template="blank")
+    (root / "train.py").write_text(TRAIN)
+    config = yaml.safe_load((root / "lab.yaml").read_text())
+    config["target"]["params"] = ["LEARNING_RATE", "BATCH_SIZE", "ACTIVATION"]
+    if gates_config:
+        config["gates"] = gates_config
+    (root / "lab.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "--no-verify", "-m", "target")
+    return Lab(root)
+
+
+def score(lab: Lab, exp_id: str, change: dict, base: str, status: str = "finished", value: float | None = 1.92):
+    append_rows(lab.scores_path, SCORES, [{
+        "id": exp_id, "hypothesis": None, "kind": "experiment", "status": status, "title": "t",
+        "change": json.dumps(change), "fingerprint": "", "base": base, "commit": base, "metric": lab.metric,
+        "value": value, "base_value": 2.0, "delta": None, "promoted": False, "slot": "cpu0",
+        "worker": "builtin", "wave": 0, "started": now(), "finished": now(), "duration_s": 1.0,
+        "reason": None}])
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return make_lab(tmp_path)
+
+
+# -- duplicates ----------------------------------------------------------------------------
+def test_exact_duplicate_of_a_finished_experiment_on_any_base(lab):
+    base = gitops.head(lab.root)
+    score(lab, "e-20261121-083512-abcd1234", {"params": {"LEARNING_RATE": 2e-3}}, base)
+    rejection = review_change(lab, History.load(lab), LR, base="f" * 40)
+    assert rejection.rule == "duplicate" and rejection.collides_with == "e-20261121-083512-abcd1234"
+    assert rejection.message == "duplicate of e-20261121-083512-abcd1234 (finished, val_loss 1.92)"
+
+
+def test_duplicate_of_a_queued_entry_and_its_exclusions(lab):
+    base = gitops.head(lab.root)
+    hyp, _ = state.new_hypothesis(lab, "lr", LR, status="accepted")
+    exp, _ = state.new_experiment(lab, hyp, LR, base)
+    history = History.load(lab)
+    assert review_change(lab, history, LR, base=base).collides_with in (hyp, exp)
+    assert review_change(lab, history, LR, base=base, hypothesis_id=hyp).collides_with == exp
+    assert review_change(lab, history, LR, base=base, exclude_id=exp, hypothesis_id=hyp) is None
+
+
+def test_cancelled_and_stale_experiments_may_be_repeated(lab):
+    base = gitops.head(lab.root)
+    score(lab, "e-1", LR, base, status="cancelled", value=None)
+    score(lab, "e-2", LR, base, status="stale", value=None)
+    assert review_change(lab, History.load(lab), LR, base=base) is None
+    score(lab, "e-3", LR, base, status="failed", value=None)
+    assert review_change(lab, History.load(lab), LR, base=base).collides_with == "e-3"
+
+
+def test_history_add_keeps_the_index_current_within_a_pass(lab):
+    base = gitops.head(lab.root)
+    history = History.load(lab)
+    assert review_change(lab, history, LR, base=base) is None
+    history.add("e-new", LR, base, "queued")
+    assert review_change(lab, history, LR, base=base).collides_with == "e-new"
+    assert review_change(lab, history, {"params": {"LEARNING_RATE": 0.00201}}, base=base).rule == "near-duplicate"
+
+
+def test_near_duplicate_only_on_the_same_base_and_within_tolerance(lab):
+    base = gitops.head(lab.root)
+    score(lab, "e-1", {"params": {"LEARNING_RATE": 0.002}}, base)
+    history = History.load(lab)
+    near = review_change(lab, history, {"params": {"LEARNING_RATE": 0.0021}}, base=base[:10])
+    assert near.rule == "near-duplicate" and near.collides_with == "e-1" and "within 5%" in near.message
+    assert review_change(lab, history, {"params": {"LEARNING_RATE": 0.0021}}, base="a" * 40) is None
+    assert review_change(lab, history, {"params": {"LEARNING_RATE": 0.0022}}, base=base) is None
+    assert review_change(lab, history, {"params": {"LEARNING_RATE": 0.0022}}, base=base, tolerance=0.2)
+    assert review_change(lab, history, {"params": {"LEARNING_RATE": -0.002}}, base=base) is None
+
+
+def test_near_duplicate_needs_the_same_non_numeric_values(lab):
+    base = gitops.head(lab.root)
+    change = {"params": {"LEARNING_RATE": 0.002}, "instructions": "use a cosine schedule"}
+    score(lab, "e-1", change, base)
+    history = History.load(lab)
+    similar = {"params": {"LEARNING_RATE": 0.00205}, "instructions": "Use a  cosine schedule"}
+    assert review_change(lab, history, similar, base=base).rule == "near-duplicate"
+    other = {"params": {"LEARNING_RATE": 0.00205}, "instructions": "use a linear schedule"}
+    assert review_change(lab, history, other, base=base) is None
+
+
+def test_do_not_repeat_a_rejected_hypothesis_exactly_or_nearly(lab):
+    hyp, _ = state.new_hypothesis(lab, "too high", {"params": {"LEARNING_RATE": 0.1}}, status="rejected")
+    history = History.load(lab)
+    for value in (0.1, 0.103):
+        rejection = review_change(lab, history, {"params": {"LEARNING_RATE": value}}, base="a" * 40)
+        assert rejection.rule == "do-not-repeat" and rejection.collides_with == hyp
+        assert hyp in rejection.message and "do-not-repeat" in rejection.message
+    assert review_change(lab, history, {"params": {"LEARNING_RATE": 0.2}}, base="a" * 40) is None
+
+
+def test_single_change_rule_and_its_configuration(tmp_path):
+    lab = make_lab(tmp_path)
+    history = History.load(lab)
+    two = {"params": {"LEARNING_RATE": 0.002, "BATCH_SIZE": 32}}
+    rejection = review_change(lab, history, two, base="a" * 40)
+    assert rejection.rule == "single-change" and "LEARNING_RATE, BATCH_SIZE" in rejection.message
+    undeclared = review_change(lab, history, {"params": {"SEED": 3}}, base="a" * 40)
+    assert undeclared.rule == "single-change" and "SEED is not a declared parameter" in undeclared.message
+    assert review_change(lab, history, {"instructions": "  "}, base="a" * 40).rule == "empty"
+    relaxed = make_lab(tmp_path / "relaxed", {"max_params": 2, "declared_only": False})
+    assert review_change(relaxed, History.load(relaxed), two, base="a" * 40) is None
+    assert review_change(relaxed, History.load(relaxed), {"params": {"SEED": 3}}, base="a" * 40) is None
+
+
+def test_history_load_reads_all_sources_and_skips_unreadable_files(lab):
+    base = gitops.head(lab.root)
+    score(lab, "e-1", LR, base)
+    hyp, _ = state.new_hypothesis(lab, "bs", {"params": {"BATCH_SIZE": 64}})
+    state.new_experiment(lab, hyp, {"params": {"ACTIVATION": "gelu"}}, base)
+    (lab.hypotheses / "broken.yaml").write_text("title: [unclosed\n")
+    history = History.load(lab)
+    assert len(history) == 3
+    assert history.unreadable == [str(lab.hypotheses / "broken.yaml")]
+
+
+# -- stale bases ----------------------------------------------------------------------------------
+def test_stale_when_the_target_changed_on_main_not_when_only_state_did(lab):
+    base = gitops.head(lab.root)
+    state.new_hypothesis(lab, "bs", {"params": {"BATCH_SIZE": 64}})
+    git(lab.root, "add", "-A")
+    git(lab.root, "commit", "-q", "--no-verify", "-m", "state only")
+    assert check_stale(lab, base, gitops.head(lab.root), None) is None
+    (lab.root / "train.py").write_text(TRAIN.replace("0.001", "0.002"))
+    git(lab.root, "commit", "-q", "--no-verify", "-am", "promote")
+    main = gitops.head(lab.root)
+    rejection = check_stale(lab, base, main, main)
+    assert rejection.rule == "stale" and "train.py" in rejection.message and rejection.collides_with == main
+    assert check_stale(lab, main, main, main) is None
+    assert check_stale(lab, "0" * 40, main, None).rule == "stale"
+
+
+# -- diffs ----------------------------------------------------------------------------------------
+def diff_of(lab: Lab, new_text: str, path: str = "train.py") -> tuple[list[str], str]:
+    (lab.root / path).write_text(new_text)
+    files = git(lab.root, "diff", "--name-only").split()
+    diff = git(lab.root, "diff")
+    git(lab.root, "checkout", "-q", "--", path)
+    return files, diff
+
+
+def test_diff_that_sets_the_declared_parameter_passes(lab):
+    files, diff = diff_of(lab, TRAIN.replace("LEARNING_RATE = 0.001", "LEARNING_RATE = 0.002  # tuned"))
+    assert check_diff(lab, files, diff, LR) is None
+
+
+def test_diff_that_touches_another_line_is_not_single(lab):
+    text = TRAIN.replace("LEARNING_RATE = 0.001", "LEARNING_RATE = 0.002").replace("x40 = 40", "x40 = 41")
+    rejection = check_diff(lab, *diff_of(lab, text), LR)
+    assert rejection.rule == "single-change" and "x40 = 4" in rejection.message
+
+
+def test_instruction_change_must_stay_in_one_region(tmp_path):
+    lab = make_lab(tmp_path)
+    change = {"instructions": "rename variables"}
+    one = TRAIN.replace("x10 = 10", "y10 = 10").replace("x14 = 14", "y14 = 14")
+    assert check_diff(lab, *diff_of(lab, one), change) is None
+    two = TRAIN.replace("x10 = 10", "y10 = 10").replace("x50 = 50", "y50 = 50")
+    rejection = check_diff(lab, *diff_of(lab, two), change)
+    assert rejection.rule == "single-change" and "2 separate regions" in rejection.message
+    loose = make_lab(tmp_path / "loose", {"max_regions": 0})
+    assert check_diff(loose, *diff_of(loose, two), change) is None
+
+
+def test_empty_protected_and_not_editable_diffs(lab):
+    assert check_diff(lab, [], "", LR).rule == "empty"
+    protected = check_diff(lab, ["schemas/lab.schema.json"], "diff --git a/x b/x\n", LR)
+    assert protected.rule == "protected" and "schemas/lab.schema.json" in protected.message
+    assert check_diff(lab, ["lab.yaml"], "x", LR).rule == "protected"
+    other = check_diff(lab, ["notes.txt"], "x", LR)
+    assert other.rule == "not-editable" and "target.editable: train.py" in other.message
+
+
+def test_parse_diff_is_not_fooled_by_content_that_looks_like_headers():
+    diff = ("diff --git a/train.py b/train.py\n--- a/train.py\n+++ b/train.py\n@@ -1,3 +1,3 @@\n a\n"
+            "--- old comment\n+++ new comment\n c\n")
+    [hunk] = parse_diff(diff)
+    assert hunk.path == "train.py"
+    assert hunk.removed == ["-- old comment"] and hunk.added == ["++ new comment"]
+    assert hunk.changed_lines == [2, 2]
+
+
+def test_worktree_changes_include_uncommitted_and_untracked_files(lab):
+    base = gitops.head(lab.root)
+    worktree = lab.worktrees / "e-1"
+    git(lab.root, "worktree", "add", "-q", "-b", "exp/e-1", str(worktree), base)
+    (worktree / "train.py").write_text(TRAIN.replace("0.001", "0.002"))
+    (worktree / "extra.py").write_text("print(1)\n")
+    files, diff = gates.worktree_changes(worktree, base)
+    assert files == ["extra.py", "train.py"] and "+LEARNING_RATE = 0.002" in diff
+    assert check_diff(lab, files, diff, LR).rule == "not-editable"
