@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 import textwrap
 import time
@@ -105,7 +106,8 @@ def test_gpu_slots_from_config_and_detection(tmp_path, monkeypatch):
 
     fake = tmp_path / "bin" / "nvidia-smi"
     fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 (UUID: GPU-a)'\necho 'GPU 1: NVIDIA H100 (UUID: GPU-b)'\n")
+    fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 (UUID: GPU-a)'\n"
+                    "echo 'GPU 1: NVIDIA H100 (UUID: GPU-b)'\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -209,6 +211,26 @@ def test_command_that_cannot_start(lab):
     status = wait(backend, spec)
     assert (status.state, status.exit_code) == ("exited", 127)
     assert "cannot start 'no-such-program-xyz'" in status.reason
+
+
+def test_job_killed_by_a_signal_of_its_own_is_a_failure_not_lost(lab):
+    spec = make_spec(lab, "import os, signal; print('oom', flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    backend = LocalBackend(CPU2)
+    backend.start(spec)
+    status = wait(backend, spec)
+    assert (status.state, status.exit_code, status.reason) == ("exited", -9, "killed by signal 9 (SIGKILL)")
+
+
+def test_group_signalled_from_outside_is_lost_so_it_can_be_retried(lab):
+    """A shutdown or a manual `kill -TERM -PGID` is not the change's fault."""
+    spec = make_spec(lab, "import time; print('up', flush=True); time.sleep(60)")
+    backend = LocalBackend(CPU2)
+    record = backend.start(spec)
+    wait_for(lambda: "up" in read_log(spec.job_dir / "log"))
+    os.killpg(record["pid"], signal.SIGTERM)
+    status = wait(backend, spec)
+    assert (status.state, status.exit_code) == ("lost", -signal.SIGTERM)
+    assert "stopped from outside the runner by SIGTERM" in status.reason
 
 
 # -- limits and stopping ---------------------------------------------------------
@@ -357,19 +379,26 @@ def test_wrapper_killed_hard_is_lost_and_its_child_swept(lab):
 
 
 def test_reused_pid_is_not_mistaken_for_the_job(lab):
-    """A pid record whose pid now belongs to another process (here: this test) reads as lost."""
-    job_dir = lab / "old"
-    job_dir.mkdir()
-    me = jobwrap.identity(os.getpid())
-    jobwrap.write_json(job_dir / "pid", {**me, "start_ticks": me["start_ticks"] + 1, "started": time.time() - 5,
-                                         "experiment": "old"})
-    spec = JobSpec("old", "cpu0", ["true"], lab, {}, job_dir, 1, 1)
-    backend = LocalBackend(CPU2, kill_grace_s=0.2)
-    assert backend.poll(spec).state == "lost"
-    backend.kill(spec, "must not touch the reused pid")
-    assert backend.orphans(set(), lab) == []
-    jobwrap.write_json(job_dir / "pid", {**me, "started": time.time(), "experiment": "old"})
-    assert backend.poll(spec).state == "running"    # the same record with the true start time
+    """A pid record whose pid now belongs to an unrelated process reads as lost,
+    and neither kill nor orphans touch that process."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    try:
+        job_dir = lab / "old"
+        job_dir.mkdir()
+        other = jobwrap.identity(bystander.pid)
+        jobwrap.write_json(job_dir / "pid", {**other, "start_ticks": other["start_ticks"] + 1,
+                                             "started": time.time() - 5, "experiment": "old"})
+        spec = JobSpec("old", "cpu0", ["true"], lab, {}, job_dir, 1, 1)
+        backend = LocalBackend(CPU2, kill_grace_s=0.2)
+        assert backend.poll(spec).state == "lost"
+        backend.kill(spec, "must not touch the reused pid")
+        assert backend.orphans(set(), lab) == []
+        assert bystander.poll() is None
+        jobwrap.write_json(job_dir / "pid", {**other, "started": time.time(), "experiment": "old"})
+        assert backend.poll(spec).state == "running"    # the same record with the true start time
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 def test_orphans_kills_jobs_whose_experiment_is_not_live(lab):

@@ -97,7 +97,8 @@ def test_objective_missing_nan_and_inf():
 
 def test_read_stream_skips_bad_lines_and_a_torn_last_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_bytes(b'{"step": 0, "loss": 3.0}\nnot json\n[1, 2]\n\xff\xfe\n{"step": 1, "loss": NaN}\n{"step": 2, "lo')
+    path.write_bytes(b'{"step": 0, "loss": 3.0}\nnot json\n[1, 2]\n\xff\xfe\n'
+                     b'{"step": 1, "loss": NaN}\n{"step": 2, "lo')
     records = read_stream(path)
     assert [r["step"] for r in records] == [0, 1] and math.isnan(records[1]["loss"])
     assert read_stream(tmp_path / "absent.jsonl") == []

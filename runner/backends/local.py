@@ -11,14 +11,17 @@ States reported by `poll`:
 - ``running``: the wrapper lives (also while a stop is in progress: the reason
   then starts with "stopping"). A slot is free only once the state is terminal.
 - ``exited``: the command ended on its own; ``exit_code`` is its status
-  (negative: killed by that signal, e.g. -9 by the kernel's OOM killer; 127: the
-  command could not be started).
+  (negative: killed by that signal; 127: the command could not be started).
 - ``timed_out`` / ``stalled``: the backend stopped it for running past
   ``time_limit_s`` / for writing neither log output nor a metric line for
   ``stall_timeout_s``.
 - ``killed``: stopped through `kill` (cancellation) or as an orphan.
 - ``lost``: the wrapper vanished without an exit record (reboot, SIGKILL of the
-  wrapper): an infrastructure failure the caller may retry in a new job dir.
+  wrapper), or the job's group was signalled from outside the runner (system
+  shutdown, a manual ``kill -TERM -PGID``): an infrastructure failure the caller
+  may retry in a new job dir. A job that dies of a signal it did not get from
+  outside (the kernel's OOM killer, its own abort) is ``exited`` with a negative
+  ``exit_code``: that one is the change's fault.
 """
 from __future__ import annotations
 
@@ -131,14 +134,14 @@ class LocalBackend:
         job_dir = spec.job_dir.resolve()
         job_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(job_dir / ".start.lock"):
-            existing = read_json(job_dir / PID_FILE)
+            existing = _pid_record(job_dir)
             if existing is None:
                 existing = self._launch(spec, job_dir, env)
         return self._record(spec, existing)
 
     def record(self, spec: JobSpec) -> dict | None:
         """The `job` record of an existing job dir, None if no job was started there."""
-        rec = read_json(spec.job_dir.resolve() / PID_FILE)
+        rec = _pid_record(spec.job_dir.resolve())
         return None if rec is None else self._record(spec, rec)
 
     def _launch(self, spec: JobSpec, job_dir: Path, env: dict[str, str]) -> dict:
@@ -177,14 +180,15 @@ class LocalBackend:
         and keeps reporting `running` ("stopping: ...") until the group is gone."""
         self._reap()
         job_dir = spec.job_dir.resolve()
-        rec = read_json(job_dir / PID_FILE)
+        rec = _pid_record(job_dir)
         if rec is None:
-            return self._status(spec, "lost", None, f"no pid record in {job_dir}: the job wrapper never started",
-                                _mtime(job_dir), _mtime(job_dir))
+            return self._status(spec, "lost", None, f"no valid pid record in {job_dir}: "
+                                "the job wrapper never started", _mtime(job_dir), _mtime(job_dir))
+        alive = is_alive(rec)   # before reading exit.json: a wrapper dead now has written it already
         done, stop = read_json(job_dir / EXIT_FILE), read_json(job_dir / STOP_FILE)
-        if done is None and is_alive(rec):
+        if done is None and alive:
             return self._running(spec, rec, stop)
-        if done is not None and is_alive(rec):    # the wrapper is between exit.json and exit
+        if done is not None and alive:            # the wrapper is between exit.json and exit
             if time.time() - done.get("finished", 0.0) > self.kill_grace_s:
                 self._kill_group(rec["pgid"], signal.SIGKILL)
             return self._status(spec, "running", None, "finishing", rec["started"], None, rec)
@@ -219,8 +223,12 @@ class LocalBackend:
     def _final(self, spec: JobSpec, rec: dict, done: dict | None, stop: dict | None) -> JobStatus:
         if done is not None:
             code = done.get("returncode")
-            state = stop["state"] if stop else "exited"
-            reason = stop["reason"] if stop else _describe_exit(code, done.get("error"))
+            state, reason = ("exited", _describe_exit(code, done.get("error"))) if stop is None \
+                else (stop["state"], stop["reason"])
+            if stop is None and done.get("signals_received"):
+                outside = _signal_name(done["signals_received"][0])
+                state = "lost"
+                reason = f"lost: stopped from outside the runner by {outside} (shutdown or a manual kill)"
             return self._status(spec, state, code, reason, rec["started"], done.get("finished"), rec)
         if stop is not None:
             return self._status(spec, stop["state"], None, stop["reason"], rec["started"], stop["at"], rec)
@@ -244,7 +252,7 @@ class LocalBackend:
         period plus a moment."""
         self._reap()
         job_dir = spec.job_dir.resolve()
-        rec = read_json(job_dir / PID_FILE)
+        rec = _pid_record(job_dir)
         if rec is None or read_json(job_dir / EXIT_FILE) is not None or not self._job_alive(job_dir, rec):
             return
         if read_json(job_dir / STOP_FILE) is None:
@@ -314,14 +322,14 @@ class LocalBackend:
         victims: dict[Path, dict] = {}
         for pid_file in root.rglob(PID_FILE) if root.is_dir() else ():
             job_dir = pid_file.parent
-            rec = read_json(pid_file)
+            rec = _pid_record(job_dir)
             if rec and rec.get("experiment") not in live_exp_ids and not (job_dir / EXIT_FILE).exists() \
                     and self._job_alive(job_dir, rec):
                 victims[job_dir] = rec
         for proc in jobwrap.marked_processes(under=str(root)):
             if proc["experiment"] not in live_exp_ids:
                 job_dir = Path(proc["job_dir"])
-                victims.setdefault(job_dir, read_json(job_dir / PID_FILE) or {})
+                victims.setdefault(job_dir, _pid_record(job_dir) or {"experiment": proc["experiment"]})
         pids: set[int] = set()
         for job_dir, rec in victims.items():
             if read_json(job_dir / STOP_FILE) is None and job_dir.is_dir():
@@ -356,12 +364,24 @@ def _describe_exit(code: int | None, error: str | None) -> str:
     if code is None:
         return "no exit status"
     if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "unknown"
-        return f"killed by signal {-code} ({name})"
+        return f"killed by signal {-code} ({_signal_name(-code)})"
     return f"exit code {code}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _pid_record(job_dir: Path) -> dict | None:
+    """The wrapper's pid record, None if absent or not one the wrapper wrote."""
+    rec = read_json(job_dir / PID_FILE)
+    if rec is None or not all(isinstance(rec.get(k), int) for k in ("pid", "pgid")) \
+            or not isinstance(rec.get("started"), (int, float)):
+        return None
+    return rec
 
 
 def _mtime(path: Path) -> float:
