@@ -163,8 +163,15 @@ def _when(text) -> datetime | None:
         return None
 
 
-def job_dir(lab: Lab, exp_id: str) -> Path:
-    return lab.runtime / "jobs" / exp_id
+def job_dir(lab: Lab, entry: dict) -> Path:
+    """Where a live job writes metrics.jsonl and its log: the job record's `id` (the local backend's
+    job dir), else .lab/jobs/<id>/attempt-<n>, else .lab/jobs/<id>."""
+    job = entry.get("job") or {}
+    root = lab.runtime / "jobs" / entry["id"]
+    for candidate in (job.get("id"), root / f"attempt-{job.get('attempts', 1)}"):
+        if candidate and Path(candidate).is_absolute() and Path(candidate).is_dir():
+            return Path(candidate)
+    return root
 
 
 def _last_progress(lab: Lab, entry: dict) -> datetime | None:
@@ -173,7 +180,7 @@ def _last_progress(lab: Lab, entry: dict) -> datetime | None:
     started = _when(job.get("started"))
     if started is None:
         return None
-    paths = [job_dir(lab, entry["id"]) / "metrics.jsonl"]
+    paths = [job_dir(lab, entry) / "metrics.jsonl"]
     if job.get("log"):
         paths.append(lab.root / job["log"])
     moments = [started]
@@ -259,7 +266,7 @@ def live_streams(lab: Lab, entries: list[dict]) -> list[dict]:
     events = []
     for entry in entries:
         if entry.get("status") == "running":
-            rows = read_jsonl(job_dir(lab, entry["id"]) / "metrics.jsonl")
+            rows = read_jsonl(job_dir(lab, entry) / "metrics.jsonl")
             events += stream_anomalies(entry["id"], rows, window, entry.get("hypothesis"))
     return events
 

@@ -142,7 +142,7 @@ def test_slot_idle_while_the_queue_waits(lab):
 def test_divergence_of_a_live_job_and_idempotent_recording(lab):
     now = START + timedelta(minutes=5)
     entry(lab, "e-div", "running", created=START, started=now - timedelta(seconds=2))
-    live = lab.runtime / "jobs" / "e-div" / "metrics.jsonl"
+    live = lab.runtime / "jobs" / "e-div" / "attempt-1" / "metrics.jsonl"     # the local backend's layout
     live.parent.mkdir(parents=True)
     live.write_text("".join(json.dumps(r) + "\n" for r in rows_of([3, 2.5, 2.5, 2.5, 2.5, 2.5, 2.8, 3.1, 3.5, 4.0, 4.6, 5.3])))
     os.utime(live, (now.timestamp(), now.timestamp()))
