@@ -8,8 +8,9 @@ experiment or hypothesis it collides with.
 
 `History` indexes everything tried so far (hypotheses of every status, live queue
 entries, every row of experiments/scores.parquet) once per reconcile pass:
-building it is O(history); each check is a dictionary look-up plus a scan of the
-few entries that share the same parameter names on the same base.
+building it is O(history) (parsed files and changes are cached between passes);
+each check is a dictionary look-up plus a bisection among the entries that share
+the same parameter names on the same base.
 
 Configuration (all optional) lives in lab.yaml `gates:`:
 
@@ -22,17 +23,22 @@ Configuration (all optional) lives in lab.yaml `gates:`:
 """
 from __future__ import annotations
 
+import bisect
+import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
 
 from . import gitops
-from .fingerprint import fingerprint, normalise_change
+from .fingerprint import normalise_change
+from .timeutil import iso
 
 RULES = ("duplicate", "near-duplicate", "do-not-repeat", "stale", "single-change", "protected",
          "not-editable", "empty")
@@ -60,58 +66,61 @@ def settings(lab) -> dict:
 
 
 # -- the history index --------------------------------------------------------
-@dataclass
-class Entry:
-    id: str
-    kind: str                # "experiment" | "hypothesis"
-    status: str
-    base: str | None
-    change: dict
-    value: float | None = None
-    metric: str | None = None
-    title: str | None = None
-
-    def describe(self) -> str:
-        what = "hypothesis " if self.kind == "hypothesis" else ""
-        detail = self.status
-        if self.value is not None and self.metric:
-            detail += f", {self.metric} {self.value:.6g}"
-        elif self.title:
-            detail += f": {self.title}"
-        return f"{what}{self.id} ({detail})"
+@dataclass(frozen=True)
+class Key:
+    """What the gates compare, derived once per change."""
+    fingerprint: str
+    shape: tuple | None       # see _shape; None when nothing numeric could be near
+    numbers: tuple            # the numeric values, in the order of shape's names
 
 
-def _shape(change: dict) -> tuple | None:
-    """Key of changes that can be near-duplicates: parameter names, file, instructions
-    and every non-numeric value. None when the change has no numeric parameter."""
+def derive(change: dict) -> Key:
     norm = normalise_change(change)
+    # the same canonical form as runner.fingerprint.fingerprint, without normalising twice
+    canonical = json.dumps(norm, sort_keys=True, separators=(",", ":"))
+    fp = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
     params = norm.get("params") or {}
     numeric = tuple(k for k, v in params.items() if _is_number(v))
     if not numeric:
-        return None
+        return Key(fp, None, ())
     fixed = tuple((k, v) for k, v in params.items() if not _is_number(v))
-    return tuple(params), fixed, norm.get("file"), norm.get("instructions")
+    return Key(fp, (numeric, fixed, norm.get("file"), norm.get("instructions")),
+               tuple(float(params[k]) for k in numeric))
 
 
-def _numbers(change: dict) -> dict:
-    params = normalise_change(change).get("params") or {}
-    return {k: float(v) for k, v in params.items() if _is_number(v)}
+@lru_cache(maxsize=1 << 16)
+def _derive_json(raw: str) -> Key | None:
+    """Key of a change stored as JSON (scores.parquet); cached across passes."""
+    try:
+        change = json.loads(raw)
+    except ValueError:
+        return None
+    return derive(change) if _is_change(change) else None
+
+
+def _is_change(change) -> bool:
+    return isinstance(change, dict) and bool(change.get("params") or str(change.get("instructions") or "").strip())
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _close(a: dict, b: dict, tolerance: float) -> bool:
-    for name, x in a.items():
-        y = b[name]
+def _close(a: tuple, b: tuple, tolerance: float) -> bool:
+    for x, y in zip(a, b):
         if x == y:
             continue
-        if not (math.isfinite(x) and math.isfinite(y)):
-            return False
-        if abs(x - y) > tolerance * max(abs(x), abs(y)):
+        if not (math.isfinite(x) and math.isfinite(y)) or abs(x - y) > tolerance * max(abs(x), abs(y)):
             return False
     return True
+
+
+def _window(x: float, tolerance: float) -> tuple[float, float]:
+    """Every y with |x - y| <= tolerance * max(|x|, |y|) lies in this interval."""
+    if tolerance >= 1 or not math.isfinite(x):
+        return -math.inf, math.inf
+    reach = tolerance * abs(x) / (1 - tolerance)
+    return x - reach, x + reach
 
 
 def _base_key(base: str | None) -> str:
@@ -126,12 +135,81 @@ def _same_base(a: str | None, b: str | None) -> bool:
 
 
 @dataclass
+class Entry:
+    id: str
+    kind: str                # "experiment" | "hypothesis"
+    status: str
+    base: str | None
+    key: Key
+    value: float | None = None
+    metric: str | None = None
+    title: str | None = None
+    created: str = ""
+
+    def describe(self) -> str:
+        what = "hypothesis " if self.kind == "hypothesis" else ""
+        detail = self.status
+        if self.value is not None and self.metric:
+            detail += f", {self.metric} {self.value:.6g}"
+        elif self.title:
+            detail += f": {self.title}"
+        return f"{what}{self.id} ({detail})"
+
+
+class NearIndex:
+    """Entries of one shape, sorted by their first numeric value: a near-duplicate
+    look-up bisects to the values that can be within tolerance, then checks them."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.entries: list[Entry] = []
+
+    def add(self, entry: Entry) -> None:
+        first = entry.key.numbers[0]
+        if math.isnan(first):
+            return
+        at = bisect.bisect_right(self.values, first)
+        self.values.insert(at, first)
+        self.entries.insert(at, entry)
+
+    def near(self, numbers: tuple, tolerance: float):
+        low, high = _window(numbers[0], tolerance)
+        start, stop = bisect.bisect_left(self.values, low), bisect.bisect_right(self.values, high)
+        for entry in self.entries[start:stop]:
+            if _close(numbers, entry.key.numbers, tolerance):
+                yield entry
+
+
+# Parsed YAML state files, by path and (mtime, size, inode): unchanged files are not re-read.
+_YAML_CACHE: dict[str, tuple[tuple, dict | None]] = {}
+
+
+def _read_yaml(path: str, st: os.stat_result) -> dict | None:
+    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    cached = _YAML_CACHE.get(path)
+    if cached and cached[0] == stamp:
+        return cached[1]
+    try:
+        with open(path, "rb") as handle:
+            data = yaml.load(handle.read(), Loader=_Loader)
+    except (OSError, yaml.YAMLError, RecursionError):
+        data = None
+    if not isinstance(data, dict) or not _is_change(data.get("change")):
+        data = None
+    else:
+        data = {k: data.get(k) for k in ("id", "status", "base", "title", "created")} | {
+            "key": derive(data["change"])}
+    _YAML_CACHE[path] = (stamp, data)
+    return data
+
+
+@dataclass
 class History:
-    """Everything tried so far, indexed for O(1) exact and O(k) near-duplicate checks."""
+    """Everything tried so far, indexed for O(1) exact and O(log n + k) near-duplicate checks."""
     by_fingerprint: dict[str, list[Entry]] = field(default_factory=dict)
-    # (base[:7], shape) -> experiments; shape -> do-not-repeat hypotheses
-    near_experiments: dict[tuple, list[Entry]] = field(default_factory=dict)
-    near_rejected: dict[tuple, list[Entry]] = field(default_factory=dict)
+    near_experiments: dict[tuple, NearIndex] = field(default_factory=dict)   # (base[:7], shape)
+    near_rejected: dict[tuple, NearIndex] = field(default_factory=dict)      # shape, do-not-repeat only
+    hypotheses: dict[str, Entry] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
 
     @classmethod
@@ -155,51 +233,58 @@ class History:
             return
         cols = {c: (table[c].to_pylist() if c in table.column_names else [None] * table.num_rows)
                 for c in wanted}
-        for i in range(table.num_rows):
-            raw = cols["change"][i]
-            try:
-                change = json.loads(raw) if raw else {}
-            except ValueError:
-                change = {}
-            if not isinstance(change, dict):
-                change = {}
-            self._index(Entry(cols["id"][i], "experiment", cols["status"][i] or "", cols["base"][i],
-                              change, cols["value"][i], cols["metric"][i], cols["title"][i]))
+        for i, raw in enumerate(cols["change"]):
+            key = _derive_json(raw) if raw else None
+            if key is not None:
+                self._index(Entry(cols["id"][i], "experiment", cols["status"][i] or "", cols["base"][i], key,
+                                  cols["value"][i], cols["metric"][i], cols["title"][i]))
 
     def _load_yaml_dir(self, directory: Path, kind: str) -> None:
         if not directory.is_dir():
             return
-        for path in directory.glob("*.yaml"):
-            try:
-                data = yaml.load(path.read_bytes(), Loader=_Loader)
-            except (OSError, yaml.YAMLError):
-                self.unreadable.append(str(path))
+        for item in os.scandir(directory):
+            if not item.name.endswith(".yaml") or item.name.startswith("."):
                 continue
-            if not isinstance(data, dict) or not isinstance(data.get("change"), dict):
-                self.unreadable.append(str(path))
+            path = Path(item.path)
+            data = _read_yaml(item.path, item.stat())
+            if data is None:
+                self.unreadable.append(item.path)
                 continue
-            entry_id = data.get("id") if isinstance(data.get("id"), str) else path.stem
-            base = data.get("base") if kind == "experiment" else None
-            self._index(Entry(entry_id, kind, str(data.get("status") or ""), base, data["change"],
-                              title=data.get("title") if isinstance(data.get("title"), str) else None))
+            text = lambda name: data[name] if isinstance(data[name], str) else None  # noqa: E731
+            self._index(Entry(text("id") or path.stem, kind, str(data["status"] or ""),
+                              text("base") if kind == "experiment" else None, data["key"],
+                              title=text("title"), created=str(data["created"] or "")))
 
     # -- the index --------------------------------------------------------------
     def add(self, exp_id: str, change: dict, base: str | None, status: str, *, kind: str = "experiment",
             value: float | None = None, metric: str | None = None, title: str | None = None) -> None:
         """Record an experiment (or, with kind="hypothesis", a hypothesis) made during this pass."""
-        self._index(Entry(exp_id, kind, status, base, change or {}, value, metric, title))
+        if _is_change(change):
+            self._index(Entry(exp_id, kind, status, base, derive(change), value, metric, title, created=iso()))
+
+    def precedes(self, entry: Entry, hypothesis_id: str | None) -> bool:
+        """Whether a proposed hypothesis came before the one under review (the first of
+        two identical proposals is the original; the later one is the duplicate)."""
+        own = self.hypotheses.get(hypothesis_id) if hypothesis_id else None
+        return own is None or (entry.created, entry.id) < (own.created, own.id)
 
     def _index(self, entry: Entry) -> None:
-        if not entry.change or not (entry.change.get("params") or entry.change.get("instructions")):
-            return  # baselines and malformed entries change nothing
-        self.by_fingerprint.setdefault(fingerprint(entry.change), []).append(entry)
-        shape = _shape(entry.change)
+        if entry.kind == "hypothesis":
+            self.hypotheses[entry.id] = entry
+        self.by_fingerprint.setdefault(entry.key.fingerprint, []).append(entry)
+        shape = entry.key.shape
         if shape is None:
             return
         if entry.kind == "experiment":
-            self.near_experiments.setdefault((_base_key(entry.base), shape), []).append(entry)
+            table, key = self.near_experiments, (_base_key(entry.base), shape)
         elif entry.status in DO_NOT_REPEAT:
-            self.near_rejected.setdefault(shape, []).append(entry)
+            table, key = self.near_rejected, shape
+        else:
+            return
+        index = table.get(key)
+        if index is None:
+            index = table[key] = NearIndex()
+        index.add(entry)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_fingerprint.values())
@@ -219,11 +304,12 @@ def review_change(lab, history: History, change: dict, *, base: str | None, excl
     excluded = {exclude_id} if isinstance(exclude_id, str) else set(exclude_id or ())
     if hypothesis_id:
         excluded.add(hypothesis_id)
-    if not change or not (change.get("params") or (change.get("instructions") or "").strip()):
+    if not _is_change(change):
         return Rejection("empty", "the change has neither params nor instructions")
+    key = derive(change)
     return (_single_change(lab, change, cfg)
-            or _exact(history, change, excluded)
-            or _near(history, change, base, excluded, tolerance))
+            or _exact(history, key, excluded, hypothesis_id)
+            or _near(history, key, base, excluded, tolerance))
 
 
 def _single_change(lab, change: dict, cfg: dict) -> Rejection | None:
@@ -240,9 +326,11 @@ def _single_change(lab, change: dict, cfg: dict) -> Rejection | None:
     return None
 
 
-def _exact(history: History, change: dict, excluded: set) -> Rejection | None:
-    for entry in history.by_fingerprint.get(fingerprint(change), ()):
+def _exact(history: History, key: Key, excluded: set, hypothesis_id: str | None) -> Rejection | None:
+    for entry in history.by_fingerprint.get(key.fingerprint, ()):
         if entry.id in excluded:
+            continue
+        if entry.kind == "hypothesis" and entry.status == "proposed" and not history.precedes(entry, hypothesis_id):
             continue
         if entry.kind == "hypothesis" and entry.status in DO_NOT_REPEAT:
             return Rejection("do-not-repeat", f"same change as {entry.describe()}, which is on the "
@@ -253,20 +341,17 @@ def _exact(history: History, change: dict, excluded: set) -> Rejection | None:
     return None
 
 
-def _near(history: History, change: dict, base: str | None, excluded: set,
-          tolerance: float) -> Rejection | None:
-    shape = _shape(change)
-    if shape is None or tolerance <= 0:
+def _near(history: History, key: Key, base: str | None, excluded: set, tolerance: float) -> Rejection | None:
+    if key.shape is None or tolerance <= 0:
         return None
-    numbers = _numbers(change)
-    for entry in history.near_rejected.get(shape, ()):
-        if entry.id not in excluded and _close(numbers, _numbers(entry.change), tolerance):
+    rejected = history.near_rejected.get(key.shape)
+    for entry in rejected.near(key.numbers, tolerance) if rejected else ():
+        if entry.id not in excluded:
             return Rejection("do-not-repeat", f"within {tolerance:.0%} of {entry.describe()}, which is on "
                              "the do-not-repeat list", entry.id)
-    for entry in history.near_experiments.get((_base_key(base), shape), ()):
-        if (entry.id in excluded or entry.status in UNMEASURED or not _same_base(entry.base, base)):
-            continue
-        if _close(numbers, _numbers(entry.change), tolerance):
+    tried = history.near_experiments.get((_base_key(base), key.shape))
+    for entry in tried.near(key.numbers, tolerance) if tried else ():
+        if entry.id not in excluded and entry.status not in UNMEASURED and _same_base(entry.base, base):
             return Rejection("near-duplicate", f"every value within {tolerance:.0%} of {entry.describe()} "
                              f"on the same base {base[:12]}", entry.id)
     return None

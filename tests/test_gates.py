@@ -221,3 +221,16 @@ def test_worktree_changes_include_uncommitted_and_untracked_files(lab):
     files, diff = gates.worktree_changes(worktree, base)
     assert files == ["extra.py", "train.py"] and "+LEARNING_RATE = 0.002" in diff
     assert check_diff(lab, files, diff, LR).rule == "not-editable"
+
+
+def test_of_two_identical_proposals_only_the_later_is_a_duplicate(lab):
+    first, _ = state.new_hypothesis(lab, "lr", LR)
+    second, _ = state.new_hypothesis(lab, "lr again", LR)
+    data = yaml.safe_load((lab.hypotheses / f"{second}.yaml").read_text())
+    data["created"] = "2099-01-01T00:00:00Z"
+    (lab.hypotheses / f"{second}.yaml").write_text(yaml.safe_dump(data))
+    history = History.load(lab)
+    assert review_change(lab, history, LR, base="a" * 40, hypothesis_id=first) is None
+    rejection = review_change(lab, history, LR, base="a" * 40, hypothesis_id=second)
+    assert rejection.rule == "duplicate" and rejection.collides_with == first
+    assert f"hypothesis {first} (proposed: lr)" in rejection.message
