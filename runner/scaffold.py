@@ -5,7 +5,6 @@ import re
 import shutil
 from pathlib import Path
 
-from . import gitops
 from .assets import asset_path
 from .problems import LabError
 
@@ -44,6 +43,7 @@ def init_lab(directory: Path, template: str = "tiny-gpt", name: str | None = Non
         shutil.copy2(asset_path("train.py"), directory / "train.py")
 
     if commit:
+        from . import gitops  # git is slow to import; only init needs it here
         if not (directory / ".git").exists():
             gitops.run_git_init(directory)
         gitops.run_git(directory, "add", "-A")

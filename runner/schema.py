@@ -1,32 +1,62 @@
-"""JSON Schema validation of lab documents, with problems that name line and field."""
+"""JSON Schema validation of lab documents, with problems that name line and field.
+
+Each schema is loaded once per process and compiled to a fast gate
+(runner.schema_compile); jsonschema runs only on documents the gate rejects,
+to word the problems.
+"""
 from __future__ import annotations
 
+import difflib
 import json
 from functools import lru_cache
-from pathlib import Path
 
 from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import best_match
 
 from .assets import asset_path
 from .problems import Problem
+from .schema_compile import Unsupported, compile_schema
 
 KINDS = ("lab", "hypothesis", "experiment", "skill", "build-toml")
+_FORMATS = FormatChecker()
+
+
+@lru_cache(maxsize=None)
+def load(kind: str) -> dict:
+    return json.loads((asset_path("schemas") / f"{kind}.schema.json").read_text())
 
 
 @lru_cache(maxsize=None)
 def validator(kind: str) -> Draft202012Validator:
-    schema = json.loads((asset_path("schemas") / f"{kind}.schema.json").read_text())
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=FormatChecker())
+    """jsonschema's validator (the schemas themselves are checked by tests/test_validate.py)."""
+    return Draft202012Validator(load(kind), format_checker=_FORMATS)
+
+
+@lru_cache(maxsize=None)
+def gate(kind: str):
+    """data -> bool, jsonschema's verdict without its cost (None if the schema cannot be compiled)."""
+    try:
+        return compile_schema(load(kind), _FORMATS)
+    except Unsupported:
+        return None
+
+
+def is_valid(kind: str, data) -> bool:
+    fast = gate(kind)
+    return fast(data) if fast is not None else validator(kind).is_valid(data)
 
 
 def check(kind: str, data, shown: str, lines: dict[str, int] | None = None) -> list[Problem]:
+    """Problems of `data` against the `kind` schema, one per field, ordered by line."""
+    if is_valid(kind, data):
+        return []
     lines = lines or {}
-    v = validator(kind)
-    problems = []
-    for error in sorted(v.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        problems.extend(_describe(error, shown, lines))
-    return problems
+    problems: list[Problem] = []
+    for error in validator(kind).iter_errors(data):
+        for problem in _describe(error, shown, lines):
+            if problem not in problems:
+                problems.append(problem)
+    return sorted(problems, key=lambda p: (p.line or 0, p.field))
 
 
 def _dotted(parts) -> str:
@@ -36,27 +66,58 @@ def _dotted(parts) -> str:
     return out
 
 
+def _join(prefix: str, key) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
 def _describe(error, shown: str, lines: dict[str, int]) -> list[Problem]:
     field = _dotted(error.absolute_path)
-    instance = error.instance
-    if error.validator == "additionalProperties" and isinstance(instance, dict):
-        allowed = set(error.schema.get("properties", {}))
-        extras = [k for k in instance if k not in allowed] or ["?"]
-        return [Problem(shown, "unknown field (allowed: " + ", ".join(sorted(allowed)) + ")",
-                        field=_join(field, k), line=lines.get(_join(field, k), lines.get(field)))
-                for k in extras]
-    if error.validator == "required" and isinstance(instance, dict):
-        missing = [k for k in error.validator_value if k not in instance]
+    instance, keyword = error.instance, error.validator
+    if keyword == "additionalProperties" and isinstance(instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        extras = [k for k in instance if k not in allowed]
+        return [Problem(shown, _unknown_field(k, allowed), field=_join(field, k),
+                        line=lines.get(_join(field, k), lines.get(field))) for k in extras]
+    if keyword == "required" and isinstance(instance, dict):
         return [Problem(shown, "required field is missing", field=_join(field, k), line=lines.get(field) or 1)
-                for k in missing]
-    if error.validator in ("oneOf", "anyOf") and error.context:
-        best = min(error.context, key=lambda e: len(list(e.absolute_path)) * -1)
-        return _describe(best, shown, lines)
+                for k in error.validator_value if k not in instance]
+    if keyword == "anyOf" and error.context and all(e.validator == "required" for e in error.context):
+        options = " or ".join(k for e in error.context for k in e.validator_value)
+        return [Problem(shown, f"needs at least one of: {options}", field=field or "-", line=lines.get(field))]
+    if keyword in ("oneOf", "anyOf") and error.context:
+        return _describe(best_match(error.context), shown, lines)
+    return [Problem(shown, _message(error), field=field or "-", line=lines.get(field))]
+
+
+def _unknown_field(key, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown field ({hint}allowed: {', '.join(allowed)})"
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:50] + "..." + text[-6:]
+
+
+def _message(error) -> str:
+    """jsonschema's message, with long values abbreviated and our descriptions used as hints."""
+    description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    keyword, value, limit = error.validator, error.instance, error.validator_value
+    if keyword == "pattern" and description:
+        article = description.startswith(("a ", "an "))
+        return (f"{_short(value)} is not {description}" if article
+                else f"{_short(value)} does not have the expected form ({description})")
+    if keyword == "format":
+        example = f", e.g. {description.split('e.g. ')[-1]}" if description and "e.g. " in description else ""
+        return f"{_short(value)} is not a valid {limit}{example}"
+    if keyword in ("maxLength", "minLength") and isinstance(value, str):
+        bound = "at most" if keyword == "maxLength" else "at least"
+        return f"{_short(value)} is too {'long' if keyword == 'maxLength' else 'short'} " \
+               f"({len(value)} characters; {bound} {limit})"
+    if keyword == "type":
+        return f"{_short(value)} is not of type {', '.join(map(repr, [limit] if isinstance(limit, str) else limit))}"
+    if keyword == "enum":
+        return f"{_short(value)} is not one of {', '.join(map(repr, limit))}"
     message = error.message
-    if len(message) > 200:
-        message = message[:200] + "..."
-    return [Problem(shown, message, field=field or "-", line=lines.get(field))]
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
+    return message if len(message) <= 200 else message[:200] + "..."

@@ -14,7 +14,9 @@ from typing import Any
 import yaml
 
 from .problems import LabError
+from .yaml_events import AliasFound, NotPlain, parse_plain
 
+ALIASES_REFUSED = "YAML anchors/aliases are not allowed in lab files"
 MAX_FILE_BYTES = 1 << 20  # lab state files are small; a larger one is a mistake or an attack
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -32,26 +34,51 @@ _Loader.yaml_implicit_resolvers = {
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-def read_text(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str:
-    """Read a lab file as UTF-8, refusing oversize or undecodable content."""
+def read_text(path: Path, max_bytes: int = MAX_FILE_BYTES, shown: str | None = None) -> str:
+    """Read a lab file as UTF-8, refusing oversize or undecodable content.
+
+    Errors name the file as `shown` (e.g. a lab-relative path) when given. An
+    oversize file is refused after reading at most `max_bytes` + 1 bytes.
+    """
+    shown = shown or str(path)
     try:
-        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+            size = os.fstat(handle.fileno()).st_size if len(data) > max_bytes else len(data)
     except OSError as exc:
-        raise LabError(f"cannot read: {exc.strerror}", str(path)) from None
+        raise LabError(f"cannot read: {exc.strerror or exc}", shown) from None
     if size > max_bytes:
         raise LabError(f"file is {size / 1e6:.1f} MB, over the {max_bytes // 1024} KiB limit for lab files",
-                       str(path))
-    data = path.read_bytes()
+                       shown)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise LabError(f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
-                       str(path), line=line) from None
+                       shown, line=line) from None
 
 
 def parse_yaml(text: str, path: str) -> tuple[Any, dict[str, int]]:
     """Parse one YAML document; return (data, {dotted.field.path: line})."""
+    lines: dict[str, int] = {}
+    try:
+        return parse_plain(text, _Loader, lines), lines
+    except AliasFound as alias:
+        raise LabError(ALIASES_REFUSED, path, field=alias.field or "-", line=alias.line) from None
+    except NotPlain:
+        return _parse_checked(text, path)
+
+
+def parse_data(text: str, path: str) -> Any:
+    """Parse one YAML document without the line map (the fast path of `lab validate`)."""
+    try:
+        return parse_plain(text, _Loader)
+    except NotPlain:
+        return parse_yaml(text, path)[0]
+
+
+def _parse_checked(text: str, path: str) -> tuple[Any, dict[str, int]]:
+    """The full loader: composes nodes, refuses aliases and merge keys, words errors."""
     try:
         loader = _Loader(text)
         try:
@@ -76,7 +103,7 @@ def parse_yaml(text: str, path: str) -> tuple[Any, dict[str, int]]:
 
 def _walk(node: yaml.Node, prefix: str, lines: dict[str, int], seen: set[int], path: str) -> None:
     if id(node) in seen:
-        raise LabError("YAML anchors/aliases are not allowed in lab files", path,
+        raise LabError(ALIASES_REFUSED, path,
                        field=prefix or "-", line=lines.get(prefix, node.start_mark.line + 1))
     seen.add(id(node))
     lines.setdefault(prefix, node.start_mark.line + 1)

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import click
 
-from .. import gitops
 from ..lab import Lab
 from ..scaffold import init_lab, template_names
-from ..state import load_hypothesis, new_experiment, new_hypothesis, parse_params
-from ..status import collect, render
-from ..tables import tables_markdown
 from ..validate import validate
+
+# git, pyarrow and the state helpers are imported inside the commands that need
+# them: `lab validate` runs on every commit (pre-commit) and must start fast.
 
 
 class Context:
@@ -59,12 +58,11 @@ def validate_command(ctx: Context, paths: tuple[str, ...], as_json: bool) -> Non
     report = validate(ctx.lab.root, list(paths) or None)
     elapsed = time.perf_counter() - started
     if as_json:
-        emit_json({"ok": report.ok, "files": sum(report.counts.values()), "counts": dict(report.counts),
-                   "seconds": round(elapsed, 3), "problems": [p.to_dict() for p in report.problems]})
+        emit_json({**report.to_dict(), "seconds": round(elapsed, 3)})
     else:
         for problem in report.problems:
             click.echo(str(problem))
-        click.echo(report.summary() + f" in {elapsed:.2f}s", err=not report.ok)
+        click.echo(f"{report.summary()} in {elapsed:.2f}s")
     sys.exit(0 if report.ok else 1)
 
 
@@ -73,6 +71,7 @@ def validate_command(ctx: Context, paths: tuple[str, ...], as_json: bool) -> Non
 @pass_ctx
 def status_command(ctx: Context, as_json: bool) -> None:
     """A short summary: hypotheses, queue, finished experiments, best score, recent events."""
+    from ..status import collect, render
     info = collect(ctx.lab)
     emit_json(info) if as_json else click.echo(render(info))
 
@@ -80,6 +79,7 @@ def status_command(ctx: Context, as_json: bool) -> None:
 def _change(params: tuple[str, ...], instructions: str | None, file: str | None) -> dict:
     change = {}
     if params:
+        from ..state import parse_params
         change["params"] = parse_params(params)
     if instructions:
         change["instructions"] = instructions
@@ -107,6 +107,7 @@ def hypothesis_group() -> None:
 @pass_ctx
 def hypothesis_new(ctx, title, params, instructions, file, rationale, expected, source_kind, ref, author):
     """Write a new proposed hypothesis with a collision-free id."""
+    from ..state import new_hypothesis
     change = _change(params, instructions, file)
     if not change:
         raise click.UsageError("give at least one --param or --instructions")
@@ -132,6 +133,8 @@ def queue_group() -> None:
 @pass_ctx
 def queue_add(ctx, hyp_id, params, instructions, priority, wave, base):
     """Queue one experiment against one base commit."""
+    from .. import gitops
+    from ..state import load_hypothesis, new_experiment
     lab = ctx.lab
     hypothesis = load_hypothesis(lab, hyp_id)
     change = _change(params, instructions, None) or hypothesis.get("change") or {}
@@ -148,6 +151,7 @@ def schema_group() -> None:
 @schema_group.command("tables")
 def schema_tables() -> None:
     """Print the Arrow schemas of the Parquet tables as Markdown (schemas/tables.md)."""
+    from ..tables import tables_markdown
     click.echo(tables_markdown(), nl=False)
 
 
