@@ -81,14 +81,22 @@ def run_query(lab: Lab, sql: str) -> Result:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         try:
-            cursor = con.execute(sql)
-            columns = [d[0] for d in cursor.description or []]
-            rows = cursor.fetchall() if cursor.description else []
+            relation = con.sql(sql)
+            table = _arrow(relation) if relation is not None else pa.table({})
         except duckdb.Error as exc:
             raise LabError(one_line(str(exc)), "query", "sql") from None
     finally:
         con.close()
-    return Result(columns, rows, skipped)
+    columns = [c.to_pylist() for c in table.columns]
+    return Result(list(table.column_names), list(zip(*columns)), skipped)
+
+
+def _arrow(relation) -> pa.Table:
+    """The result as Arrow (no pytz needed for time zones; the name differs across DuckDB versions)."""
+    for name in ("to_arrow_table", "fetch_arrow_table", "arrow"):
+        if hasattr(relation, name):
+            return getattr(relation, name)()
+    raise RuntimeError("this DuckDB cannot return Arrow tables")
 
 
 def referenced_views(sql: str) -> list[str]:
@@ -241,7 +249,9 @@ def jsonable(value):
         return [jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
-    return value
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)  # intervals, UUIDs, ...
 
 
 def render_table(result: Result, max_width: int = 60) -> str:

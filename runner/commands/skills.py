@@ -135,3 +135,7 @@ def skills_install(ctx: Context, names, claude, codex, opencode, agents, global_
         click.echo(f"updated    {_shown(pointer, lab)} (benchlab block)")
     changed = sum(a.action != "skip" for a in report.actions)
     click.echo(f"{changed} written, {len(rows) - changed} unchanged, in {len(dirs)} directories", err=True)
+    if changed and not global_:
+        shown = " ".join(dict.fromkeys(_shown(d, lab).split("/")[0] for d in dirs))
+        click.echo(f"hint: commit them (git add {shown}) so that every worktree, where workers run, "
+                   "has them too", err=True)

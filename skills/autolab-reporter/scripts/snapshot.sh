@@ -20,5 +20,5 @@ section "failures by hypothesis (repeated failures are anomalies)" "
 SELECT hypothesis, count(*) AS failures, max(reason) AS last_reason FROM scores
 WHERE status IN ('failed', 'timed_out') GROUP BY hypothesis ORDER BY failures DESC LIMIT 10"
 section "warnings and errors (newest first)" "
-SELECT at, level, kind, experiment, message FROM events WHERE level <> 'info' ORDER BY at DESC LIMIT 15"
+SELECT \"at\", level, kind, experiment, message FROM events WHERE level <> 'info' ORDER BY \"at\" DESC LIMIT 15"
 section "queue" "SELECT status, count(*) AS n FROM queue GROUP BY status ORDER BY status"
