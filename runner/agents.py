@@ -297,7 +297,7 @@ class AgentRunner:
             raise LabError(f"cannot start {role} {task_id} now: concurrency limit or another main-checkout "
                            "agent is running (check can_start first)", "lab.yaml", f"roles.{role}")
         if not self.tasks:
-            self._baseline = snapshot(self.root)
+            self._set_baseline(snapshot(self.root))
         home = Path(self.lab.runtime) / "agents" / role / task_id
         prompt = home / "prompt.md"
         atomic_write(prompt, build_prompt(self.lab, role, entry, extra))
@@ -319,8 +319,10 @@ class AgentRunner:
                                                 start_new_session=True)
         except OSError as exc:
             task.error = f"cannot start {argv[0]!r}: {exc.strerror or exc} (roles.{role}.command)"
-        atomic_write(home / "run.json", json.dumps({"pid": task.process.pid if task.process else None,
-                                                    "argv": argv, "started": iso()}))
+        pid = task.process.pid if task.process else None
+        atomic_write(home / "run.json", json.dumps({
+            "role": role, "task": task_id, "cwd": str(cwd), "entry": str(entry) if entry else None, "pid": pid,
+            "pid_start": _start_time(pid), "argv": argv, "started": iso()}))
         return task
 
     def _env(self, role: str, task: AgentTask, cfg: dict) -> dict:
@@ -379,7 +381,10 @@ class AgentRunner:
         accepted, refused, restored = self._verify(task)
         del self.tasks[key]
         if not self.tasks:
-            self._baseline = None
+            self._set_baseline(None)
+        record = Path(self.lab.runtime) / "agents" / task.role / task.task_id / "run.json"
+        if record.exists():
+            atomic_write(record, json.dumps({**json.loads(record.read_text()), "ended": iso(), "state": state}))
         reason = task.error or ""
         if state == "timed_out":
             limit = self.config(task.role).get("time_limit_s", 1800)
@@ -392,6 +397,54 @@ class AgentRunner:
                          experiment=task.task_id if task.role == "worker" else None, path=self.lab.rel(task.log))
         return AgentOutcome(task.role, task.task_id, state, code, accepted, refused, restored,
                             str(task.log), reason)
+
+    # -- crash recovery ----------------------------------------------------------------------------
+    def _set_baseline(self, snap: Snapshot | None) -> None:
+        """Keep the baseline on disk too, so that a restarted runner can still verify."""
+        self._baseline = snap
+        path = Path(self.lab.runtime) / "agents" / "baseline.json"
+        if snap is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write(path, json.dumps({"head": snap.head, "digests": snap.digests}))
+
+    def recover(self) -> list[AgentOutcome]:
+        """After the runner died: kill the agents it left running (their process groups)
+        and verify what they wrote against the baseline kept on disk."""
+        records = []
+        for record in sorted((Path(self.lab.runtime) / "agents").glob("*/*/run.json")):
+            try:
+                info = json.loads(record.read_text())
+            except (OSError, ValueError):
+                continue
+            if "ended" in info or info.get("role") not in ROLES:
+                continue
+            pid = info.get("pid")
+            if pid and _start_time(pid) == info.get("pid_start"):
+                _signal_group(pid, signal.SIGKILL)
+            records.append(info)
+        saved = Path(self.lab.runtime) / "agents" / "baseline.json"
+        try:
+            data = json.loads(saved.read_text())
+            self._baseline = Snapshot(data["head"], data["digests"])
+        except (OSError, ValueError, KeyError):
+            self._baseline = None
+        for info in records:
+            entry = Path(info["entry"]) if info.get("entry") else None
+            self.tasks[(info["role"], info["task"])] = AgentTask(
+                info["role"], info["task"], Path(info["cwd"]), entry,
+                Path(self.lab.logs) / "agents" / f"{info['role']}-{info['task']}.log",
+                Path(self.lab.runtime) / "agents" / info["role"] / info["task"] / "prompt.md", 0.0,
+                error="the runner stopped while it ran; killed on restart")
+        order = sorted(self.tasks, key=lambda k: k[0] in MAIN_WRITERS)  # workers first: see _belongs_elsewhere
+        outcomes = []
+        for key in order:
+            task = self.tasks[key]
+            outcomes.append(self._finish(key, task, "stopped", None))
+            record_event(self.lab, "warn", "agent-orphan", f"{task.role} agent {task.task_id}: {task.error}",
+                         experiment=task.task_id if task.role == "worker" else None)
+        self._set_baseline(None)
+        return outcomes
 
     # -- ownership ---------------------------------------------------------------------------------
     def _verify(self, task: AgentTask) -> tuple[list[str], list[tuple[str, str]], list[str]]:
@@ -426,7 +479,7 @@ class AgentRunner:
                 restored.append(path)   # the agent committed it: the restoration must be committed too
         if len(self.tasks) > 1:
             now = _hash_files(self.root, [p for p, _ in refused] + checker.marked)
-            self._baseline = Snapshot(after.head, {**after.digests, **now, **deferred})
+            self._set_baseline(Snapshot(after.head, {**after.digests, **now, **deferred}))
         return list(dict.fromkeys(accepted + checker.marked)), refused, restored
 
     def _belongs_elsewhere(self, task: AgentTask, path: str, commits: dict, me: str) -> bool:
@@ -472,12 +525,26 @@ def _restore(root: Path, path: str, digest: str | None) -> None:
 
 
 def _kill_group(process: subprocess.Popen | None, sig: int) -> None:
-    if process is None:
-        return
+    if process is not None:
+        _signal_group(process.pid, sig)
+
+
+def _signal_group(pid: int, sig: int) -> None:
     try:
-        os.killpg(process.pid, sig)
+        os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _start_time(pid: int | None) -> str | None:
+    """The kernel's start time of a process: tells a live agent from a reused pid."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def _fill(arg: str, values: dict) -> str:

@@ -391,3 +391,31 @@ def test_prompt_has_skills_entry_and_task(tmp_path):
     assert "skill text of autolab\n" in prompt and "skill text of autolab-worker" in prompt
     assert "status: assigned" in prompt and prompt.rstrip().endswith("do the thing")
     assert prompt.index("autolab-worker") < prompt.index("queue/e-1.yaml")
+
+
+def test_recover_after_a_runner_crash_kills_orphans_and_verifies_their_writes(tmp_path):
+    lab = make_lab(tmp_path, FAKE_AGENT_SCENARIO="edit-protected", FAKE_AGENT_LINGER="60")
+    original = (lab.root / "lab.yaml").read_text()
+    script = ("import sys, time; from pathlib import Path; from runner.agents import AgentRunner; "
+              "from runner.lab import Lab; r = AgentRunner(Lab(Path(sys.argv[1]))); "
+              "r.start('researcher', 'r1', Path(sys.argv[1]), None); time.sleep(60)")
+    runner_process = subprocess.Popen([sys.executable, "-c", script, str(lab.root)])
+    deadline = time.monotonic() + 20
+    while (lab.root / "lab.yaml").read_text() == original and time.monotonic() < deadline:
+        time.sleep(0.05)
+    while not list(lab.hypotheses.glob("h-*.yaml")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner_process.kill()  # kill -9: the agent lives on in its own process group
+    runner_process.wait()
+    record = yaml.safe_load((lab.runtime / "agents" / "researcher" / "r1" / "run.json").read_text())
+    assert _alive(record["pid"])
+    [outcome] = AgentRunner(Lab(lab.root)).recover()
+    assert outcome.state == "stopped" and ("lab.yaml", "protected") in outcome.refused
+    assert len(outcome.accepted_paths) == 1 and outcome.accepted_paths[0].startswith("hypotheses/")
+    assert (lab.root / "lab.yaml").read_text() == original
+    deadline = time.monotonic() + 3
+    while _alive(record["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(record["pid"])
+    assert events(lab, "agent-orphan")
+    assert AgentRunner(Lab(lab.root)).recover() == []

@@ -234,3 +234,27 @@ def test_of_two_identical_proposals_only_the_later_is_a_duplicate(lab):
     rejection = review_change(lab, history, LR, base="a" * 40, hypothesis_id=second)
     assert rejection.rule == "duplicate" and rejection.collides_with == first
     assert f"hypothesis {first} (proposed: lr)" in rejection.message
+
+
+def test_derived_fingerprint_is_the_lab_fingerprint():
+    from runner.fingerprint import fingerprint
+    for change in (LR, {"params": {"A": 1, "B": "x"}, "instructions": " Do  it ", "file": "m.py"},
+                   {"instructions": "only words"}, {"params": {"FLAG": True}}):
+        assert gates.derive(change).fingerprint == fingerprint(change)
+
+
+def test_near_index_finds_exactly_what_a_full_scan_finds():
+    import random
+    rng = random.Random(7)
+    index, entries = gates.NearIndex(), []
+    for i in range(400):
+        value = rng.choice([-1, 1]) * 10 ** rng.uniform(-4, 1) if i % 50 else 0.0
+        entry = gates.Entry(f"e-{i}", "experiment", "finished", "abc1234", gates.derive({"params": {"P": value}}))
+        index.add(entry)
+        entries.append(entry)
+    for _ in range(300):
+        probe = (rng.choice([-1, 1]) * 10 ** rng.uniform(-4, 1),) if rng.random() < 0.9 else (0.0,)
+        for tolerance in (0.01, 0.05, 0.5):
+            found = {e.id for e in index.near(probe, tolerance)}
+            scan = {e.id for e in entries if gates._close(probe, e.key.numbers, tolerance)}
+            assert found == scan
