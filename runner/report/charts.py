@@ -14,6 +14,11 @@ LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=40), heig
               legend=dict(orientation="h", y=-0.2))
 
 
+def _ts(moment) -> str:
+    """UTC timestamps as plain strings: plotly serialises them far faster than datetime objects."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
 def _scatter(n_points: int):
     return go.Scattergl if n_points > WEBGL_ABOVE else go.Scatter
 
@@ -28,7 +33,7 @@ def _hover(row: dict, metric: str) -> str:
 def progression(data: ReportData, x_axis: str) -> go.Figure:
     """Every valid score against time (x_axis='time') or index ('index'), running best, band."""
     def x_of(row):
-        return row["finished"] if x_axis == "time" else row["index"]
+        return _ts(row["finished"]) if x_axis == "time" else row["index"]
 
     scored = [r for r in data.rows if r["value"] is not None and r["status"] == "finished"]
     kind = _scatter(len(scored))
@@ -86,7 +91,7 @@ def gantt(data: ReportData, cap: int = GANTT_CAP) -> go.Figure:
         if not mine:
             continue
         fig.add_trace(go.Bar(
-            orientation="h", y=[_lane(r) for r in mine], base=[r["started"] for r in mine],
+            orientation="h", y=[_lane(r) for r in mine], base=[_ts(r["started"]) for r in mine],
             x=[max(1.0, (r["finished"] - r["started"]).total_seconds() * 1000.0) for r in mine],
             text=[_bar_label(r) for r in mine], textposition="inside", insidetextanchor="middle",
             marker=dict(color=COLOURS[name], line=dict(color="white", width=1)), name=name,

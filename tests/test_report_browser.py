@@ -1,0 +1,116 @@
+"""The report in a real headless browser (Debian's chromium): loads from file:// with no errors,
+the charts hold the right number of bars and points, and a screenshot is kept as an artifact.
+
+The page's own script writes what plotly rendered (SVG bars, markers, lines) and any page error
+or console.error into data attributes of the DOM, which `--dump-dom` returns after the page's
+JS ran; chromium's own console log (stderr) is checked for uncaught errors too.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from fixtures.make_lab import make_lab
+from fixtures.real_lab import real_lab
+from runner.report import write_report
+from runner.tables import METRICS, SCORES, read_table
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--enable-logging=stderr",
+         "--v=0", "--virtual-time-budget=8000"]
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+class Charts(HTMLParser):
+    """data-* attributes of <body> and of each chart div, from the dumped DOM."""
+
+    def __init__(self, dom: str):
+        super().__init__()
+        self.body, self.charts = {}, {}
+        self.feed(dom)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "body":
+            self.body = attrs
+        elif tag == "div" and (attrs.get("id") or "").startswith("chart-") and "data-traces" in attrs:
+            self.charts[attrs["id"]] = attrs
+
+
+def console_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line and re.search(r"Uncaught|Error", line)]
+
+
+def expected_counts(lab) -> dict:
+    """What the charts must show, computed straight from the Parquet files."""
+    scores = read_table(lab.scores_path, SCORES)
+    timed = pc.and_(pc.is_valid(scores["started"]), pc.is_valid(scores["finished"]))
+    scored = scores.filter(pc.and_(pc.equal(scores["status"], "finished"), pc.is_valid(scores["value"])))
+    ranked = sorted(scored.to_pylist(), key=lambda r: r["value"], reverse=not lab.minimize)
+    curves = [r["id"] for r in ranked[:5]]
+    baselines = [r["id"] for r in scored.to_pylist() if r["kind"] == "baseline"]
+    if baselines and baselines[0] not in curves:
+        curves.append(baselines[0])
+    with_loss = [e for e in curves if "train_loss" in read_table(
+        lab.experiments / e / "metrics.parquet", METRICS)["name"].to_pylist()]
+    return {"bars": pc.sum(timed).as_py(), "markers": scored.num_rows, "lines": len(with_loss)}
+
+
+@pytest.fixture(scope="module", params=["real", "generated"])
+def report(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    lab = real_lab(root / "lab") if request.param == "real" else make_lab(root / "lab", 14)
+    return lab, write_report(lab)
+
+
+def test_report_renders_in_chromium_without_errors(report, tmp_path):
+    lab, html = report
+    done = chromium(tmp_path, "--dump-dom", html.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = Charts(done.stdout)
+    assert page.body.get("data-charts-ready") == "1", "plotly did not finish rendering"
+    assert json.loads(page.body["data-errors"]) == []
+    assert console_errors(done.stderr) == []
+    want = expected_counts(lab)
+    charts = page.charts
+    assert int(charts["chart-gantt"]["data-rendered-bars"]) == want["bars"] > 0
+    for chart in ("chart-progress-time", "chart-progress-index"):
+        assert int(charts[chart]["data-rendered-markers"]) == want["markers"] > 0
+    assert int(charts["chart-loss"]["data-rendered-lines"]) == want["lines"] > 0
+
+
+def test_screenshot_is_saved_as_an_artifact(report, tmp_path):
+    lab, html = report
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"report-{lab.root.parent.name.rstrip('0123456789')}.png"
+    done = chromium(tmp_path, "--hide-scrollbars", "--window-size=1400,2200", f"--screenshot={shot}", html.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 50_000
+
+
+def test_a_broken_page_is_caught(report, tmp_path):
+    """The checks above can fail: a page whose script throws is reported."""
+    _, html = report
+    broken = tmp_path / "broken.html"
+    broken.write_text(html.read_text().replace("</body>", "<script>notAFunction();</script></body>"))
+    done = chromium(tmp_path, "--dump-dom", broken.as_uri())
+    page = Charts(done.stdout)
+    assert "notAFunction" in page.body["data-errors"]
+    assert any("notAFunction" in line for line in console_errors(done.stderr))
