@@ -164,7 +164,7 @@ class Snapshot:
     head: str
     digests: dict[str, str | None]
 
-    def digest(self, root: Path, path: str, blobs: dict) -> str | None:
+    def digest(self, path: str, blobs: dict) -> str | None:
         if path in self.digests:
             return self.digests[path]
         return blobs.get((self.head, path))
@@ -182,7 +182,7 @@ def _hash_files(root: Path, paths: list[str]) -> dict[str, str | None]:
     present = [p for p in paths if (root / p).is_file() and not (root / p).is_symlink()]
     digests: dict[str, str | None] = {p: None for p in paths}
     if present:
-        out = _git(root, "hash-object", "-w", "--no-filters", "--stdin-paths",
+        out = _git(root, "hash-object", "-w", "--stdin-paths",
                    stdin="\n".join(present).encode() + b"\n")
         digests.update(zip(present, out.decode().split()))
     for p in paths:
@@ -458,7 +458,7 @@ class AgentRunner:
         blobs = {**_blobs_at(self.root, before.head, candidates), **_blobs_at(self.root, after.head, candidates)}
         changed, deferred = [], {}
         for path in candidates:
-            old, new = before.digest(self.root, path, blobs), after.digest(self.root, path, blobs)
+            old, new = before.digest(path, blobs), after.digest(path, blobs)
             if old == new:
                 continue
             if self._belongs_elsewhere(task, path, commits, me):
@@ -511,13 +511,16 @@ class AgentRunner:
 
 
 def _restore(root: Path, path: str, digest: str | None) -> None:
+    """Put back the content `digest` (None: remove the file) and unstage the path."""
     target = root / path
-    tracked = bool(_git(root, "ls-tree", "HEAD", "--", path).strip())
+    listed = _git(root, "ls-tree", "HEAD", "--", path).decode()
+    tracked = bool(listed.strip())
     if digest is None or digest.startswith("link:"):
         if target.is_file() or target.is_symlink():
             target.unlink()
     else:
         atomic_write(target, _git(root, "cat-file", "blob", digest))
+        os.chmod(target, 0o755 if listed.startswith("100755") else 0o644)
     if tracked:
         _git(root, "restore", "--staged", "--", path, check=False)
     else:
@@ -627,7 +630,9 @@ class Ownership:
         if self.task.role == "planner":
             return "not-owned"           # new hypotheses are the researcher's
         if previous is None:
-            return self._gate(path, data, queue=False)
+            return "status" if data.get("status") != "proposed" else self._gate(path, data, queue=False)
+        if {k: data.get(k) for k in ("status", "review")} != {k: previous.get(k) for k in ("status", "review")}:
+            return "status"              # judging a hypothesis is the planner's
         return None
 
     def _gate(self, path: str, data: dict, queue: bool) -> str | None:

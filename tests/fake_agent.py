@@ -26,6 +26,7 @@ FAKE_AGENT_SCENARIO (or FAKE_AGENT_SCENARIO_<ROLE>, which wins) picks a misbehav
     edit-main       worker: edits the target in the lab root instead of its worktree
     commit-protected  edits lab.yaml in the lab root and commits it with git
     duplicate       researcher: proposes exactly the change of an existing hypothesis
+    self-accept     researcher: writes its hypothesis with status accepted (the planner's call)
     claim           worker: claims its entry first (runner.agents.claim), works only if it won
     hang            starts a child that sleeps, then sleeps forever (pids in $FAKE_AGENT_PIDS)
     fail            prints a message and exits 3
@@ -92,7 +93,8 @@ def researcher(lab: Lab, scenario: str) -> int:
         path.write_text(f"id: {hyp_id}\ntitle: [unclosed\nstatus: proposed\n")
         return 0
     name, value = next(iter(change.get("params", {}).items()), ("change", ""))
-    write(path, {"id": hyp_id, "title": f"{name} = {value}", "status": "proposed", "author": "researcher",
+    status = "accepted" if scenario == "self-accept" else "proposed"
+    write(path, {"id": hyp_id, "title": f"{name} = {value}", "status": status, "author": "researcher",
                  "created": iso(), "rationale": "fake agent: scale one declared parameter",
                  "source": {"kind": "exploration"}, "change": change})
     print(f"fake agent: proposed {path.name}")

@@ -419,3 +419,13 @@ def test_recover_after_a_runner_crash_kills_orphans_and_verifies_their_writes(tm
     assert not _alive(record["pid"])
     assert events(lab, "agent-orphan")
     assert AgentRunner(Lab(lab.root)).recover() == []
+
+
+def test_researcher_may_not_accept_its_own_hypothesis(tmp_path):
+    lab = make_lab(tmp_path, FAKE_AGENT_SCENARIO="self-accept")
+    runner = AgentRunner(lab)
+    runner.start("researcher", "r1", lab.root, None)
+    outcome = only(run_to_end(runner))
+    [(path, rule)] = outcome.refused
+    assert path.startswith("hypotheses/") and rule == "status" and not (lab.root / path).exists()
+    assert "status: accepted" in (lab.runtime / "refused" / "researcher-r1" / path).read_text()
