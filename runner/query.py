@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ from .fingerprint import fingerprint
 from .lab import Lab
 from .problems import LabError
 from .tables import EVENTS, METRICS, SCORES, read_table
-from .yamlio import load_yaml
+from .yamlio import atomic_write, load_yaml
 
 _S, _F, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 
@@ -55,6 +57,7 @@ EXPERIMENTS = pa.schema([
 METRICS_VIEW = pa.schema([pa.field("experiment", _S), *METRICS])
 
 VIEWS = ("scores", "events", "metrics", "hypotheses", "queue", "experiments")
+CACHE_VERSION = 1  # bump when the row builders change
 
 
 @dataclass
@@ -120,22 +123,31 @@ def build_view(lab: Lab, name: str, skipped: list[str]) -> pa.Table:
     if name == "metrics":
         return metrics_table(lab, skipped)
     if name == "hypotheses":
-        paths = sorted(lab.hypotheses.glob("*.yaml")) if lab.hypotheses.is_dir() else []
-        return _yaml_table(lab, paths, HYPOTHESES, hypothesis_row, skipped)
+        return _yaml_table(lab, name, _listing(lab, "hypotheses"), HYPOTHESES, hypothesis_row, skipped)
     if name == "queue":
-        paths = sorted(lab.queue.glob("*.yaml")) if lab.queue.is_dir() else []
-        return _yaml_table(lab, paths, EXPERIMENTS, experiment_row, skipped)
+        return _yaml_table(lab, name, _listing(lab, "queue"), EXPERIMENTS, experiment_row, skipped)
     if name == "experiments":
-        paths = sorted(lab.experiments.glob("*/experiment.yaml")) if lab.experiments.is_dir() else []
-        return _yaml_table(lab, paths, EXPERIMENTS, experiment_row, skipped)
+        files = _listing(lab, "experiments", "experiment.yaml")
+        return _yaml_table(lab, name, files, EXPERIMENTS, experiment_row, skipped)
     raise KeyError(name)
+
+
+def _listing(lab: Lab, sub: str, inner: str | None = None) -> list[str]:
+    """Lab-relative paths of `sub/*.yaml` (or `sub/*/inner`), sorted, with plain strings (fast)."""
+    try:
+        names = sorted(e.name for e in os.scandir(lab.root / sub) if not e.name.startswith("."))
+    except OSError:
+        return []
+    if inner is None:
+        return [f"{sub}/{n}" for n in names if n.endswith(".yaml")]
+    return [f"{sub}/{n}/{inner}" for n in names]
 
 
 def _parquet(lab: Lab, path: Path, schema: pa.Schema, skipped: list[str]) -> pa.Table:
     try:
         return read_table(path, schema)
     except Exception as exc:  # a corrupt table must not hide the others
-        skipped.append(f"{lab.rel(path)}: {one_line(str(exc))}")
+        skipped.append(f"{path.relative_to(lab.root).as_posix()}: {one_line(str(exc))}")
         return schema.empty_table()
 
 
@@ -146,30 +158,63 @@ def metrics_table(lab: Lab, skipped: list[str]) -> pa.Table:
         try:
             table = pq.read_table(path, schema=METRICS)
         except Exception as exc:
-            skipped.append(f"{lab.rel(path)}: {one_line(str(exc))}")
+            skipped.append(f"{path.relative_to(lab.root).as_posix()}: {one_line(str(exc))}")
             continue
         experiment = pa.array([path.parent.name] * table.num_rows, _S)
         parts.append(table.add_column(0, pa.field("experiment", _S), experiment))
     return pa.concat_tables(parts) if parts else METRICS_VIEW.empty_table()
 
 
-def _yaml_table(lab: Lab, paths, schema: pa.Schema, to_row, skipped: list[str]) -> pa.Table:
-    rows = []
-    for path in paths:
+def _yaml_table(lab: Lab, view: str, paths: list[str], schema: pa.Schema, to_row, skipped: list[str]) -> pa.Table:
+    """Rows of YAML files, reusing `.lab/cache/query/<view>.json` for files unchanged since
+    (same inode, size and mtime): 10,000 files cost a stat each, not a parse each."""
+    cache_path = lab.runtime / "cache" / "query" / f"{view}.json"
+    version = hashlib.sha256(f"{CACHE_VERSION}:{schema}".encode()).hexdigest()[:16]
+    cached = _read_json(cache_path)
+    old = cached.get("files", {}) if cached.get("version") == version else {}
+    new, rows, root = {}, [], str(lab.root)
+    for rel in paths:
         try:
-            data, _ = load_yaml(path)
-            if not isinstance(data, dict):
-                raise LabError("expected a mapping of fields")
-            row = to_row(data)
-        except LabError as exc:
-            skipped.append(f"{lab.rel(path)}: {exc.problem.message}")
-            continue
-        except (TypeError, ValueError, AttributeError) as exc:
-            skipped.append(f"{lab.rel(path)}: unexpected field shape ({exc})")
-            continue
-        row["path"] = lab.rel(path)
-        rows.append(_coerce(row, schema))
+            st = os.stat(os.path.join(root, rel))
+        except OSError:
+            continue  # removed while we listed, or an experiment without experiment.yaml
+        key = [st.st_ino, st.st_size, st.st_mtime_ns]
+        hit = old.get(rel)
+        item = hit if hit and hit[0] == key else [key, *_yaml_row(lab.root / rel, rel, schema, to_row)]
+        new[rel] = item
+        if item[2]:
+            skipped.append(f"{rel}: {item[2]}")
+        else:
+            rows.append(item[1])
+    if new != old:
+        try:
+            atomic_write(cache_path, json.dumps({"version": version, "files": new}))
+        except OSError:
+            pass  # a read-only lab still answers, just slower
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _yaml_row(path: Path, rel: str, schema: pa.Schema, to_row) -> tuple[dict | None, str | None]:
+    """(row, None) or (None, why the file was skipped)."""
+    try:
+        data, _ = load_yaml(path)
+        if not isinstance(data, dict):
+            raise LabError("expected a mapping of fields")
+        row = to_row(data)
+    except LabError as exc:
+        return None, exc.problem.message
+    except (TypeError, ValueError, AttributeError) as exc:
+        return None, f"unexpected field shape ({exc})"
+    row["path"] = rel
+    return _coerce(row, schema), None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _coerce(row: dict, schema: pa.Schema) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import yaml
 
 from runner import gitops
 from runner.events import record_event
@@ -229,3 +230,20 @@ def _cookbook_block(heading: str) -> str:
     text = (REPO / "skills" / "autolab" / "references" / "queries.md").read_text()
     section = text.split(f"## {heading}", 1)[1]
     return re.search(r"```sql\n(.*?)```", section, re.S).group(1)
+
+
+def test_yaml_rows_cache_follows_edits(tmp_path):
+    """Rows are cached under .lab/cache/query/ by (inode, size, mtime): an edit shows at once."""
+    lab = Lab(init_lab(tmp_path / "lab"))
+    hyp, path = new_hypothesis(lab, "lr", {"params": {"LEARNING_RATE": 0.001}})
+    assert rows(lab, "SELECT status FROM hypotheses") == [{"status": "proposed"}]
+    assert (lab.runtime / "cache" / "query" / "hypotheses.json").is_file()
+    write_yaml(path, {**yaml.safe_load(path.read_text()), "status": "accepted"})
+    assert rows(lab, "SELECT status FROM hypotheses") == [{"status": "accepted"}]
+    path.write_text("id: [broken\n")
+    first = run_query(lab, "SELECT count(*) FROM hypotheses")
+    second = run_query(lab, "SELECT count(*) FROM hypotheses")  # served from the cache, still reported
+    assert first.rows == second.rows == [(0,)]
+    assert first.skipped == second.skipped and "malformed YAML" in second.skipped[0]
+    path.unlink()
+    assert run_query(lab, "SELECT count(*) FROM hypotheses").skipped == []
