@@ -194,11 +194,12 @@ def _read_yaml(path: str, st: os.stat_result) -> dict | None:
             data = yaml.load(handle.read(), Loader=_Loader)
     except (OSError, yaml.YAMLError, RecursionError):
         data = None
-    if not isinstance(data, dict) or not _is_change(data.get("change")):
-        data = None
-    else:
+    if isinstance(data, dict):  # a file without a change (a baseline) gets key None
+        change = data.get("change")
         data = {k: data.get(k) for k in ("id", "status", "base", "title", "created")} | {
-            "key": derive(data["change"])}
+            "key": derive(change) if _is_change(change) else None}
+    else:
+        data = None
     _YAML_CACHE[path] = (stamp, data)
     return data
 
@@ -249,6 +250,8 @@ class History:
             data = _read_yaml(item.path, item.stat())
             if data is None:
                 self.unreadable.append(item.path)
+                continue
+            if data["key"] is None:
                 continue
             text = lambda name: data[name] if isinstance(data[name], str) else None  # noqa: E731
             self._index(Entry(text("id") or path.stem, kind, str(data["status"] or ""),

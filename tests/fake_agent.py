@@ -107,6 +107,8 @@ def propose(lab: Lab, tried: list[dict]) -> dict:
         name, _, raw = forced.partition("=")
         return {name: yaml.safe_load(raw)}
     target = lab.config["target"]
+    if not target.get("params"):
+        raise SystemExit("fake agent: lab.yaml declares no target.params to vary (set FAKE_AGENT_PARAM)")
     name = target["params"][0]
     current = current_value(lab.root / target["editable"][0], name)
     values = {(c.get("params") or {}).get(name) for c in tried}
@@ -159,6 +161,8 @@ def worker(lab: Lab, scenario: str) -> int:
         if not count:
             print(f"fake agent: {name} is not a top-level constant of {target.name}", file=sys.stderr)
             return 1
+    if not change.get("params"):
+        text += f"# {change.get('instructions', '').strip().splitlines()[0]}\n"
     target.write_text(text)
     now = iso()
     entry.update(status="ready", updated=now)

@@ -141,6 +141,7 @@ def test_history_load_reads_all_sources_and_skips_unreadable_files(lab):
     hyp, _ = state.new_hypothesis(lab, "bs", {"params": {"BATCH_SIZE": 64}})
     state.new_experiment(lab, hyp, {"params": {"ACTIVATION": "gelu"}}, base)
     (lab.hypotheses / "broken.yaml").write_text("title: [unclosed\n")
+    state.new_experiment(lab, None, {}, base, kind="baseline")
     history = History.load(lab)
     assert len(history) == 3
     assert history.unreadable == [str(lab.hypotheses / "broken.yaml")]
