@@ -429,3 +429,38 @@ def test_researcher_may_not_accept_its_own_hypothesis(tmp_path):
     [(path, rule)] = outcome.refused
     assert path.startswith("hypotheses/") and rule == "status" and not (lab.root / path).exists()
     assert "status: accepted" in (lab.runtime / "refused" / "researcher-r1" / path).read_text()
+
+
+def test_a_wave_through_all_four_agent_roles(tmp_path):
+    """What the loop does with agent roles, minus the job: each outcome's paths are committed."""
+    lab = make_lab(tmp_path)
+    runner = AgentRunner(lab)
+
+    def run(role, task, cwd, entry=None):
+        runner.start(role, task, cwd, entry)
+        outcome = only(run_to_end(runner))
+        assert outcome.state == "finished" and not outcome.refused, outcome
+        gitops.commit_paths(lab.root, outcome.to_commit, f"lab: {role} {task}")
+        return outcome
+
+    [hyp] = run("researcher", "r1", lab.root).accepted_paths
+    planned = run("planner", "p1", lab.root).accepted_paths
+    [queued] = [p for p in planned if p.startswith("queue/")]
+    assert hyp in planned
+    entry = lab.root / queued
+    data = yaml.safe_load(entry.read_text())
+    exp_id, base = data["id"], data["base"]
+    assert claim(lab, exp_id, "runner")
+    data["status"] = "assigned"
+    entry.write_text(yaml.safe_dump(data, sort_keys=False))
+    gitops.commit_paths(lab.root, [queued], "lab: assign")
+    worktree = lab.worktrees / exp_id
+    git(lab.root, "worktree", "add", "-q", "-b", f"exp/{exp_id}", str(worktree), base)
+    run("worker", exp_id, worktree, entry)
+    assert yaml.safe_load(entry.read_text())["status"] == "ready"
+    files, diff = gates.worktree_changes(worktree, base)
+    assert gates.check_diff(lab, files, diff, data["change"]) is None
+    run("reporter", "rep1", lab.root)
+    assert git(lab.root, "status", "--porcelain", "--", "hypotheses", "queue", "experiments/LEADERBOARD.md",
+               "reports") == ""
+    assert validate(lab.root).ok
