@@ -34,6 +34,9 @@ def _merged(defaults: dict, given: dict) -> dict:
 class Lab:
     root: Path
 
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
     @classmethod
     def find(cls, start: str | os.PathLike | None = None) -> "Lab":
         """The lab containing `start` (default: the working directory)."""

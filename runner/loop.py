@@ -8,8 +8,10 @@ decide *when* a pass runs; nothing depends on an event arriving.
 from __future__ import annotations
 
 import shutil
+import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,7 +23,7 @@ from .entries import load as load_entry
 from .events import record_event
 from .lab import Lab
 from .locks import FileLock
-from .metrics import metrics_rows, objective, parse_summary, read_stream
+from .metrics import metrics_rows, objective, parse_summary, read_log, read_stream
 from .problems import LabError
 from .promotion import merge_into_main, noise_margin, score_of, target_key
 from .record import Outcome, record, recorded_ids
@@ -29,6 +31,9 @@ from .roles import builtin
 from .scores import scores
 from .state import new_experiment
 from .yamlio import load_yaml
+
+# watchdog warns when a recursive watch sees a job dir re-created; harmless here
+warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
 
 FRESH_S = 1.0        # a file younger than this may be half-written by an agent: retry, don't report
 TICK_S = 1.0         # periodic reconcile, so nothing depends on a file event arriving
@@ -204,8 +209,11 @@ class Runner:
         if entry.is_baseline:
             env["LAB_SEED"] = str(entry.data.get("wave", 0))
         job = entry.data.get("job") or {}
+        command = list(target["command"])
+        if command[0] in ("python", "python3"):
+            command[0] = sys.executable  # the runner's own interpreter, venv or not
         return JobSpec(exp_id=entry.id, slot=job.get("slot", "cpu0"),
-                       command=list(target["command"]), cwd=worktrees.path(self.lab, entry.id), env=env,
+                       command=command, cwd=worktrees.path(self.lab, entry.id), env=env,
                        job_dir=self._job_root(entry.id) / f"attempt-{job.get('attempts', 1)}", time_limit_s=float(target["time_limit_s"]),
                        stall_timeout_s=float(target["stall_timeout_s"]))
 
@@ -230,7 +238,7 @@ class Runner:
         self._finish(entry, self._outcome(entry, status, spec), log, status.log_path)
 
     def _outcome(self, entry: Entry, status, spec: JobSpec) -> Outcome:
-        text = status.log_path.read_text(errors="replace") if status.log_path.exists() else ""
+        text = read_log(status.log_path) if status.log_path.exists() else ""
         summary = parse_summary(text)
         stream = read_stream(status.metrics_path)
         value = objective(summary, self.lab.metric)
@@ -442,11 +450,16 @@ class Watcher:
 
         self.wake = threading.Event()
         wake = self.wake
+        jobs = str(lab.runtime / "jobs")
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event):
-                if not event.src_path.endswith((".tmp", ".lock")) and "/.git/" not in event.src_path:
-                    wake.set()
+                path = getattr(event, "dest_path", "") or event.src_path
+                if path.endswith((".tmp", ".lock")) or "/.git/" in path:
+                    return
+                if jobs in path and not path.endswith("exit.json"):
+                    return  # logs and metric lines stream here; only a job's end matters
+                wake.set()
 
         self.observer = Observer()
         handler = Handler()

@@ -20,6 +20,8 @@ TOY = textwrap.dedent('''\
     import json, os, sys, time
     X = 1.0
     MODE = "ok"
+    SLEEP = 0.0
+    time.sleep(SLEEP)
     metrics = os.environ.get("LAB_METRICS")
     if metrics:
         with open(metrics, "a") as f:
@@ -43,9 +45,9 @@ TOY = textwrap.dedent('''\
 ''')
 
 
-def toy_lab(root: Path, worker: str = "builtin", slots: int = 2, **limits) -> Lab:
+def toy_lab(root: Path, worker: str = "builtin", slots: int = 2, sleep: float = 0.0, **limits) -> Lab:
     init_lab(root, template="blank", commit=False)
-    (root / "score.py").write_text(TOY)
+    (root / "score.py").write_text(TOY.replace("SLEEP = 0.0", f"SLEEP = {sleep}"))
     config = yaml.safe_load((root / "lab.yaml").read_text())
     config["objective"] = {"metric": "val_bpb", "direction": "minimize", "noise_margin": 0.01}
     config["target"].update(command=["python", "score.py"], editable=["score.py"], params=["X", "MODE"],
