@@ -96,7 +96,7 @@ def build(project: KernelProject, out_root: Path, verbose: bool = False) -> Buil
     package.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 2))
     library = Path(load(name=extension, sources=[str(s) for s in sources], extra_include_paths=sorted(includes),
-                        extra_cflags=["-O3", "-std=c++17"], extra_cuda_cflags=["-std=c++17", *cuda_flags],
+                        extra_cflags=["-O3"], extra_cuda_cflags=cuda_flags,  # torch picks -std: it must match its ABI
                         build_directory=str(package), is_python_module=False, verbose=verbose))
     _stage_python(project, package, extension)
     return Build(project, variant, variant_dir, package, extension, library, capability)

@@ -49,24 +49,42 @@ class Timer:
             fn()
         return graph.replay
 
-    def time(self, fn: Callable[[], object], use_graph: bool) -> Timing:
-        torch = self.torch
+    def _prepare(self, fn: Callable[[], object], use_graph: bool) -> Callable[[], object]:
         for _ in range(self.warmup):
             fn()
         call = self._graph(fn) if use_graph else fn
         for _ in range(3):
             call()
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(self.repeats)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(self.repeats)]
-        for start, end in zip(starts, ends):
+        return call
+
+    def _samples(self, call: Callable[[], object], count: int) -> list[float]:
+        torch = self.torch
+        pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(count)]
+        for start, end in pairs:
             self.flush()
             start.record()
             call()
             end.record()
         torch.cuda.synchronize(self.device)
-        times = sorted(s.elapsed_time(e) * 1000.0 for s, e in zip(starts, ends))
-        deciles = statistics.quantiles(times, n=10)
-        return Timing(statistics.median(times), deciles[0], deciles[-1], len(times), use_graph)
+        return [start.elapsed_time(end) * 1000.0 for start, end in pairs]
+
+    def time(self, fn: Callable[[], object], use_graph: bool) -> Timing:
+        return self.time_many({"fn": fn}, use_graph)["fn"]
+
+    def time_many(self, fns: dict[str, Callable[[], object]], use_graph: bool, rounds: int = 5) -> dict[str, Timing]:
+        """Time several implementations interleaved (round-robin), so drift hits them alike."""
+        calls = {name: self._prepare(fn, use_graph) for name, fn in fns.items()}
+        samples: dict[str, list[float]] = {name: [] for name in fns}
+        per_round = max(1, self.repeats // rounds)
+        for _ in range(rounds):
+            for name, call in calls.items():
+                samples[name] += self._samples(call, per_round)
+        out = {}
+        for name, times in samples.items():
+            times.sort()
+            deciles = statistics.quantiles(times, n=10) if len(times) > 1 else [times[0]] * 9
+            out[name] = Timing(statistics.median(times), deciles[0], deciles[-1], len(times), use_graph)
+        return out
 
     def copy_bandwidth(self, nbytes: int = 2 * 2**30) -> float:
         """Device-to-device copy in TB/s, counting bytes read plus bytes written."""
@@ -74,7 +92,6 @@ class Timer:
         src = torch.randn(nbytes // 4, device=self.device)
         dst = torch.empty_like(src)
         timing = self.time(lambda: dst.copy_(src), use_graph=False)
-        del src, dst
         return 2 * nbytes / (timing.us_median * 1e-6) / 1e12
 
     def copy_time(self, like) -> float:

@@ -18,6 +18,7 @@ KERNEL = HERE.parent
 sys.path.insert(0, str(KERNEL.parents[1]))  # the lab's root, for runner.kernels
 
 import torch  # noqa: E402
+import torch._dynamo  # noqa: E402,F401
 import torch.nn.functional as F  # noqa: E402
 
 import qwen3_rmsnorm  # noqa: E402
@@ -138,21 +139,35 @@ def first(out):
     return out[0] if isinstance(out, tuple) else out
 
 
-def measure(timer, op, impl, fn, tokens, dtype, device, context, reference=None):
-    t = inputs(op, tokens, dtype, device)
-    fresh = {k: v.clone() for k, v in t.items()}
-    out = first(fn(fresh))
+def check_output(fn, inputs_, reference):
+    out = first(fn({k: v.clone() for k, v in inputs_.items()}))
     ok = bool(torch.isfinite(out).all())
     if reference is not None and ok:
         ok = bool(torch.allclose(out.float(), reference.float(), rtol=2e-2, atol=2e-2))
-    timing = timer.time(lambda: fn(t), use_graph=tokens <= GRAPH_MAX_TOKENS)
-    nbytes, hidden = bytes_moved(op, tokens, t[next(iter(t))].element_size())
-    row = dict(context, op=op, impl=impl, dtype=str(dtype).replace("torch.", ""), tokens=tokens, hidden=hidden,
-               us_median=timing.us_median, us_p10=timing.us_p10, us_p90=timing.us_p90, bytes=nbytes,
-               tb_s=nbytes / (timing.us_median * 1e-6) / 1e12, graph=timing.graph, repeats=timing.repeats,
-               ok=ok, note="")
-    row["copy_same_us"] = timer.copy_time(t["x"] if "x" in t else t["q"])
-    return row, out
+    return ok, out
+
+
+def measure_size(timer, op, impls, tokens, dtype, device, context) -> list[dict]:
+    """All implementations of one (op, dtype, tokens), timed interleaved; one row each."""
+    base = inputs(op, tokens, dtype, device)
+    own = {impl: {k: v.clone() for k, v in base.items()} for impl in impls}  # in-place ops: inputs per impl
+    ok, reference = check_output(impls[OURS], base, None)
+    checks = {OURS: ok}
+    for impl, fn in impls.items():
+        if impl != OURS:
+            checks[impl] = check_output(fn, base, reference)[0]
+    timings = timer.time_many({impl: (lambda fn=fn, t=own[impl]: fn(t)) for impl, fn in impls.items()},
+                              use_graph=tokens <= GRAPH_MAX_TOKENS)
+    first_tensor = base[next(iter(base))]
+    nbytes, hidden = bytes_moved(op, tokens, first_tensor.element_size())
+    copy_same = timer.copy_time(first_tensor)
+    rows = []
+    for impl, timing in timings.items():
+        rows.append(dict(context, op=op, impl=impl, dtype=str(dtype).replace("torch.", ""), tokens=tokens,
+                         hidden=hidden, us_median=timing.us_median, us_p10=timing.us_p10, us_p90=timing.us_p90,
+                         bytes=nbytes, tb_s=nbytes / (timing.us_median * 1e-6) / 1e12, graph=timing.graph,
+                         repeats=timing.repeats, ok=checks[impl], note="", copy_same_us=copy_same))
+    return rows
 
 
 def run(args) -> list[dict]:
@@ -172,25 +187,21 @@ def run(args) -> list[dict]:
     with torch.no_grad():
         for index, (op, dtype, tokens) in enumerate(plan, 1):
             impls = implementations(op)
-            reference = None
-            for impl, fn in impls.items():
-                row, out = measure(timer, op, impl, fn, tokens, dtype, device, context, reference)
-                reference = out if impl == OURS else reference
+            if op == "rms_norm" and args.sweep:  # same kernel, fixed packs per thread; vpt=4 repeats "ours"
+                for vpt in (1, 2, 4):
+                    impls[f"{OURS}[vpt={vpt}]"] = (
+                        lambda t, v=vpt: qwen3_rmsnorm.rms_norm_with_vpt(t["x"], t["w"], EPS, v))
+            for row in measure_size(timer, op, impls, tokens, dtype, device, context):
                 rows.append(row)
                 print(f"[{index}/{len(plan)} {time.time() - started:5.0f}s] {op:<19} {row['dtype']:<9} "
-                      f"{tokens:>6} {impl:<14} {row['us_median']:9.2f} us {row['tb_s']:5.2f} TB/s"
+                      f"{tokens:>6} {row['impl']:<20} {row['us_median']:9.2f} us {row['tb_s']:5.2f} TB/s"
                       f"{'' if row['ok'] else '  MISMATCH'}", file=sys.stderr, flush=True)
-            if op == "rms_norm" and args.sweep:
-                for vpt in (1, 2, 4):
-                    fn = lambda t, v=vpt: qwen3_rmsnorm.rms_norm_with_vpt(t["x"], t["w"], EPS, v)  # noqa: E731
-                    row, _ = measure(timer, op, f"{OURS}[vpt={vpt}]", fn, tokens, dtype, device, context, reference)
-                    rows.append(row)
     return rows
 
 
 def summary(rows: list[dict]) -> str:
-    lines = [f"{'op':<19} {'dtype':<9} {'tokens':>6} {'ours us':>8} {'TB/s':>5} {'%copy':>5} {'best base':>10} "
-             f"{'base us':>8} {'speedup':>7}"]
+    lines = [f"{'op':<19} {'dtype':<9} {'tokens':>6} {'ours us':>8} {'TB/s':>5} {'%copy':>5} {'copy-same us':>12} "
+             f"{'best base':>10} {'base us':>8} {'speedup':>7}"]
     keyed = {}
     for row in rows:
         keyed.setdefault((row["op"], row["dtype"], row["tokens"]), {})[row["impl"]] = row
@@ -201,7 +212,8 @@ def summary(rows: list[dict]) -> str:
             continue
         best = min(base.values(), key=lambda r: r["us_median"])
         lines.append(f"{op:<19} {dtype:<9} {tokens:>6} {mine['us_median']:8.2f} {mine['tb_s']:5.2f} "
-                     f"{100 * mine['tb_s'] / mine['copy_tb_s']:4.0f}% {best['impl']:>10} {best['us_median']:8.2f} "
+                     f"{100 * mine['tb_s'] / mine['copy_tb_s']:4.0f}% {mine['copy_same_us']:12.2f} "
+                     f"{best['impl']:>10} {best['us_median']:8.2f} "
                      f"{best['us_median'] / mine['us_median']:6.2f}x")
     return "\n".join(lines)
 
@@ -211,7 +223,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ops", nargs="+", default=["rms_norm", "fused_add_rms_norm", "qk_rms_norm"])
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16"])
     parser.add_argument("--tokens", nargs="+", type=int, default=TOKENS)
-    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--sweep", action="store_true", help="also time rms_norm at 1, 2 and 4 packs per thread")
     parser.add_argument("--out", type=Path, help="results Parquet (default: results/<gpu>.parquet)")

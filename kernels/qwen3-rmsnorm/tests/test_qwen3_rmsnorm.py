@@ -48,6 +48,10 @@ def test_rms_norm(dtype, hidden, tokens):
     x = rand(tokens, hidden, dtype=dtype, gen=gen, std=3.0)
     w = rand(hidden, dtype=dtype, gen=gen, mean=1.0, std=0.5)
     out = torch.full_like(x, float("nan"))
+    if dtype == torch.float32 and hidden > 8192:  # fp32 rows are limited to 8192 (registers)
+        with pytest.raises(RuntimeError, match="above the supported maximum"):
+            qwen3_rmsnorm.rms_norm(x, w, EPS, out=out)
+        return
     qwen3_rmsnorm.rms_norm(x, w, EPS, out=out)
     assert_close(out, reference(x, w))
 
