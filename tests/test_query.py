@@ -247,3 +247,14 @@ def test_yaml_rows_cache_follows_edits(tmp_path):
     assert first.skipped == second.skipped and "malformed YAML" in second.skipped[0]
     path.unlink()
     assert run_query(lab, "SELECT count(*) FROM hypotheses").skipped == []
+
+
+def test_inline_lab_query_commands_in_skills_run(populated):
+    """`lab query "SELECT ..."` lines quoted in the skills are valid too."""
+    lab, _, _ = populated
+    found = []
+    for md in sorted((REPO / "skills").glob("autolab*/**/*.md")):
+        found += re.findall(r'lab query "((?:SELECT|WITH)[^"]+)"', md.read_text(), re.S)
+    assert len(found) >= 5
+    for sql in found:
+        run_query(lab, sql)
