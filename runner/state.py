@@ -11,7 +11,7 @@ from .ids import is_safe_id, new_file_id
 from .lab import Lab
 from .problems import LabError
 from .timeutil import iso
-from .yamlio import load_yaml, write_yaml
+from .yamlio import create_new, dump_yaml, load_yaml, write_yaml
 
 
 def parse_params(pairs: tuple[str, ...] | list[str]) -> dict:
@@ -32,50 +32,71 @@ def write_checked(path: Path, kind: str, data: dict, lab: Lab) -> Path:
     """Validate, then write atomically: an invalid document never reaches disk."""
     problems = schema.check(kind, data, lab.rel(path))
     if problems:
-        p = problems[0]
-        raise LabError(p.message, p.path, p.field)
+        raise _problem_error(problems)
     write_yaml(path, data)
     return path
 
 
+def _problem_error(problems) -> LabError:
+    p = problems[0]
+    return LabError(p.message, p.path, p.field)
+
+
+def create_checked(lab: Lab, prefix: str, directory: Path, kind: str, build, also: tuple[Path, ...] = ()
+                   ) -> tuple[str, Path]:
+    """Validate `build(new_id)` and create directory/<id>.yaml; never overwrites.
+
+    The id is fresh (ids.new_file_id); should another writer take the same
+    name between the check and the write, a new id is drawn.
+    """
+    while True:
+        new = new_file_id(prefix, directory, *also)
+        path = directory / f"{new}.yaml"
+        data = build(new)
+        problems = schema.check(kind, data, lab.rel(path))
+        if problems:
+            raise _problem_error(problems)
+        if create_new(path, dump_yaml(data)):
+            return new, path
+
+
 def hypothesis_path(lab: Lab, hyp_id: str) -> Path:
     if not is_safe_id(hyp_id):
-        raise LabError(f"{hyp_id!r} is not a safe id", field="hypothesis")
+        raise LabError(f"{hyp_id!r} is not a safe id (letters, digits, '-', '_' and single dots; "
+                       "no '/', '..' or spaces)", field="hypothesis")
     return lab.hypotheses / f"{hyp_id}.yaml"
 
 
 def load_hypothesis(lab: Lab, hyp_id: str) -> dict:
     path = hypothesis_path(lab, hyp_id)
     if not path.exists():
-        raise LabError(f"unknown hypothesis {hyp_id!r}", lab.rel(path), "hypothesis")
+        raise LabError(f"unknown hypothesis {hyp_id!r}: no such file (`lab hypothesis new` creates one)",
+                       lab.rel(path), "hypothesis")
     return load_yaml(path)[0]
 
 
 def new_hypothesis(lab: Lab, title: str, change: dict, *, author: str = "human", rationale: str = "",
                    source: dict | None = None, expected: str = "", status: str = "proposed",
                    tags: list[str] | None = None) -> tuple[str, Path]:
-    hyp_id = new_file_id("h", lab.hypotheses)
-    data = {"id": hyp_id, "title": title, "status": status, "author": author, "created": iso(),
-            "change": change}
-    if rationale:
-        data["rationale"] = rationale
-    if source:
-        data["source"] = source
-    if expected:
-        data["expected"] = expected
-    if tags:
-        data["tags"] = tags
-    return hyp_id, write_checked(lab.hypotheses / f"{hyp_id}.yaml", "hypothesis", data, lab)
+    """Create hypotheses/<new id>.yaml (validated; raises LabError naming the bad field)."""
+    created = iso()
+    optional = {"rationale": rationale, "source": source, "expected": expected, "tags": tags}
+
+    def build(hyp_id: str) -> dict:
+        data = {"id": hyp_id, "title": title, "status": status, "author": author, "created": created,
+                "change": change}
+        return data | {k: v for k, v in optional.items() if v}
+    return create_checked(lab, "h", lab.hypotheses, "hypothesis", build)
 
 
 def new_experiment(lab: Lab, hypothesis: str | None, change: dict, base: str, *, priority: int = 0,
                    wave: int = 0, kind: str = "experiment", by: str = "planner") -> tuple[str, Path]:
-    exp_id = new_file_id("e", lab.queue, lab.experiments)
+    """Create queue/<new id>.yaml, an id used neither in queue/ nor in experiments/."""
     created = iso()
-    data = {"id": exp_id}
-    if hypothesis:
-        data["hypothesis"] = hypothesis
-    data.update({"kind": kind, "status": "queued", "base": base, "priority": priority, "wave": wave,
-                 "change": change, "fingerprint": fingerprint(change) if change else "",
-                 "created": created, "history": [{"status": "queued", "at": created, "by": by}]})
-    return exp_id, write_checked(lab.queue / f"{exp_id}.yaml", "experiment", data, lab)
+
+    def build(exp_id: str) -> dict:
+        data = {"id": exp_id} | ({"hypothesis": hypothesis} if hypothesis else {})
+        return data | {"kind": kind, "status": "queued", "base": base, "priority": priority, "wave": wave,
+                       "change": change, "fingerprint": fingerprint(change) if change else "",
+                       "created": created, "history": [{"status": "queued", "at": created, "by": by}]}
+    return create_checked(lab, "e", lab.queue, "experiment", build, also=(lab.experiments,))

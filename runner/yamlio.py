@@ -131,6 +131,23 @@ def dump_yaml(data: Any) -> str:
 
 def atomic_write(path: Path, content: str | bytes) -> None:
     """Write via a temp file in the same directory, fsync, then rename over."""
+    _publish(path, content, os.replace)
+
+
+def create_new(path: Path, content: str | bytes) -> bool:
+    """Atomically create `path`; False (and nothing written) if it already exists.
+
+    A hard link publishes the complete temp file under the new name and fails
+    if the name is taken, so two writers can never overwrite each other.
+    """
+    try:
+        _publish(path, content, os.link)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _publish(path: Path, content: str | bytes, place) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = content.encode("utf-8") if isinstance(content, str) else content
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -139,13 +156,12 @@ def atomic_write(path: Path, content: str | bytes) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        place(tmp, path)
+    finally:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp)  # after os.link; after os.replace it is already gone
         except FileNotFoundError:
             pass
-        raise
     _fsync_dir(path.parent)
 
 
