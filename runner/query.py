@@ -72,7 +72,10 @@ class Result:
 
 def run_query(lab: Lab, sql: str) -> Result:
     """Run one read-only SQL statement over the lab's views."""
-    import duckdb  # optional dependency: the `query` extra
+    try:
+        import duckdb  # optional dependency: the `query` extra
+    except ImportError:
+        raise LabError("lab query needs DuckDB: pip install 'benchlab[query]'", "query") from None
 
     if not sql.strip():
         raise LabError("empty SQL statement", "query", "sql")
