@@ -17,8 +17,25 @@ def template_names() -> list[str]:
 
 
 def init_lab(directory: Path, template: str = "tiny-gpt", name: str | None = None,
-             force: bool = False, commit: bool = True) -> Path:
-    directory = directory.resolve()
+             force: bool = False, commit: bool = True, kept: list[str] | None = None) -> Path:
+    """Scaffold a lab in `directory` and make its first commit (of the scaffold's files only).
+
+    A non-empty directory needs `force`; even then no existing file is
+    overwritten (their paths are appended to `kept`), and `.gitignore` only
+    gains the lines the lab needs.
+    """
+    directory = Path(directory).resolve()
+    _check_target(directory, template, force)
+    name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", directory.name).strip("-") or "lab"
+    kept = [] if kept is None else kept
+    directory.mkdir(parents=True, exist_ok=True)
+    written = _scaffold(directory, template, name, kept)
+    if commit:
+        _first_commit(directory, written, f"lab: init {name} from template {template}")
+    return directory
+
+
+def _check_target(directory: Path, template: str, force: bool) -> None:
     if template not in template_names():
         raise LabError(f"unknown template {template!r} (choose from {', '.join(template_names())})",
                        field="template")
@@ -26,31 +43,60 @@ def init_lab(directory: Path, template: str = "tiny-gpt", name: str | None = Non
         raise LabError("exists and is not a directory", str(directory))
     if directory.exists() and any(directory.iterdir()) and not force:
         raise LabError("directory is not empty (use --force to scaffold into it anyway)", str(directory))
-    name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", directory.name).strip("-") or "lab"
-
-    directory.mkdir(parents=True, exist_ok=True)
-    for sub in STATE_DIRS:
-        (directory / sub).mkdir(exist_ok=True)
-        (directory / sub / ".gitkeep").touch()
-    config = (TEMPLATES / f"lab-{template}.yaml").read_text().format(name=name)
-    (directory / "lab.yaml").write_text(config)
-    (directory / ".gitignore").write_text((TEMPLATES / "gitignore").read_text())
-    (directory / ".pre-commit-config.yaml").write_text((TEMPLATES / "pre-commit-config.yaml").read_text())
-    (directory / "AGENTS.md").write_text((TEMPLATES / "AGENTS.md").read_text())
-    _copy_tree(asset_path("schemas"), directory / "schemas")
-    _copy_tree(asset_path("skills"), directory / "skills")
     if template == "tiny-gpt":
-        shutil.copy2(asset_path("train.py"), directory / "train.py")
-
-    if commit:
-        from . import gitops  # git is slow to import; only init needs it here
-        if not (directory / ".git").exists():
-            gitops.run_git_init(directory)
-        gitops.run_git(directory, "add", "-A")
-        gitops.run_git(directory, "commit", "-q", "--no-verify", "-m",
-                       f"lab: init {name} from template {template}")
-    return directory
+        try:
+            asset_path("train.py")
+        except FileNotFoundError:
+            raise LabError("this benchlab install lacks the embedded train.py; use --template blank",
+                           field="template") from None
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+def _scaffold(directory: Path, template: str, name: str, kept: list[str]) -> list[str]:
+    """Write the lab's files; return the lab-relative paths written."""
+    written: list[str] = []
+
+    def put(rel: str, text: str = "", src: Path | None = None) -> None:
+        target = directory / rel
+        if target.exists():
+            kept.append(rel)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src is not None:
+            shutil.copy2(src, target)  # bytes and mode (skills' scripts stay executable)
+        else:
+            target.write_text(text)
+        written.append(rel)
+
+    for sub in STATE_DIRS:
+        put(f"{sub}/.gitkeep", "")
+    put("lab.yaml", (TEMPLATES / f"lab-{template}.yaml").read_text().format(name=name))
+    put(".pre-commit-config.yaml", (TEMPLATES / "pre-commit-config.yaml").read_text())
+    put("AGENTS.md", (TEMPLATES / "AGENTS.md").read_text())
+    written.append(_merge_gitignore(directory / ".gitignore"))
+    for asset in ("schemas", "skills"):
+        for src in sorted(asset_path(asset).rglob("*")):
+            if src.is_file() and "__pycache__" not in src.parts and src.suffix != ".pyc":
+                put(f"{asset}/{src.relative_to(asset_path(asset)).as_posix()}", src=src)
+    if template == "tiny-gpt":
+        put("train.py", src=asset_path("train.py"))
+    return written
+
+
+def _merge_gitignore(path: Path) -> str:
+    lines = path.read_text().splitlines() if path.exists() else []
+    wanted = (TEMPLATES / "gitignore").read_text().splitlines()
+    missing = [line for line in wanted if line.strip() and not line.startswith("#") and line not in lines]
+    if not path.exists():
+        path.write_text("\n".join(wanted) + "\n")
+    elif missing:
+        path.write_text("\n".join(lines + missing) + "\n")
+    return ".gitignore"
+
+
+def _first_commit(directory: Path, paths: list[str], message: str) -> None:
+    from . import gitops  # git is slow to import; only init needs it here
+    if not (directory / ".git").exists():
+        gitops.run_git_init(directory)
+    gitops.run_git(directory, "add", "--", *paths)
+    if gitops.run_git(directory, "diff", "--cached", "--name-only", "--", *paths):
+        gitops.run_git(directory, "commit", "-q", "--no-verify", "-m", message, "--", *paths)

@@ -43,8 +43,12 @@ def emit_json(data) -> None:
 @click.option("--force", is_flag=True, help="Scaffold into a non-empty directory.")
 def init_command(directory: str, template: str, name: str | None, force: bool) -> None:
     """Scaffold a new lab in DIRECTORY as a new git repo with a first commit."""
-    root = init_lab(Path(directory), template=template, name=name, force=force)
+    kept: list[str] = []
+    root = init_lab(Path(directory), template=template, name=name, force=force, kept=kept)
     click.echo(f"initialised lab in {root} (template {template})")
+    if kept:
+        click.echo(f"kept {len(kept)} existing file(s) unchanged: {', '.join(kept[:5])}"
+                   + (", ..." if len(kept) > 5 else ""))
     click.echo(f"next: cd {directory} && lab status")
 
 
