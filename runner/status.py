@@ -7,6 +7,7 @@ from collections import Counter
 import pyarrow.compute as pc
 
 from .lab import Lab
+from .problems import LabError
 from .scores import best_row, scores
 from .tables import EVENTS, read_table
 
@@ -25,16 +26,25 @@ def _count_statuses(paths) -> Counter:
     return counts
 
 
+def _read(lab: Lab, path, read):
+    """A table, or one clear error naming the file (never a pyarrow traceback)."""
+    try:
+        return read()
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LabError(f"cannot read ({detail}); run `lab validate`", lab.rel(path)) from None
+
+
 def collect(lab: Lab, recent_events: int = 5) -> dict:
     hyps = _count_statuses(lab.hypotheses.glob("*.yaml")) if lab.hypotheses.is_dir() else Counter()
     queue = _count_statuses(lab.queue.glob("*.yaml")) if lab.queue.is_dir() else Counter()
-    table = scores(lab)
+    table = _read(lab, lab.scores_path, lambda: scores(lab))
     statuses = Counter(table["status"].to_pylist()) if table.num_rows else Counter()
     best_main = best_row(lab, table, main_only=True)
     best_any = best_row(lab, table, main_only=False)
     baselines = table.filter(pc.equal(table["kind"], "baseline")) if table.num_rows else table
     first_baseline = baselines["value"][0].as_py() if baselines.num_rows else None
-    events = read_table(lab.events_path, EVENTS)
+    events = _read(lab, lab.events_path, lambda: read_table(lab.events_path, EVENTS))
     tail = events.slice(max(0, events.num_rows - recent_events)).to_pylist() if events.num_rows else []
     return {
         "lab": lab.config["lab"],

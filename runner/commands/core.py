@@ -47,8 +47,8 @@ def init_command(directory: str, template: str, name: str | None, force: bool) -
     root = init_lab(Path(directory), template=template, name=name, force=force, kept=kept)
     click.echo(f"initialised lab in {root} (template {template})")
     if kept:
-        click.echo(f"kept {len(kept)} existing file(s) unchanged: {', '.join(kept[:5])}"
-                   + (", ..." if len(kept) > 5 else ""))
+        tops = dict.fromkeys(k.split("/")[0] + ("/" if "/" in k else "") for k in kept)
+        click.echo(f"kept {len(kept)} existing file(s) unchanged in: {', '.join(tops)}")
     click.echo(f"next: cd {directory} && lab status")
 
 
