@@ -95,9 +95,10 @@ def _first_rising_run(points: list[tuple], window: int, min_rise: float) -> tupl
 
 def stream_anomalies(exp_id: str, rows: list[dict], window: int, hypothesis: str | None = None,
                      min_rise: float = MIN_RISE) -> list[dict]:
-    """NaN/inf in any metric (one event per experiment), and divergence: the loss, averaged over
-    the last `window` logged steps, rising at `window` consecutive logged steps by more than
-    `min_rise` (relative) in all. Tuned so that a noisy but healthy loss never triggers it."""
+    """NaN/inf in any metric (one event per experiment), and divergence (one per experiment): the
+    loss, averaged over the last `window` logged steps, rising at `window` consecutive logged
+    steps by more than `min_rise` (relative) in all, or climbing above its first logged value by
+    more than `min_rise` (a blow-up). A noisy but healthy loss triggers neither."""
     series = _series(rows)
     events = []
     for name, points in series.items():
@@ -108,13 +109,26 @@ def stream_anomalies(exp_id: str, rows: list[dict], window: int, hypothesis: str
     loss = _loss_key(series)
     if loss:
         finite = [(s, v) for s, v in series[loss] if math.isfinite(v)]
-        found = _first_rising_run(_smoothed(finite, window), window, min_rise)
-        if found:
-            (s0, v0), (s1, v1) = found
-            events.append(_event("warn", "divergence",
-                                 f"{loss} (mean of {window}) rose at {window} consecutive logged steps: "
-                                 f"{v0:.4g} at step {s0} -> {v1:.4g} at step {s1}", exp_id, hypothesis))
+        message = _divergence(loss, finite, window, min_rise)
+        if message:
+            events.append(_event("warn", "divergence", message, exp_id, hypothesis))
     return events
+
+
+def _divergence(loss: str, points: list[tuple], window: int, min_rise: float) -> str | None:
+    """Why the loss diverges, or None: a sustained rise, or a blow-up above its starting value."""
+    smoothed = _smoothed(points, window)
+    found = _first_rising_run(smoothed, window, min_rise)
+    if found:
+        (s0, v0), (s1, v1) = found
+        return (f"{loss} (mean of {window}) rose at {window} consecutive logged steps: "
+                f"{v0:.4g} at step {s0} -> {v1:.4g} at step {s1}")
+    start = points[0][1] if points else None
+    above = next(((s, v) for s, v in smoothed if start is not None and v > start + min_rise * abs(start)), None)
+    if above:
+        return (f"{loss} (mean of {window}) is {above[1]:.4g} at step {above[0]}, above its starting "
+                f"value {start:.4g}: the run blew up")
+    return None
 
 
 def read_jsonl(path: Path, max_bytes: int = 64 << 20) -> list[dict]:

@@ -51,14 +51,22 @@ def test_nan_read_from_a_real_jsonl_stream(tmp_path):
 
 
 def test_divergence_needs_window_consecutive_rises():
-    plateau = [2.0] * 10
+    plateau = [5.0, 4.0, 3.0] + [2.0] * 10                                 # falls, then flat
     rising = plateau + [2.0 * 1.1 ** k for k in range(1, 6)]               # 5 rises of +10%
     events = stream_anomalies("e", rows_of(rising), window=5)
-    assert kinds(events) == ["divergence"] and "step 15" in events[0]["message"]
+    assert kinds(events) == ["divergence"] and "step 18" in events[0]["message"]
     assert stream_anomalies("e", rows_of(rising), window=6) == []          # only 5 rises
     assert stream_anomalies("e", rows_of(rising[:-1]), window=5) == []     # only 4 rises
     interrupted = plateau + [2.2, 2.4, 2.6, 1.0, 2.8, 3.0, 3.2]             # a drop breaks the run
     assert stream_anomalies("e", rows_of(interrupted), window=5) == []
+
+
+def test_divergence_when_the_loss_blows_up_above_its_start():
+    jumpy = [5.5, 3.8, 13.4, 59.8, 46.0, 36.3, 34.2, 41.3, 23.5, 20.6]      # up, then down: no long rise
+    events = stream_anomalies("e", rows_of(jumpy), window=5)
+    assert kinds(events) == ["divergence"] and "above its starting value 5.5" in events[0]["message"]
+    healthy = [5.5, 4.0, 3.5, 3.6, 3.2, 3.3, 3.0, 3.1, 2.9, 3.0]
+    assert stream_anomalies("e", rows_of(healthy), window=5) == []
 
 
 def test_divergence_ignores_small_rises_and_reads_long_rows():
@@ -157,3 +165,18 @@ def test_runner_timed_out_event_counts_as_the_timeout(tmp_path):
     lab = make_lab(tmp_path, 8)                    # the fixture's runner logged `timed_out` events
     events = lab_anomalies(lab, START + timedelta(minutes=30))
     assert "timeout" not in kinds(events)
+
+
+def test_real_runs_only_the_blown_up_one_diverges(tmp_path):
+    """Streams recorded from real train.py runs: LEARNING_RATE=0.5 blew up, the others did not."""
+    from fixtures.real_lab import real_lab
+    from runner.tables import METRICS, read_table
+    lab = real_lab(tmp_path / "lab")
+    flagged = []
+    for row in read_table(lab.scores_path, SCORES).to_pylist():
+        rows = read_table(lab.experiments / row["id"] / "metrics.parquet", METRICS).to_pylist()
+        steps = [r for r in rows if not r["summary"]]
+        lr = json.loads(row["change"] or "{}").get("params", {}).get("LEARNING_RATE")
+        flagged.append((lr, kinds(stream_anomalies(row["id"], steps, window=5))))
+    assert len(flagged) == 7 and (0.5, ["divergence"]) in flagged
+    assert [found for lr, found in flagged if lr != 0.5] == [[]] * 6

@@ -12,7 +12,7 @@ from .leaderboard import fmt_delta, fmt_seconds, fmt_value
 
 LEADERBOARD_ROWS = 200
 EVENT_ROWS = 300
-EXPERIMENT_FILES = ("experiment.yaml", "metrics.parquet", "patch.diff")
+EXPERIMENT_FILES = ("experiment.yaml", "metrics.parquet", "patch.diff", "log.txt")
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1400px;
