@@ -17,6 +17,8 @@ python3 -c "import torch, transformers, triton; print('torch', torch.__version__
 if [ "$what" = all ] || [ "$what" = bench ]; then
   echo "== lab kernel check"; time lab kernel check qwen3-rmsnorm
   echo "== lab kernel build"; time lab kernel build qwen3-rmsnorm
+  V=$(ls -d .lab/build/qwen3-rmsnorm/*/ | head -1)
+  echo "== throw probe"; PYTHONPATH=$V:.:$PYTHONPATH python3 $K/benchmarks/throw_probe.py; g++ --version | head -1
   echo "== lab kernel test"; time lab kernel test qwen3-rmsnorm -x -q
   echo "== pytest tests/test_kernel_gpu.py"; time python3 -m pytest -q -p no:cacheprovider tests/test_kernel_gpu.py
   echo "== lab kernel bench"; time lab kernel bench qwen3-rmsnorm "$@" && cp $K/results/*.parquet $K/CARD.md "$OUT"/

@@ -16,10 +16,46 @@ from ._ops import ops
 
 __all__ = ["rms_norm", "fused_add_rms_norm", "qk_rms_norm", "layers", "ops"]
 
+_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _max_hidden(x: torch.Tensor) -> int:
+    """Row length the kernels keep in registers: 16-byte packs, else single elements."""
+    vec = 16 // x.element_size()
+    aligned = x.size(-1) % vec == 0 and x.data_ptr() % 16 == 0
+    return 2048 * vec if aligned else 8192
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, name: str = "input", w_name: str = "weight") -> None:
+    """The C++ ops check the same; raising here gives Python errors with the argument's name."""
+    if not x.is_cuda:
+        raise ValueError(f"{name}: must be a CUDA tensor (got {x.device})")
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"{name}: dtype {x.dtype} is not supported (bfloat16, float16, float32)")
+    if weight.dtype != x.dtype or weight.device != x.device:
+        raise TypeError(f"{w_name}: dtype {weight.dtype} on {weight.device} must match {name}'s "
+                        f"{x.dtype} on {x.device}")
+    if weight.dim() != 1 or weight.numel() != x.size(-1) or not weight.is_contiguous():
+        raise ValueError(f"{w_name}: shape {tuple(weight.shape)} must be [{x.size(-1)}] and contiguous")
+    if x.size(-1) > 1 and x.stride(-1) != 1:
+        raise ValueError(f"{name}: the last dimension must be contiguous (stride {x.stride(-1)}); "
+                         "call .contiguous() first")
+    seen_row = False
+    for d in range(x.dim() - 2, -1, -1):
+        if x.size(d) == 1:
+            continue
+        if seen_row and x.stride(d) != x.stride(d + 1) * x.size(d + 1) and x.size(d + 1) != 1:
+            raise ValueError(f"{name}: leading dimensions cannot be flattened into rows of one stride "
+                             f"(sizes {tuple(x.shape)}, strides {x.stride()}); call .contiguous() first")
+        seen_row = True
+    if x.size(-1) > _max_hidden(x):
+        raise ValueError(f"{name}: hidden size {x.size(-1)} is above the supported maximum {_max_hidden(x)}")
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
              out: torch.Tensor | None = None) -> torch.Tensor:
     """weight * (x / rms(x)) normalised in fp32, rounded to x.dtype, then scaled."""
+    _check(x, weight)
     out = torch.empty_like(x) if out is None else out
     ops.rms_norm(out, x, weight, eps)
     return out
@@ -31,6 +67,8 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
 
     Pass out=x to write the normalised rows over x, as serving engines do.
     """
+    _check(x, weight)
+    _check(residual, weight, "residual")
     out = torch.empty_like(x) if out is None else out
     ops.fused_add_rms_norm(out, x, residual, weight, eps)
     return out
@@ -39,6 +77,8 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
 def qk_rms_norm(q: torch.Tensor, k: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor,
                 eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-head RMSNorm of q [..., heads, head_dim] and k [..., kv_heads, head_dim] in one launch."""
+    _check(q, q_weight, "q", "q_weight")
+    _check(k, k_weight, "k", "k_weight")
     q_out = torch.empty_like(q)
     k_out = torch.empty_like(k)
     ops.qk_rms_norm(q_out, k_out, q, k, q_weight, k_weight, eps)
@@ -47,6 +87,7 @@ def qk_rms_norm(q: torch.Tensor, k: torch.Tensor, q_weight: torch.Tensor, k_weig
 
 def rms_norm_with_vpt(x: torch.Tensor, weight: torch.Tensor, eps: float, vpt: int) -> torch.Tensor:
     """rms_norm with a fixed number of 16-byte packs per thread (1, 2 or 4): for tuning sweeps."""
+    _check(x, weight)
     out = torch.empty_like(x)
     ops.rms_norm_vpt(out, x, weight, eps, vpt)
     return out
