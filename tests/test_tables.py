@@ -1,0 +1,123 @@
+"""Parquet tables written by runner.tables, read back by pyarrow and DuckDB; docs cannot drift."""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from runner import tables
+from runner.assets import asset_path
+from runner.events import read_events, record_event
+
+T0 = datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)
+
+
+def score_rows() -> list[dict]:
+    return [
+        {"id": "e-base", "hypothesis": None, "kind": "baseline", "status": "finished", "metric": "val_bpb",
+         "value": 1.25, "promoted": False, "wave": 0, "started": T0, "finished": T0 + timedelta(seconds=300),
+         "duration_s": 300.0, "change": "{}", "base": "a" * 40},
+        {"id": "e-1", "hypothesis": "h-1", "kind": "experiment", "status": "finished", "metric": "val_bpb",
+         "value": 1.2, "base_value": 1.25, "delta": -0.05, "promoted": True, "wave": 1, "started": T0,
+         "finished": T0 + timedelta(seconds=290), "duration_s": 290.5, "change": '{"params": {"LR": 0.002}}',
+         "worker": "w0", "slot": "cpu0"},
+        {"id": "e-2", "hypothesis": "h-2", "kind": "experiment", "status": "failed", "metric": "val_bpb",
+         "value": None, "promoted": False, "wave": 1, "reason": "NaN loss"},
+    ]
+
+
+def test_scores_round_trip_through_pyarrow_and_duckdb(tmp_path):
+    path = tmp_path / "experiments" / "scores.parquet"
+    tables.write_table(path, pa.Table.from_pylist(score_rows(), schema=tables.SCORES))
+    assert [p.name for p in path.parent.iterdir()] == ["scores.parquet"]  # no temp file left
+    assert pq.read_schema(path).equals(tables.SCORES)
+    back = pq.read_table(path).to_pylist()
+    assert [r["id"] for r in back] == ["e-base", "e-1", "e-2"]
+    assert back[1]["value"] == 1.2 and back[1]["delta"] == -0.05 and back[1]["promoted"] is True
+    assert back[1]["finished"] == T0 + timedelta(seconds=290) and back[1]["finished"].tzinfo is not None
+    assert back[2]["value"] is None and back[2]["reason"] == "NaN loss"
+    assert tables.check_parquet(path, tables.SCORES, "experiments/scores.parquet") == []
+
+    con = duckdb.connect()
+    rows = con.execute(f"SELECT id, value, promoted, duration_s FROM '{path}' WHERE value IS NOT NULL "
+                       "ORDER BY value").fetchall()
+    assert rows == [("e-1", 1.2, True, 290.5), ("e-base", 1.25, False, 300.0)]
+    best = con.execute(f"SELECT min(value) FROM '{path}' WHERE promoted OR kind = 'baseline'").fetchone()[0]
+    assert best == 1.2
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '{path}')").fetchall())
+    assert types["value"] == "DOUBLE" and types["promoted"] == "BOOLEAN" and types["wave"] == "BIGINT"
+    assert types["started"] == "TIMESTAMP WITH TIME ZONE"
+
+
+def test_metrics_round_trip_and_summary_rows(tmp_path):
+    path = tmp_path / "experiments" / "e-1" / "metrics.parquet"
+    rows = [{"step": s, "time_s": s * 0.25, "name": "train_loss", "value": 3.0 / (s + 1), "summary": False}
+            for s in range(50)]
+    rows += [{"step": None, "time_s": 12.5, "name": "val_bpb", "value": 1.2, "summary": True},
+             {"step": 49, "time_s": 12.4, "name": "grad_norm", "value": float("nan"), "summary": False}]
+    tables.write_table(path, pa.Table.from_pylist(rows, schema=tables.METRICS))
+    back = pq.read_table(path)
+    assert back.num_rows == 52 and back.schema.equals(tables.METRICS)
+    assert back.column("value").to_pylist()[:3] == [3.0, 1.5, 1.0]
+    assert math.isnan(back.column("value")[51].as_py())
+    con = duckdb.connect()
+    assert con.execute(f"SELECT name, value FROM '{path}' WHERE summary").fetchall() == [("val_bpb", 1.2)]
+    assert con.execute(f"SELECT count(*), max(step) FROM '{path}' WHERE name = 'train_loss'").fetchone() == (50, 49)
+
+
+def test_append_rows_keeps_existing_rows(tmp_path):
+    path = tmp_path / "scores.parquet"
+    first = score_rows()[:1]
+    tables.append_rows(path, tables.SCORES, first)
+    table = tables.append_rows(path, tables.SCORES, score_rows()[1:])
+    assert table.num_rows == 3
+    assert pq.read_table(path).column("id").to_pylist() == ["e-base", "e-1", "e-2"]
+
+
+def test_append_rows_refuses_a_row_of_the_wrong_type(tmp_path):
+    path = tmp_path / "scores.parquet"
+    tables.append_rows(path, tables.SCORES, score_rows()[:1])
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        tables.append_rows(path, tables.SCORES, [{**score_rows()[1], "value": "fast"}])
+    assert pq.read_table(path).num_rows == 1  # the file is untouched
+
+
+def test_read_table_of_a_missing_file_is_empty_with_the_schema(tmp_path):
+    table = tables.read_table(tmp_path / "nope.parquet", tables.EVENTS)
+    assert table.num_rows == 0 and table.schema.equals(tables.EVENTS)
+
+
+def test_events_written_by_record_event_read_back(lab):
+    record_event(lab, "warn", "nan", "loss became NaN", experiment="e-1", hypothesis="h-1")
+    record_event(lab, "error", "timeout", "killed after 300 s", experiment="e-2", path="queue/e-2.yaml")
+    with pytest.raises(ValueError):
+        record_event(lab, "loud", "x", "y")
+    events = read_events(lab).to_pylist()
+    assert [(e["level"], e["kind"], e["experiment"]) for e in events] == [("warn", "nan", "e-1"),
+                                                                          ("error", "timeout", "e-2")]
+    assert events[0]["at"].tzinfo is not None and events[0]["at"] <= events[1]["at"]
+    assert pq.read_schema(lab.events_path).equals(tables.EVENTS)
+    count = duckdb.connect().execute(f"SELECT count(*) FROM '{lab.events_path}' WHERE level = 'error'").fetchone()
+    assert count == (1,)
+
+
+def test_schema_for_paths():
+    assert tables.schema_for("experiments/scores.parquet") is tables.SCORES
+    assert tables.schema_for("experiments/events.parquet") is tables.EVENTS
+    assert tables.schema_for("experiments/e-1/metrics.parquet") is tables.METRICS
+    assert tables.schema_for("experiments/e-1/other.parquet") is None
+    assert tables.schema_for("scores.parquet") is None
+
+
+def test_tables_md_matches_the_code(run_lab, tmp_path):
+    documented = (asset_path("schemas") / "tables.md").read_text()
+    assert documented == tables.tables_markdown(), "schemas/tables.md drifted: run `lab schema tables > " \
+                                                   "schemas/tables.md`"
+    result = run_lab("schema", "tables", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == documented
+    for name in tables.SCORES.names + tables.METRICS.names + tables.EVENTS.names:
+        assert f"| {name} |" in documented
