@@ -6,7 +6,8 @@ import sys
 import click
 
 from . import __version__
-from .commands import core, kernel, run
+from .commands import core, kernel, papers, query, run, skills
+from .commands import report as report_commands
 from .problems import LabError
 
 
@@ -34,5 +35,10 @@ def main(ctx: click.Context, directory: str | None) -> None:
     ctx.obj = core.Context(directory)
 
 
-for command in (*core.COMMANDS, *run.COMMANDS, kernel.kernel):
+for command in (*core.COMMANDS, *run.COMMANDS, *report_commands.COMMANDS, kernel.kernel, query.query_command,
+                papers.papers_group, skills.skills_group):
     main.add_command(command)
+
+
+if __name__ == "__main__":
+    main()

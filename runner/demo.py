@@ -18,7 +18,7 @@ import click
 from . import gitops
 from .lab import Lab
 from .loop import run
-from .promotion import key_values, target_key
+from .promotion import base_commit, key_values, target_key
 from .scaffold import init_lab
 from .scores import best_row, scores
 from .state import new_experiment
@@ -33,7 +33,7 @@ def run_demo(directory: str | None, *, minutes: float = 9.0, experiments: int = 
     click.echo(f"lab demo: a fresh lab in {root}")
     click.echo(f"  {slots} CPU slots, up to {experiments} experiments, dispatching for {minutes:g} min; "
                "builtin roles (no LLM)")
-    main = gitops.head(root)
+    main = base_commit(lab)
     for seed in range(slots):
         new_experiment(lab, None, {}, main, priority=100, wave=seed, kind="baseline", by="demo")
     gitops.commit_paths(root, ["queue"], f"demo: queue {slots} baseline runs (seeds 0..{slots - 1})")

@@ -73,8 +73,12 @@ def commit_paths(root: Path, paths: list[str], message: str) -> str | None:
             run_git(root, "add", "-A", "--", *existing)
         gone = [p for p in paths if not (root / p).exists()]
         if gone:
+            # a file created and removed between two commits was never known to git
+            gone = [p for p in gone if run_git(root, "ls-files", "--", p)]
+        if gone:
             run_git(root, "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", *gone)
-        if not run_git(root, "diff", "--cached", "--name-only", "--", *paths):
+        paths = existing + gone
+        if not paths or not run_git(root, "diff", "--cached", "--name-only", "--", *paths):
             return None
         run_git(root, "commit", "-q", "--no-verify", "-m", message, "--", *paths)
         return head(root)

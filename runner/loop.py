@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import gates, gitops, worktrees
+from . import anomalies, gates, gitops, trackio_mirror, webhook, worktrees
+from .agents import AgentOutcome, AgentRunner
 from .backends.local import JobSpec, LocalBackend
 from .entries import TERMINAL, Entry, external_change_allowed, transition
 from .entries import load as load_entry
@@ -25,8 +26,9 @@ from .lab import Lab
 from .locks import FileLock
 from .metrics import metrics_rows, objective, parse_summary, read_log, read_stream
 from .problems import LabError
-from .promotion import merge_into_main, noise_margin, score_of, target_key
+from .promotion import base_commit, merge_into_main, noise_margin, score_of, target_key
 from .record import Outcome, record, recorded_ids
+from .report.leaderboard import write_leaderboard
 from .roles import builtin
 from .scores import scores
 from .state import new_experiment
@@ -64,6 +66,10 @@ class Runner:
         self._ideas_exhausted = False
         self.planning = True
         self._events_mtime: float | None = None
+        roles = lab.config["roles"]
+        self.agents = AgentRunner(lab) if any(r["kind"] == "agent" for r in roles.values()) else None
+        self._workers_started: set[str] = set()
+        self._role_last_start: dict[str, float] = {}
 
     # -- one pass -------------------------------------------------------------
     def reconcile(self) -> bool:
@@ -75,8 +81,14 @@ class Runner:
         self._dispatch([e for e in entries if e.path.exists()], log)
         if not log.paths and self.planning:
             self._plan(log)
+        if self._builtin("reporter"):
+            anomalies.record_anomalies(self.lab, anomalies.lab_anomalies(self.lab))
+            trackio_mirror.sync(self.lab)
+        moved = bool(log.paths)
         self._commit(log)
-        return bool(log.paths)
+        if self.agents:
+            moved |= self._collect_agents()
+        return moved
 
     def _scan(self, log: PassLog) -> list[Entry]:
         entries = []
@@ -93,7 +105,8 @@ class Runner:
             if not external_change_allowed(entry):
                 self._refuse_transition(entry, log)
             entries.append(entry)
-        self._adopt_agent_files(log)
+        if self.agents is None or self.agents.idle():
+            self._adopt_agent_files(log)  # an agent's writes are verified when it exits, not adopted early
         return entries
 
     def _report_invalid(self, path: Path, exc: LabError) -> None:
@@ -150,7 +163,7 @@ class Runner:
         room = self.lab.config["limits"]["max_running"] - len(live)
         queued = sorted((e for e in entries if e.status == "queued"),
                         key=lambda e: (-e.data.get("priority", 0), e.data["created"], e.id))
-        main = gitops.head(self.lab.root)
+        main = base_commit(self.lab)
         for entry in queued:
             if not free or room <= 0 or self._limit_reached():
                 break
@@ -168,6 +181,9 @@ class Runner:
             if entry.status == "ready":
                 self._launch(entry, log)
 
+    def _builtin(self, role: str) -> bool:
+        return self.lab.config["roles"][role]["kind"] == "builtin"
+
     def _worker_name(self) -> str:
         return self.lab.config["roles"]["worker"]["kind"]
 
@@ -181,10 +197,14 @@ class Runner:
             worktrees.commit_leftovers(wt, entry.id, "builtin worker")
             transition(entry, "ready", "worker")
         else:
-            return
+            if self._worker_name() == "agent":
+                self._start_worker_agent(entry)
+            return  # "off": a person or an outside agent sets `ready`
         log.add(self.lab, entry.path, line=f"{entry.id}: assigned -> ready")
 
     def _launch(self, entry: Entry, log: PassLog) -> None:
+        if self.agents and self.agents.is_running("worker", entry.id):
+            return  # it may still be editing its worktree
         wt = worktrees.ensure(self.lab, entry.id, entry.data["base"])
         if not entry.is_baseline:
             worktrees.commit_leftovers(wt, entry.id, entry.data.get("worker", "worker"))
@@ -274,6 +294,11 @@ class Runner:
         shutil.rmtree(self._job_root(entry.id), ignore_errors=True)
         self.recorded += 1
         log.add(self.lab, *paths, line=f"{entry.id}: -> {outcome.status} {self._brief(outcome)}")
+        if self._builtin("reporter"):
+            window = self.lab.config["reporting"]["divergence_window"]
+            anomalies.record_anomalies(self.lab, anomalies.stream_anomalies(
+                entry.id, outcome.metric_rows, window, entry.data.get("hypothesis")))
+            log.add(self.lab, write_leaderboard(self.lab))
         if outcome.promoted:
             self._commit(log)  # main moved: later results in this pass must see the new HEAD
             log.paths.clear(), log.lines.clear()
@@ -292,7 +317,7 @@ class Runner:
         if not self.lab.better(o.value, o.base_value, margin):
             o.reason = f"not better than its base {o.base_value:.6g} by more than the margin {margin:.4g}"
             return
-        main = gitops.head(self.lab.root)
+        main = base_commit(self.lab)
         if target_key(self.lab, main) != target_key(self.lab, entry.data["base"]):
             o.status = "stale"
             new_id, path = new_experiment(self.lab, entry.data.get("hypothesis"), entry.data.get("change") or {},
@@ -337,9 +362,13 @@ class Runner:
         room = self.lab.config["limits"]["max_queue"] - queued
         if room <= 0:
             return
-        main = gitops.head(self.lab.root)
+        main = base_commit(self.lab)
         if self._needs_baseline(main):
             return self._queue_baseline(main, log)
+        if self.agents:
+            self._start_agents(queued, room)
+        if "builtin" not in (roles["researcher"]["kind"], roles["planner"]["kind"]):
+            return
         history = gates.History.load(self.lab)
         if roles["researcher"]["kind"] == "builtin" and not self._ideas_exhausted:
             made = builtin.research(self.lab, history, want=room)
@@ -382,6 +411,53 @@ class Runner:
         body = "\n".join(line for line in log.lines if line)
         gitops.commit_paths(self.lab.root, paths, f"{subject}\n\n{body}\n" if body else subject)
 
+    # -- agent roles ------------------------------------------------------------------
+    def _start_worker_agent(self, entry: Entry) -> None:
+        if entry.id in self._workers_started or not self.agents.can_start("worker"):
+            return
+        wt = worktrees.ensure(self.lab, entry.id, entry.data["base"])
+        self.agents.start("worker", entry.id, wt, entry.path)
+        self._workers_started.add(entry.id)
+
+    def _start_agents(self, queued: int, room: int) -> None:
+        """Triggers: researcher when proposals run low, planner when proposals wait or
+        the queue runs low, reporter periodically; each at most every `every_s`."""
+        roles = self.lab.config["roles"]
+        proposed = _count_status(self.lab.hypotheses, "proposed")
+        wants = {"researcher": proposed < 2, "planner": proposed > 0 or room > 0, "reporter": True}
+        defaults = {"researcher": 120.0, "planner": 30.0, "reporter": 300.0}
+        for role, wanted in wants.items():
+            cfg = roles[role]
+            every = float(cfg.get("every_s", defaults[role]))
+            last = self._role_last_start.get(role, -1e9)
+            if cfg["kind"] == "agent" and wanted and time.monotonic() - last >= every \
+                    and self.agents.can_start(role):
+                self.agents.start(role, f"{role}-{int(time.time())}", self.lab.root, None)
+                self._role_last_start[role] = time.monotonic()
+
+    def _collect_agents(self) -> bool:
+        """Commit what finished agents were allowed to write; fail a worker's entry if it gave up."""
+        outcomes = self.agents.poll()
+        for outcome in outcomes:
+            log = PassLog()
+            log.add(self.lab, *outcome.to_commit)
+            refused = f", refused {len(outcome.refused)}" if outcome.refused else ""
+            log.subject = f"lab: {outcome.role} agent {outcome.task_id} {outcome.state}{refused}"
+            if outcome.role == "worker":
+                self._worker_done(outcome, log)
+            self._commit(log)
+        return bool(outcomes)
+
+    def _worker_done(self, outcome: AgentOutcome, log: PassLog) -> None:
+        path = self.lab.queue / f"{outcome.task_id}.yaml"
+        if not path.exists():
+            return
+        entry = load_entry(self.lab, path)
+        if entry.status == "assigned":
+            why = outcome.reason or f"exit code {outcome.exit_code}"
+            self._finish(entry, Outcome("failed", reason=f"worker agent {outcome.state} without setting ready: {why}"),
+                         log)
+
     # -- recovery -------------------------------------------------------------------
     def recover(self) -> None:
         """After a crash: drop orphan worktrees and processes, finish half-done records."""
@@ -401,16 +477,23 @@ class Runner:
             if exp_id not in live:
                 worktrees.remove(self.lab, exp_id)
         self.backend.orphans(live, self.lab.runtime / "jobs")
+        if self.agents:
+            for outcome in self.agents.recover():
+                log.add(self.lab, *outcome.to_commit, line=f"{outcome.role} agent {outcome.task_id}: stopped by restart")
         self._finish_uncommitted_records(log)
         self._commit(log)
 
     def _finish_uncommitted_records(self, log: PassLog) -> None:
         """Records written but not committed (killed before the commit): commit them now."""
-        status = gitops.run_git(self.lab.root, "status", "--porcelain", "-uall", "--", "experiments")
+        status = gitops.run_git(self.lab.root, "status", "--porcelain", "-uall", "--", "experiments", "queue")
         done = recorded_ids(self.lab)
         for line in status.splitlines():
             rel = line[3:].strip().strip('"')
             parts = rel.split("/")
+            if parts[0] == "queue":
+                if "D" in line[:2] and (self.lab.experiments / Path(rel).stem / "experiment.yaml").exists():
+                    log.add(self.lab, rel)  # the record was written; its queue file's removal was not committed
+                continue
             if len(parts) >= 2:
                 log.add(self.lab, rel)
                 exp_yaml = self.lab.experiments / parts[1] / "experiment.yaml"
@@ -420,6 +503,11 @@ class Runner:
                         log.add(self.lab, *merge_into_main(self.lab, worktrees.branch(parts[1])))
         if log.paths:
             log.lines.append("runner: commit records left by an interrupted runner")
+
+
+def _count_status(directory: Path, status: str) -> int:
+    needle = f"status: {status}".encode()
+    return sum(1 for p in directory.glob("*.yaml") if needle in p.read_bytes())
 
 
 def _mtime(path: Path) -> float | None:
@@ -516,6 +604,12 @@ def run(lab: Lab, *, once: bool = False, until_idle: bool = False, max_experimen
                     break
                 if not moved:
                     watcher.wait(tick)
+        sender = webhook.sender_for(lab)
+        if sender:
+            sender.flush(5)
+        if runner.agents and stop.is_set():
+            for outcome in runner.agents.stop_all():
+                gitops.commit_paths(lab.root, outcome.to_commit, f"lab: {outcome.role} agent stopped at shutdown")
         return runner
     finally:
         lock.release()

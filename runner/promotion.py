@@ -19,6 +19,15 @@ from .lab import Lab
 from .scores import scores
 
 
+def base_commit(lab: Lab, ref: str = "HEAD") -> str:
+    """The commit that last changed the editable files: the base for new experiments.
+
+    Main gets many state commits; anchoring every experiment on one target to the
+    same commit keeps "same base" comparisons (gates, stale checks) meaningful."""
+    editable = lab.config["target"]["editable"]
+    return run_git(lab.root, "log", "-1", "--format=%H", ref, "--", *editable) or run_git(lab.root, "rev-parse", ref)
+
+
 def target_key(lab: Lab, commit: str) -> str:
     return _target_key(str(lab.root), commit, tuple(lab.config["target"]["editable"]))
 

@@ -62,14 +62,13 @@ def run_command(ctx: Context, once: bool, until_idle: bool, max_experiments: int
 @pass_ctx
 def baseline_command(ctx: Context, repeats: int) -> None:
     """Measure the current main K times with different seeds; store the noise."""
-    from .. import gitops
     from ..loop import run
-    from ..promotion import key_values, noise_margin, target_key
+    from ..promotion import base_commit, key_values, noise_margin, target_key
     from ..scores import scores
     from ..state import new_experiment
 
     lab = ctx.lab
-    main = gitops.head(lab.root)
+    main = base_commit(lab)
     for seed in range(repeats):
         new_experiment(lab, None, {}, main, priority=100, wave=seed, kind="baseline", by="human")
     click.echo(f"queued {repeats} baseline run(s) of {main[:10]}")
