@@ -41,6 +41,10 @@ class Lab:
     def find(cls, start: str | os.PathLike | None = None) -> "Lab":
         """The lab containing `start` (default: the working directory)."""
         here = Path(start or os.getcwd()).resolve()
+        parts = here.parts
+        for i in range(len(parts) - 2):  # inside .lab/worktrees/<id>: the lab is the main checkout
+            if parts[i] == ".lab" and parts[i + 1] == "worktrees" and (Path(*parts[:i]) / CONFIG).is_file():
+                return cls(Path(*parts[:i]))
         for candidate in (here, *here.parents):
             if (candidate / CONFIG).is_file():
                 return cls(candidate)

@@ -263,7 +263,8 @@ class Runner:
         stream = read_stream(status.metrics_path)
         value = objective(summary, self.lab.metric)
         o = Outcome("finished", value=value, summary=summary, stream=stream,
-                    metric_rows=metrics_rows(stream, summary), exit_code=status.exit_code)
+                    metric_rows=metrics_rows(stream, summary), exit_code=status.exit_code,
+                    job_seconds=(status.finished - status.started) if status.finished else None)
         if status.state in ("timed_out", "stalled"):
             o.status, o.reason = "timed_out", status.reason
         elif status.exit_code != 0:

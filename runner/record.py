@@ -41,6 +41,7 @@ class Outcome:
     target: str = ""                 # content key of what was measured
     exit_code: int | None = None
     title: str = ""                  # the hypothesis's title, for the scores table
+    job_seconds: float | None = None  # the job process's own run time
 
 
 def experiment_dir(lab: Lab, exp_id: str) -> Path:
