@@ -427,7 +427,8 @@ class Runner:
         proposed = _count_status(self.lab.hypotheses, "proposed")
         wants = {"researcher": proposed < 2, "planner": proposed > 0 or room > 0, "reporter": True}
         defaults = {"researcher": 120.0, "planner": 30.0, "reporter": 300.0}
-        for role, wanted in wants.items():
+        # least recently started first, so one busy role cannot starve the others
+        for role, wanted in sorted(wants.items(), key=lambda kv: self._role_last_start.get(kv[0], -1e9)):
             cfg = roles[role]
             every = float(cfg.get("every_s", defaults[role]))
             last = self._role_last_start.get(role, -1e9)
