@@ -54,14 +54,14 @@ def check_invariants(lab: Lab, ids: set[str]) -> None:
     assert dirty == "", f"uncommitted state after recovery:\n{dirty}"
 
 
-@pytest.mark.slow
-def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path):
-    lab = toy_lab(tmp_path / "lab", slots=2, sleep=0.3)
-    rng = random.Random(20261121)
+def kill_trials(lab: Lab, trials: int, seed: int = 20261121) -> set[str]:
+    """Queue two experiments, start `lab run`, kill -9 it at a random point, restart
+    (one recovery pass), check the invariants; `trials` times. Returns all ids."""
+    rng = random.Random(seed)
     ids = {queue(lab, None, baseline=True)}
     gitops.commit_paths(lab.root, ["queue", "hypotheses"], "queue baseline")
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    for trial in range(30):
+    for _ in range(trials):
         for _ in range(2):
             ids.add(queue(lab, {"X": round(rng.uniform(-2, 6), 3)}))
         proc = subprocess.Popen([*LAB, "-C", str(lab.root), "run", "--until-idle", "--quiet"], env=env,
@@ -73,6 +73,13 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path):
                                capture_output=True, text=True, timeout=60)
         assert again.returncode == 0, again.stderr
         check_invariants(lab, ids)
+    return ids
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path):
+    lab = toy_lab(tmp_path / "lab", slots=2, sleep=0.3)
+    ids = kill_trials(lab, 30)
     run(lab, until_idle=True, plan=False, tick=0.1)
     check_invariants(lab, ids)
     assert all(places(lab, exp_id) == ["experiments"] for exp_id in ids)
