@@ -198,3 +198,63 @@ def test_wrong_actor_transition_is_refused_and_restored(tmp_path):
     assert yaml.safe_load(path.read_text())["status"] == "queued"
     events = pq.read_table(lab.events_path).to_pylist()
     assert any(e["kind"] == "refused-transition" and e["experiment"] == exp for e in events)
+
+
+def test_lost_job_is_retried_in_a_new_attempt(tmp_path):
+    import json
+    import os
+    import signal
+    import time
+
+    lab = toy_lab(tmp_path / "lab", slots=1, sleep=1.5)
+    queue(lab, None, baseline=True)
+    runner = Runner(lab)
+    runner.planning = False
+    runner.reconcile()                                    # dispatched and running
+    [job_dir] = list((lab.runtime / "jobs").glob("*/attempt-1"))
+    pid = json.loads((job_dir / "pid").read_text())["pid"]
+    os.killpg(pid, signal.SIGKILL)                        # the machine "loses" the job
+    deadline = time.time() + 30
+    while list(lab.queue.glob("*.yaml")) and time.time() < deadline:
+        runner.reconcile()
+        time.sleep(0.1)
+    [record] = [finished(lab, p.name) for p in lab.experiments.iterdir() if p.is_dir()]
+    assert record["status"] == "finished" and record["job"]["attempts"] == 2
+    assert any("retry after infrastructure failure" in h.get("note", "") for h in record["history"])
+
+
+def test_sigterm_stops_the_runner_and_leaves_jobs_recoverable(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lab = toy_lab(tmp_path / "lab", slots=1, sleep=2.0)
+    exp = queue(lab, None, baseline=True)
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "-C", str(lab.root), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 20
+    while time.time() < deadline and "running" not in (lab.queue / f"{exp}.yaml").read_text():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "running jobs stay recoverable" in err
+    assert yaml.safe_load((lab.queue / f"{exp}.yaml").read_text())["status"] == "running"
+    run(lab, until_idle=True, plan=False, tick=0.1)        # a new runner picks the job up
+    assert finished(lab, exp)["status"] == "finished"
+    assert finished(lab, exp)["job"]["attempts"] == 1      # the same job, not a re-run
+
+
+def test_lab_baseline_measures_the_noise(tmp_path):
+    import subprocess
+    import sys
+
+    lab = toy_lab(tmp_path / "lab", slots=2)
+    out = subprocess.run([sys.executable, "-m", "runner", "-C", str(lab.root), "baseline", "--repeats", "3"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "val_bpb: mean 5, stdev 0 over 3 run(s)" in out.stdout
+    rows = [r for r in scores_by_id(lab).values() if r["kind"] == "baseline"]
+    assert len(rows) == 3 and len({r["target"] for r in rows}) == 1

@@ -232,3 +232,20 @@ def test_cli_search_show_and_offline(hub, lab, tmp_path):
         "error: papers: query: offline (HF_HUB_OFFLINE is set); no cached results for 'something new'"]
     cached = _cli(tmp_path, lab.root, {"HF_HUB_OFFLINE": "1"}, "papers", "search", "GLU", "variants")
     assert cached.returncode == 0 and "arXiv:2002.05202" in cached.stdout and "note: from cache" in cached.stderr
+
+
+def test_builtin_researcher_cites_hub_papers_when_online_and_falls_back_offline(hub, lab, monkeypatch):
+    from runner import gates
+    from runner.ideas import load_ideas
+    from runner.roles import builtin
+    import yaml as _yaml
+
+    made = builtin.research(lab, gates.History.load(lab), want=1)
+    data = _yaml.safe_load(made[0].read_text())
+    assert data["source"]["ref"] == load_ideas()[0].source["ref"]      # the curated reference stays
+    assert "Related on Hugging Face Papers: arXiv:" in data["rationale"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(builtin, "_OFFLINE", set())
+    (lab.runtime / "cache").exists() and __import__("shutil").rmtree(lab.runtime / "cache")
+    made = builtin.research(lab, gates.History.load(lab), want=1)
+    assert "Related on Hugging Face Papers" not in _yaml.safe_load(made[0].read_text())["rationale"]

@@ -36,10 +36,31 @@ def research(lab: Lab, history: "gates.History", want: int) -> list[Path]:
         if tag in proposed:
             continue
         change = {"params": dict(idea.params)}
-        _, path = new_hypothesis(lab, idea.title, change, author="researcher", rationale=idea.rationale,
+        rationale = idea.rationale + _related_papers(lab, idea.title)
+        _, path = new_hypothesis(lab, idea.title, change, author="researcher", rationale=rationale,
                                  source=dict(idea.source), expected=idea.expected, tags=[tag])
         made.append(path)
     return made
+
+
+_OFFLINE: set[str] = set()  # labs whose Papers search failed once in this process: don't wait again
+
+
+def _related_papers(lab: Lab, title: str, limit: int = 3) -> str:
+    """Recent papers on the idea from Hugging Face Papers, when online; '' offline."""
+    from ..papers import PapersUnavailable, search_papers
+
+    if str(lab.root) in _OFFLINE:
+        return ""
+    try:
+        papers = search_papers(lab, title, limit, timeout=3)
+    except PapersUnavailable:
+        _OFFLINE.add(str(lab.root))
+        return ""
+    if not papers:
+        return ""
+    lines = "; ".join(f"arXiv:{p['id']} {p['title']}" for p in papers[:limit])
+    return f"\nRelated on Hugging Face Papers: {lines}"
 
 
 # -- planner / reviewer -------------------------------------------------------
