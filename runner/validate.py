@@ -162,6 +162,8 @@ class Validator:
             self._checks[kind](self, rel)
         except LabError as exc:
             self.add(exc.problem)
+        except RecursionError:  # a value nested deeper than Python can check
+            self.add(Problem(rel, "nests too deeply to check"))
 
     def _read(self, rel: str) -> str:
         return read_text(self._prefix + rel, shown=rel)

@@ -21,6 +21,7 @@ _PLAIN_TAGS = {"tag:yaml.org,2002:null", "tag:yaml.org,2002:bool", "tag:yaml.org
                "tag:yaml.org,2002:float", _STR}
 _NO_KEY = object()
 _CACHE_LIMIT = 50_000
+MAX_DEPTH = 64
 _Scalar, _MapStart, _SeqStart = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
 _MapEnd, _SeqEnd, _StreamEnd = yaml.MappingEndEvent, yaml.SequenceEndEvent, yaml.StreamEndEvent
 _DocStart, _DocEnd, _StreamStart = yaml.DocumentStartEvent, yaml.DocumentEndEvent, yaml.StreamStartEvent
@@ -57,6 +58,14 @@ def _field_at(stack: list[list]) -> str:
     if type(container) is list:
         return f"{prefix}[{len(container)}]"
     return prefix if key is _NO_KEY else key_path
+
+
+class TooDeep(NotPlain):
+    """Nesting deeper than MAX_DEPTH: lab files are shallow; this is a mistake or an attack."""
+
+    def __init__(self, line: int):
+        super().__init__(line)
+        self.line = line
 
 
 class _Typer:
@@ -153,4 +162,6 @@ def _build(loader, typer: _Typer, lines: dict[str, int] | None) -> Any:
             if lines is not None:
                 lines.setdefault(name, event.start_mark.line + 1)
         if type(value) is dict or type(value) is list:
+            if len(stack) >= MAX_DEPTH:
+                raise TooDeep(event.start_mark.line + 1)
             stack.append([value, name, _NO_KEY, None])

@@ -14,9 +14,10 @@ from typing import Any
 import yaml
 
 from .problems import LabError
-from .yaml_events import AliasFound, NotPlain, parse_plain
+from .yaml_events import MAX_DEPTH, AliasFound, NotPlain, TooDeep, parse_plain
 
 ALIASES_REFUSED = "YAML anchors/aliases are not allowed in lab files"
+TOO_DEEP = f"YAML nests too deeply (more than {MAX_DEPTH} levels)"
 MAX_FILE_BYTES = 1 << 20  # lab state files are small; a larger one is a mistake or an attack
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -65,6 +66,8 @@ def parse_yaml(text: str, path: str) -> tuple[Any, dict[str, int]]:
         return parse_plain(text, _Loader, lines), lines
     except AliasFound as alias:
         raise LabError(ALIASES_REFUSED, path, field=alias.field or "-", line=alias.line) from None
+    except TooDeep as deep:
+        raise LabError(TOO_DEEP, path, line=deep.line) from None
     except NotPlain:
         return _parse_checked(text, path)
 
@@ -73,6 +76,8 @@ def parse_data(text: str, path: str) -> Any:
     """Parse one YAML document without the line map (the fast path of `lab validate`)."""
     try:
         return parse_plain(text, _Loader)
+    except TooDeep as deep:
+        raise LabError(TOO_DEEP, path, line=deep.line) from None
     except NotPlain:
         return parse_yaml(text, path)[0]
 
@@ -97,11 +102,14 @@ def _parse_checked(text: str, path: str) -> tuple[Any, dict[str, int]]:
     except yaml.YAMLError as exc:
         raise LabError(f"malformed YAML: {exc}", path) from None
     except RecursionError:
-        raise LabError("YAML nests too deeply", path) from None
+        raise LabError(TOO_DEEP, path) from None
     return data, lines
 
 
-def _walk(node: yaml.Node, prefix: str, lines: dict[str, int], seen: set[int], path: str) -> None:
+def _walk(node: yaml.Node, prefix: str, lines: dict[str, int], seen: set[int], path: str,
+          depth: int = 0) -> None:
+    if depth >= MAX_DEPTH and isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        raise LabError(TOO_DEEP, path, line=node.start_mark.line + 1)
     if id(node) in seen:
         raise LabError(ALIASES_REFUSED, path,
                        field=prefix or "-", line=lines.get(prefix, node.start_mark.line + 1))
@@ -114,10 +122,10 @@ def _walk(node: yaml.Node, prefix: str, lines: dict[str, int], seen: set[int], p
                                field=prefix or "-", line=key.start_mark.line + 1)
             name = f"{prefix}.{key.value}" if prefix else str(key.value)
             lines[name] = key.start_mark.line + 1
-            _walk(value, name, lines, seen, path)
+            _walk(value, name, lines, seen, path, depth + 1)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, f"{prefix}[{index}]", lines, seen, path)
+            _walk(item, f"{prefix}[{index}]", lines, seen, path, depth + 1)
 
 
 def load_yaml(path: Path) -> tuple[Any, dict[str, int]]:

@@ -132,6 +132,8 @@ CASES = {
                   [("hypotheses/h-bomb.yaml", "b[0]", "anchors/aliases are not allowed")]),
     "merge-key": ({"hypotheses/h-bad.yaml": "base: &b {title: x}\nother:\n  <<: *b\n"},
                   [("hypotheses/h-bad.yaml", "other", "merge keys ('<<') are not allowed")]),
+    "deep-nesting": ({"hypotheses/h-bad.yaml": "id: h-bad\ntitle: " + "[" * 100_000 + "]" * 100_000 + "\n"},
+                     [("hypotheses/h-bad.yaml", "-", "YAML nests too deeply")]),
     "huge-file": ({"hypotheses/h-huge.yaml": "id: h-huge\ntitle: " + "x" * (50 * 1024 * 1024) + "\n"},
                   [("hypotheses/h-huge.yaml", "-", "MB, over the 1024 KiB limit")]),
     "stray-file": ({"queue/notes.txt": "todo\n"}, [("queue/notes.txt", "-", "not a lab file")]),

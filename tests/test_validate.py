@@ -246,6 +246,11 @@ YAML_CORPUS = [
     "a: b: c\n",
     "  - indented\n - wrong\n",
     "nan: .nan\n",
+    "a: " + "[" * 63 + "]" * 63 + "\n",
+    "a: " + "[" * 64 + "]" * 64 + "\n",
+    "a: !!str x\nb: " + "[" * 63 + "]" * 63 + "\n",
+    "a: !!str x\nb: " + "[" * 64 + "]" * 64 + "\n",
+    "a: " + "[" * 5000 + "]" * 5000 + "\n",
 ]
 
 
@@ -289,6 +294,13 @@ def test_fast_yaml_equals_the_full_loader_on_written_documents():
             data, lines = parse_yaml(text, "f.yaml")
             full_data, full_lines = _parse_checked(text, "f.yaml")
             assert same(data, full_data) and lines == full_lines
+
+
+def test_nesting_is_limited_the_same_way_on_both_paths():
+    for text in ("a: " + "[" * 64 + "]" * 64 + "\n", "a: !!str x\nb: " + "[" * 64 + "]" * 64 + "\n"):
+        with pytest.raises(validate_module.LabError, match="YAML nests too deeply"):
+            parse_data(text, "f.yaml")
+    assert parse_data("a: " + "[" * 63 + "]" * 63 + "\n", "f.yaml")["a"] is not None
 
 
 def test_alias_is_reported_where_it_is_used():
