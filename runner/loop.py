@@ -163,7 +163,7 @@ class Runner:
         room = self.lab.config["limits"]["max_running"] - len(live)
         queued = sorted((e for e in entries if e.status == "queued"),
                         key=lambda e: (-e.data.get("priority", 0), e.data["created"], e.id))
-        main = base_commit(self.lab)
+        main = base_commit(self.lab) if queued and free else None
         for entry in queued:
             if not free or room <= 0 or self._limit_reached():
                 break
