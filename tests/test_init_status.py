@@ -210,3 +210,18 @@ def test_status_with_a_corrupt_scores_file_is_one_line(lab, run_lab):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: experiments/scores.parquet: -: cannot read") and \
         "lab validate" in result.stderr
+
+
+def test_queue_add_with_an_unresolvable_base_is_one_line(lab, run_lab, tmp_path, git):
+    hyp_id = run_lab("hypothesis", "new", "--title", "t", "--param", "A=1", cwd=lab.root).stdout.split()[0]
+    result = run_lab("queue", "add", "--hypothesis", hyp_id, "--base", "no-such-ref", cwd=lab.root)
+    assert result.returncode == 2
+    assert result.stderr == "error: -: base: cannot resolve 'no-such-ref' to a commit\n"
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    git(fresh, "init", "-q")
+    (fresh / "lab.yaml").write_text((lab.root / "lab.yaml").read_text())
+    hyp_id = run_lab("hypothesis", "new", "--title", "t", "--param", "A=1", cwd=fresh).stdout.split()[0]
+    result = run_lab("queue", "add", "--hypothesis", hyp_id, cwd=fresh)
+    assert result.returncode == 2 and "(the repository has no commit yet)" in result.stderr
+    assert list((fresh / "queue").glob("*.yaml")) == []

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..lab import Lab
+from ..problems import LabError
 from ..scaffold import init_lab, template_names
 from ..validate import validate
 
@@ -137,14 +138,25 @@ def queue_group() -> None:
 @pass_ctx
 def queue_add(ctx, hyp_id, params, instructions, priority, wave, base):
     """Queue one experiment against one base commit."""
-    from .. import gitops
     from ..state import load_hypothesis, new_experiment
     lab = ctx.lab
     hypothesis = load_hypothesis(lab, hyp_id)
     change = _change(params, instructions, None) or hypothesis.get("change") or {}
-    base = gitops.head(lab.root, base or "HEAD")
+    base = _base_commit(lab, base or "HEAD")
     exp_id, path = new_experiment(lab, hyp_id, change, base, priority=priority, wave=wave, by="human")
     click.echo(f"{exp_id}\t{lab.rel(path)}")
+
+
+def _base_commit(lab: Lab, ref: str) -> str:
+    """The full commit id of `ref`, or one clear error."""
+    import git
+
+    from .. import gitops
+    try:
+        return gitops.run_git(lab.root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except git.GitCommandError:
+        hint = " (the repository has no commit yet)" if ref == "HEAD" else ""
+        raise LabError(f"cannot resolve {ref!r} to a commit{hint}", field="base") from None
 
 
 @click.group("schema")
