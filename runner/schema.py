@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
+from datetime import datetime
 from functools import lru_cache
 
 from jsonschema import Draft202012Validator, FormatChecker
@@ -18,7 +20,22 @@ from .problems import Problem
 from .schema_compile import Unsupported, compile_schema
 
 KINDS = ("lab", "hypothesis", "experiment", "skill", "build-toml")
-_FORMATS = FormatChecker()
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.I)
+_FORMATS = FormatChecker(formats=())  # only the formats below, whatever optional packages are installed
+
+
+@_FORMATS.checks("date-time")
+def _is_date_time(value) -> bool:
+    """RFC 3339 date-time, e.g. 2026-11-21T08:30:00Z (checked here: jsonschema would need an extra)."""
+    if not isinstance(value, str):
+        return True
+    if not _RFC3339.match(value):
+        return False
+    try:
+        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=None)

@@ -353,3 +353,13 @@ def test_split_keeps_parquet_in_the_parent_and_balances():
     assert all(not r.endswith(".parquet") for chunk in chunks[1:] for r in chunk)
     cost = [sum(validate_module.PARQUET_COST if r.endswith(".parquet") else 1 for r in c) for c in chunks]
     assert abs(cost[0] - cost[1]) <= 1
+
+
+@pytest.mark.parametrize("value, ok", [("2026-11-21T08:30:00Z", True), ("2026-11-21T08:30:00.5+01:00", True),
+                                       ("2026-02-30T00:00:00Z", False), ("2026-11-21", False),
+                                       ("yesterday", False), ("2026-11-21T08:30:00", False)])
+def test_date_time_is_checked_without_optional_packages(value, ok):
+    """jsonschema checks date-time only when an optional package is installed; ours always does."""
+    assert set(schema._FORMATS.checkers) == {"date-time"}
+    assert schema.is_valid("hypothesis", hyp("h-1", created=value)) is ok
+    assert (schema.check("hypothesis", hyp("h-1", created=value), "h.yaml") == []) is ok
