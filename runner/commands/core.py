@@ -58,7 +58,13 @@ def init_command(directory: str, template: str, name: str | None, force: bool) -
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output for agents.")
 @pass_ctx
 def validate_command(ctx: Context, paths: tuple[str, ...], as_json: bool) -> None:
-    """Validate lab state files (all of them, or PATHS). Exit 1 on any problem."""
+    """Validate lab state files (all of them, or those under PATHS); never writes.
+
+    Checks lab.yaml, hypotheses/, queue/, experiments/ (YAML against schemas/,
+    ids, cross-references, Parquet against its Arrow schema), skills/*/SKILL.md
+    and kernels/*/build.toml. Prints one `path:line: field: message` line per
+    problem and a one-line summary; exit 0 when clean, 1 on any problem.
+    """
     started = time.perf_counter()
     report = validate(ctx.lab.root, list(paths) or None)
     elapsed = time.perf_counter() - started
