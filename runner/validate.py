@@ -150,7 +150,7 @@ class Validator:
     def run(self, rels: list[str]) -> Report:
         for rel in rels:
             self.check_file(rel)
-        self._cross_check_locations(rels)
+        self.cross_check_locations(rels)
         return self.report
 
     def check_file(self, rel: str) -> None:
@@ -251,7 +251,7 @@ class Validator:
                "experiment": _experiment, "parquet": _parquet, "skill": _skill, "build-toml": _build_toml}
 
     # -- across files -------------------------------------------------------
-    def _cross_check_locations(self, rels: list[str]) -> None:
+    def cross_check_locations(self, rels: list[str]) -> None:
         """An experiment lives in exactly one place: queue/ or experiments/."""
         finished = {e.name for e in _entries(self.root / "experiments") if e.is_dir()}
         for rel in rels:
@@ -350,7 +350,7 @@ def validate(root: Path, paths: list[str] | None = None) -> Report:
     hypothesis_ids = hypothesis_ids_of(root)
     report = _check_all(root, rels, hypothesis_ids)
     locations = Validator(root, hypothesis_ids)
-    locations._cross_check_locations(rels)
+    locations.cross_check_locations(rels)
     report.problems += locations.report.problems
     report.problems.sort(key=lambda p: (p.path, p.line or 0, p.field))
     return report
