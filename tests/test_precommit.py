@@ -90,7 +90,8 @@ def test_hook_from_this_repo_in_an_isolated_env(hooked_lab, git, write_doc, hypo
     write_doc(root / "hypotheses" / "h-good.yaml", hypothesis_doc("h-good"))
     write_doc(root / "hypotheses" / "h-bad.yaml", {**hypothesis_doc("h-bad"), "status": "maybe"})
     git(root, "add", "hypotheses")
-    result = subprocess.run([*pre_commit(), "try-repo", str(REPO), "lab-validate"], cwd=root,
+    env = {k: v for k, v in os.environ.items() if k != "PIP_NO_INDEX"}  # pip may reach PyPI for deps
+    result = subprocess.run([*pre_commit(), "try-repo", str(REPO), "lab-validate"], cwd=root, env=env,
                             capture_output=True, text=True, timeout=540)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
