@@ -113,6 +113,19 @@ def implementations(op: str):
     return impls
 
 
+def sweep_implementations(op: str, configs) -> dict:
+    """Our kernel at each fixed shape of TUNING_CONFIGS (one of them is what "ours" runs)."""
+    impls = {}
+    for config in configs:
+        name = f"{OURS}[{qwen3_rmsnorm.config_name(config)}]"
+        if op == "rms_norm":
+            impls[name] = lambda t, c=config: qwen3_rmsnorm.rms_norm_with_config(t["x"], t["w"], EPS, c)
+        elif op == "fused_add_rms_norm":
+            impls[name] = lambda t, c=config: qwen3_rmsnorm.fused_add_rms_norm_with_config(
+                t["x"], t["r"], t["w"], EPS, c)
+    return impls
+
+
 def inputs(op: str, tokens: int, dtype, device):
     gen = torch.Generator(device=device).manual_seed(tokens)
 
@@ -187,10 +200,8 @@ def run(args) -> list[dict]:
     with torch.no_grad():
         for index, (op, dtype, tokens) in enumerate(plan, 1):
             impls = implementations(op)
-            if op == "rms_norm" and args.sweep:  # same kernel, fixed packs per thread; vpt=4 repeats "ours"
-                for vpt in (1, 2, 4):
-                    impls[f"{OURS}[vpt={vpt}]"] = (
-                        lambda t, v=vpt: qwen3_rmsnorm.rms_norm_with_vpt(t["x"], t["w"], EPS, v))
+            if args.sweep and dtype == torch.bfloat16:
+                impls.update(sweep_implementations(op, args.configs))
             for row in measure_size(timer, op, impls, tokens, dtype, device, context):
                 rows.append(row)
                 print(f"[{index}/{len(plan)} {time.time() - started:5.0f}s] {op:<19} {row['dtype']:<9} "
@@ -225,12 +236,15 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", nargs="+", type=int, default=TOKENS)
     parser.add_argument("--repeats", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--sweep", action="store_true", help="also time rms_norm at 1, 2 and 4 packs per thread")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time every fixed kernel shape of TUNING_CONFIGS (bfloat16, wide-row ops)")
+    parser.add_argument("--configs", nargs="+", type=int, default=None, help="the shapes --sweep times (default all)")
     parser.add_argument("--out", type=Path, help="results Parquet (default: results/<gpu>.parquet)")
     parser.add_argument("--card", type=Path, default=KERNEL / "CARD.md")
     parser.add_argument("--no-card", action="store_true")
     args = parser.parse_args(argv)
     args.dtypes = [getattr(torch, d) for d in args.dtypes]
+    args.configs = args.configs or list(qwen3_rmsnorm.TUNING_CONFIGS)
     rows = run(args)
     out = args.out or KERNEL / "results" / f"{gpu_slug(rows[0]['gpu'])}.parquet"
     write_results(out, rows)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One device call: check, build, GPU tests, benchmark (and optionally e2e), logs under $OUT.
 # Usage (repo root, wheels in .whl/): bash kernels/qwen3-rmsnorm/benchmarks/device_run.sh [bench|e2e|all] [bench args...]
+#   bench: check, build, throw probes, kernel tests, tooling GPU tests, flush probe, benchmark
+#   e2e:   the Qwen3-8B-shaped end-to-end timing;  all: both
 set -o pipefail
 what=${1:-all}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -18,9 +20,14 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   echo "== lab kernel check"; time lab kernel check qwen3-rmsnorm
   echo "== lab kernel build"; time lab kernel build qwen3-rmsnorm
   V=$(ls -d .lab/build/qwen3-rmsnorm/*/ | head -1)
-  echo "== throw probe"; PYTHONPATH=$V:.:$PYTHONPATH python3 $K/benchmarks/throw_probe.py; g++ --version | head -1
+  echo "== throw probes (inline extensions build in the background)"; g++ --version | head -1
+  PYTHONPATH=$V:.:$PYTHONPATH python3 $K/benchmarks/throw_probe.py
+  PYTHONPATH=$V:.:$PYTHONPATH python3 $K/benchmarks/throw_probe.py --inline > "$OUT/throw.txt" 2>&1 &
+  probe=$!
   echo "== lab kernel test"; time lab kernel test qwen3-rmsnorm -x -q
   echo "== pytest tests/test_kernel_gpu.py"; time python3 -m pytest -q -p no:cacheprovider tests/test_kernel_gpu.py
+  wait $probe; echo "== inline throw probes"; cat "$OUT/throw.txt"
+  echo "== flush probe"; PYTHONPATH=$V:.:$PYTHONPATH python3 $K/benchmarks/flush_probe.py
   echo "== lab kernel bench"; time lab kernel bench qwen3-rmsnorm "$@" && cp $K/results/*.parquet $K/CARD.md "$OUT"/
 fi
 if [ "$what" = all ] || [ "$what" = e2e ]; then

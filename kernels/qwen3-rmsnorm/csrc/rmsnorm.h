@@ -27,9 +27,11 @@ struct Problem {
   int nseg;
   int hidden;
   float eps;
+  float inv_hidden;  // set by launch()
   DType dtype;
   bool fused_add;
-  int vpt;  // vectors per thread for the block path; 0 = automatic
+  int vpt;     // vectors per thread for the generic block path; 0 = automatic
+  int config;  // a fixed tuning shape (bfloat16): grid*1000 + hints*100 + weight*10 + vpt; 0 = automatic
 };
 
 // Largest supported hidden size for the dtype (the row is kept in registers).

@@ -109,7 +109,7 @@ void run(Problem& p, const torch::Tensor& x) {
 }
 
 void rms_norm_impl(torch::Tensor& out, const torch::Tensor& input, const torch::Tensor& weight, double epsilon,
-                   int64_t vpt) {
+                   int64_t vpt, int64_t config) {
   check_input(input, "input");
   check_weight(weight, input, "weight", "input");
   check_same_shape(input, "input", out, "out");
@@ -119,22 +119,12 @@ void rms_norm_impl(torch::Tensor& out, const torch::Tensor& input, const torch::
   p.eps = static_cast<float>(epsilon);
   p.dtype = dtype_of(input, "input");
   p.vpt = static_cast<int>(vpt);
+  p.config = static_cast<int>(config);
   run(p, input);
 }
 
-}  // namespace
-
-void rms_norm(torch::Tensor& out, const torch::Tensor& input, const torch::Tensor& weight, double epsilon) {
-  rms_norm_impl(out, input, weight, epsilon, 0);
-}
-
-void rms_norm_vpt(torch::Tensor& out, const torch::Tensor& input, const torch::Tensor& weight, double epsilon,
-                  int64_t vpt) {
-  rms_norm_impl(out, input, weight, epsilon, vpt);
-}
-
-void fused_add_rms_norm(torch::Tensor& out, const torch::Tensor& input, torch::Tensor& residual,
-                        const torch::Tensor& weight, double epsilon) {
+void fused_add_rms_norm_impl(torch::Tensor& out, const torch::Tensor& input, torch::Tensor& residual,
+                             const torch::Tensor& weight, double epsilon, int64_t config) {
   check_input(input, "input");
   check_weight(weight, input, "weight", "input");
   check_same_shape(input, "input", out, "out");
@@ -148,7 +138,34 @@ void fused_add_rms_norm(torch::Tensor& out, const torch::Tensor& input, torch::T
   p.eps = static_cast<float>(epsilon);
   p.dtype = dtype_of(input, "input");
   p.fused_add = true;
+  p.config = static_cast<int>(config);
   run(p, input);
+}
+
+}  // namespace
+
+void rms_norm(torch::Tensor& out, const torch::Tensor& input, const torch::Tensor& weight, double epsilon) {
+  rms_norm_impl(out, input, weight, epsilon, 0, 0);
+}
+
+void rms_norm_vpt(torch::Tensor& out, const torch::Tensor& input, const torch::Tensor& weight, double epsilon,
+                  int64_t vpt) {
+  rms_norm_impl(out, input, weight, epsilon, vpt, 0);
+}
+
+void rms_norm_config(torch::Tensor& out, const torch::Tensor& input, const torch::Tensor& weight, double epsilon,
+                     int64_t config) {
+  rms_norm_impl(out, input, weight, epsilon, 0, config);
+}
+
+void fused_add_rms_norm(torch::Tensor& out, const torch::Tensor& input, torch::Tensor& residual,
+                        const torch::Tensor& weight, double epsilon) {
+  fused_add_rms_norm_impl(out, input, residual, weight, epsilon, 0);
+}
+
+void fused_add_rms_norm_config(torch::Tensor& out, const torch::Tensor& input, torch::Tensor& residual,
+                               const torch::Tensor& weight, double epsilon, int64_t config) {
+  fused_add_rms_norm_impl(out, input, residual, weight, epsilon, config);
 }
 
 void qk_rms_norm(torch::Tensor& q_out, torch::Tensor& k_out, const torch::Tensor& q, const torch::Tensor& k,
@@ -180,6 +197,12 @@ TORCH_LIBRARY_EXPAND(TORCH_EXTENSION_NAME, ops) {
   ops.impl("qk_rms_norm", torch::kCUDA, &qk_rms_norm);
   ops.def("rms_norm_vpt(Tensor! out, Tensor input, Tensor weight, float epsilon, int vpt) -> ()");
   ops.impl("rms_norm_vpt", torch::kCUDA, &rms_norm_vpt);
+  ops.def("rms_norm_config(Tensor! out, Tensor input, Tensor weight, float epsilon, int config) -> ()");
+  ops.impl("rms_norm_config", torch::kCUDA, &rms_norm_config);
+  ops.def(
+      "fused_add_rms_norm_config(Tensor! out, Tensor input, Tensor! residual, Tensor weight, float epsilon, "
+      "int config) -> ()");
+  ops.impl("fused_add_rms_norm_config", torch::kCUDA, &fused_add_rms_norm_config);
 }
 
 REGISTER_EXTENSION(TORCH_EXTENSION_NAME)

@@ -14,7 +14,7 @@ import torch
 from . import layers
 from ._ops import ops
 
-__all__ = ["rms_norm", "fused_add_rms_norm", "qk_rms_norm", "layers", "ops"]
+__all__ = ["rms_norm", "fused_add_rms_norm", "qk_rms_norm", "layers", "ops", "TUNING_CONFIGS", "config_name"]
 
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -85,8 +85,42 @@ def qk_rms_norm(q: torch.Tensor, k: torch.Tensor, q_weight: torch.Tensor, k_weig
     return q_out, k_out
 
 
+# Fixed kernel shapes for tuning sweeps (bfloat16, rows that split exactly into the packs, e.g.
+# hidden 4096): config = grid * 1000 + hints * 100 + weight * 10 + packs per thread. Must match
+# launch_tuning_shape in csrc/rmsnorm.cu.
+TUNING_CONFIGS = (104, 4, 204, 304, 14, 2, 1, 8, 1004, 1024, 2024, 2124, 2224, 2324, 2014, 2022, 2028)
+_GRIDS = ("rows", "persistent", "prefetch")
+_HINTS = ("plain", "cs", "nc", "nc+cs")
+_WEIGHTS = ("w", "wlate", "wregs")
+
+
+def config_name(config: int) -> str:
+    """A readable name: grid-hints-weight-packs, e.g. 2024 -> 'prefetch-plain-wregs-v4'."""
+    return (f"{_GRIDS[config // 1000]}-{_HINTS[config // 100 % 10]}-{_WEIGHTS[config // 10 % 10]}"
+            f"-v{config % 10}")
+
+
+def rms_norm_with_config(x: torch.Tensor, weight: torch.Tensor, eps: float, config: int,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
+    """rms_norm with a fixed kernel shape from TUNING_CONFIGS (for sweeps)."""
+    _check(x, weight)
+    out = torch.empty_like(x) if out is None else out
+    ops.rms_norm_config(out, x, weight, eps, config)
+    return out
+
+
+def fused_add_rms_norm_with_config(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
+                                   config: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """fused_add_rms_norm with a fixed kernel shape from TUNING_CONFIGS (for sweeps)."""
+    _check(x, weight)
+    _check(residual, weight, "residual")
+    out = torch.empty_like(x) if out is None else out
+    ops.fused_add_rms_norm_config(out, x, residual, weight, eps, config)
+    return out
+
+
 def rms_norm_with_vpt(x: torch.Tensor, weight: torch.Tensor, eps: float, vpt: int) -> torch.Tensor:
-    """rms_norm with a fixed number of 16-byte packs per thread (1, 2 or 4): for tuning sweeps."""
+    """rms_norm through the generic block kernel with 1, 2 or 4 16-byte packs per thread (tests)."""
     _check(x, weight)
     out = torch.empty_like(x)
     ops.rms_norm_vpt(out, x, weight, eps, vpt)
