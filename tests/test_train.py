@@ -1,0 +1,91 @@
+"""train.py, the embedded default target, run end to end in real subprocesses with a tiny budget."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.params import apply_params
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ROOT / "train.py"
+
+
+def run_train(tmp_path: Path, cache: Path, script: Path = TRAIN, **env) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, LAB_CACHE=str(cache), OMP_NUM_THREADS="1", LAB_MAX_STEPS="3",
+                    CUDA_VISIBLE_DEVICES="")
+    full_env.pop("LAB_METRICS", None)
+    full_env.update(env)
+    return subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=full_env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def summary(stdout: str) -> dict[str, float]:
+    lines = [line.partition(": ") for line in stdout.splitlines()]
+    return {name: float(value) for name, sep, value in lines if sep}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_runs_end_to_end_and_prints_a_parseable_summary(tmp_path, cache):
+    metrics = tmp_path / "metrics.jsonl"
+    proc = run_train(tmp_path, cache, LAB_METRICS=str(metrics), LAB_SEED="7")
+    assert proc.returncode == 0, proc.stderr
+    found = summary(proc.stdout)
+    assert {"val_bpb", "train_loss", "steps", "tokens_per_s", "params", "seconds", "peak_mem_mb"} <= set(found)
+    assert found["steps"] == 3
+    # three steps of a randomly initialised byte model: near log2(256) = 8 bits, far from a trained one
+    assert 5.0 < found["val_bpb"] < 9.0
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    assert all(set(row) == {"step", "time_s", "train_loss", "lr"} for row in rows)
+    assert all(math.isfinite(row["train_loss"]) and row["lr"] > 0 for row in rows)
+
+
+def test_corpus_is_cached_and_the_same_seed_reproduces_the_result(tmp_path, cache):
+    first = run_train(tmp_path, cache, LAB_SEED="11")
+    files = sorted(p.name for p in cache.iterdir())
+    assert [name.rsplit(".", 1)[1] for name in files] == ["train", "val"]
+    second = run_train(tmp_path, cache, LAB_SEED="11")
+    other = run_train(tmp_path, cache, LAB_SEED="12")
+    assert sorted(p.name for p in cache.iterdir()) == files  # no rebuild, no temp files left behind
+    assert summary(first.stdout)["val_bpb"] == summary(second.stdout)["val_bpb"]
+    assert summary(first.stdout)["val_bpb"] != summary(other.stdout)["val_bpb"]
+    assert (cache / files[0]).stat().st_size > 500_000 and (cache / files[1]).stat().st_size > 50_000
+
+
+def test_time_budget_caps_the_number_of_steps(tmp_path, cache):
+    proc = run_train(tmp_path, cache, LAB_MAX_STEPS="100000", LAB_TIME_BUDGET="1.5")
+    assert proc.returncode == 0, proc.stderr
+    found = summary(proc.stdout)
+    assert 1 <= found["steps"] < 100000
+    assert found["seconds"] < 60
+
+
+def test_a_diverging_run_prints_nan_and_exits_non_zero(tmp_path, cache):
+    script = tmp_path / "train.py"
+    script.write_text(apply_params(TRAIN.read_text(), {"LEARNING_RATE": 1e30, "GRAD_CLIP": 0.0}, "train.py"))
+    proc = run_train(tmp_path, cache, script, LAB_MAX_STEPS="20")
+    assert proc.returncode != 0
+    assert proc.stdout.splitlines()[-1] == "val_bpb: nan"
+
+
+@pytest.mark.parametrize("params", [
+    {"ACTIVATION": "swiglu", "NORM": "rmsnorm", "POS_ENCODING": "rope"},
+    {"ACTIVATION": "relu2", "LR_SCHEDULE": "linear", "TIE_EMBEDDINGS": False, "DROPOUT": 0.1},
+    {"LR_SCHEDULE": "constant", "LABEL_SMOOTHING": 0.1, "GRAD_CLIP": 0.0},
+])
+def test_every_option_of_the_string_params_runs(tmp_path, cache, params):
+    script = tmp_path / "train.py"
+    script.write_text(apply_params(TRAIN.read_text(), params, "train.py"))
+    proc = run_train(tmp_path, cache, script)
+    assert proc.returncode == 0, proc.stderr
+    assert math.isfinite(summary(proc.stdout)["val_bpb"])
