@@ -22,13 +22,15 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   V=$(ls -d .lab/build/qwen3-rmsnorm/*/ | head -1)
   echo "== throw probes (inline extensions build in the background)"; g++ --version | head -1
   PYTHONPATH=$V:.:$PYTHONPATH python3 $K/benchmarks/throw_probe.py
-  PYTHONPATH=$V:.:$PYTHONPATH python3 $K/benchmarks/throw_probe.py --inline > "$OUT/throw.txt" 2>&1 &
+  PYTHONPATH=$V:.:$PYTHONPATH python3 $K/benchmarks/throw_probe.py --gdb --inline > "$OUT/throw.txt" 2>&1 &
   probe=$!
   echo "== lab kernel test"; time lab kernel test qwen3-rmsnorm -x -q
   echo "== pytest tests/test_kernel_gpu.py"; time python3 -m pytest -q -p no:cacheprovider tests/test_kernel_gpu.py
   wait $probe; echo "== inline throw probes"; cat "$OUT/throw.txt"
   echo "== flush probe"; PYTHONPATH=$V:.:$PYTHONPATH python3 $K/benchmarks/flush_probe.py
   echo "== lab kernel bench"; time lab kernel bench qwen3-rmsnorm "$@" && cp $K/results/*.parquet $K/CARD.md "$OUT"/
+  # torch.compile's generated Triton kernels (the baseline to read against ours)
+  grep -rl "rsqrt" /tmp/torchinductor_*/ --include='*.py' 2>/dev/null | tar -czf "$OUT/inductor_kernels.tgz" -T - 2>/dev/null
 fi
 if [ "$what" = all ] || [ "$what" = e2e ]; then
   [ -d .lab/build/qwen3-rmsnorm ] || lab kernel build qwen3-rmsnorm

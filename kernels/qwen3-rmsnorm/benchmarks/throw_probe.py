@@ -3,11 +3,13 @@
 Probes, each in a child process (one line each, with its exit status):
 - our op's own TORCH_CHECK (CUDA tensors with a wrong weight shape, called through `ops`
   directly, past the Python checks), and an unbuilt tuning config (the launcher's error);
+- with --gdb: the first probe again under cuda-gdb (batch mode), printing the crash's backtrace;
 - with --inline: a one-op extension whose op always fails TORCH_CHECK, built twice with torch's
   JIT loader, once with torch's own flags and once with -std=c++17 forced, as an earlier
   build of this kernel did (the suspected cause of the segfault seen then).
 """
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,8 +58,23 @@ def inline_probes() -> None:
         run(f"inline_extension_{name}", code)
 
 
+def gdb_backtrace() -> None:
+    gdb = shutil.which("cuda-gdb") or "/usr/local/cuda/bin/cuda-gdb"
+    if not os.path.exists(gdb):
+        print("cuda-gdb not found")
+        return
+    code = next(iter(OUR_PROBES.values()))
+    proc = subprocess.run([gdb, "-q", "-batch", "-ex", "set pagination off", "-ex", "run", "-ex", "bt 30",
+                           "--args", sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    keep = [ln for ln in lines if ln.startswith("#") or "SIGSEGV" in ln or "signal" in ln.lower()]
+    print("\n".join(keep[:45]) or "\n".join(lines[-30:]))
+
+
 if __name__ == "__main__":
     for probe, source in OUR_PROBES.items():
         run(probe, source)
+    if "--gdb" in sys.argv:
+        gdb_backtrace()
     if "--inline" in sys.argv:
         inline_probes()

@@ -400,12 +400,20 @@ constexpr int kMaxVptVec = 4;      // 16-byte packs per thread (automatic / gene
 constexpr int kMaxVptScalar = 16;  // single elements per thread (unaligned or odd sizes)
 constexpr int kNarrowHints = 0;    // cache hints of the narrow (per-head) path
 
-// The automatic shapes for rows that split exactly into 4 packs per thread
-// (hidden 4096 in bf16/fp16: 128 threads). Chosen from the tuning sweep
-// (benchmarks/benchmark.py --sweep) on an H200; see CARD.md.
-constexpr Shape kSmallShape{4, 0, 0, 0};     // few rows: one block per row
-constexpr Shape kLargeShape{4, 2, 0, 2};     // many rows: persistent, prefetching
-constexpr int64_t kLargeRowsPerSm = 8;       // "many rows": more than this many rows per multiprocessor
+// The automatic shapes for rows that split exactly into the packs (hidden 4096
+// in bf16/fp16: 128 or 64 threads), chosen from the tuning sweep
+// (benchmarks/benchmark.py --sweep, H200, bf16, hidden 4096; see CARD.md):
+// - up to a few rows per multiprocessor, a persistent prefetching grid with the
+//   weight in registers (with one row per block this is the plain kernel; from
+//   1 to 3 rows per block it overlaps the next row's loads: 8% faster at 2048
+//   tokens than one block per row);
+// - for many rows, one block of 64 threads per row (8 packs each), plain
+//   loads and stores: the hardware's block scheduling balances the tail
+//   better than a persistent grid (7% faster at 32768 tokens).
+constexpr Shape kSmallShape{4, 2, 0, 2};
+constexpr Shape kLargeShape{8, 0, 0, 0};
+constexpr int64_t kSmallRowsPerSm = 24;       // rms_norm: persistent up to this many rows per multiprocessor
+constexpr int64_t kSmallRowsPerSmFused = 8;   // fused_add_rms_norm: likewise
 
 int max_threads(int vpt) { return vpt >= 4 ? 512 : 1024; }
 
@@ -459,7 +467,10 @@ cudaError_t launch_row_kernel(const Problem& p, int64_t rows, int threads, bool 
   if (persistent) {
     const int per_sm = resident_per_sm(row_kernel<T, VPT, FUSED, EXACT, PREFETCH, HINTS, WMODE>, threads, cache);
     const int64_t resident = static_cast<int64_t>(per_sm) * multiprocessors();
-    if (resident < grid) grid = resident;
+    if (resident < grid) {  // as few blocks as give every block the same number of rows (no tail)
+      const int64_t rows_per_block = (rows + resident - 1) / resident;
+      grid = (rows + rows_per_block - 1) / rows_per_block;
+    }
   }
   if (grid > 0x7fffffff) return cudaErrorInvalidConfiguration;
   row_kernel<T, VPT, FUSED, EXACT, PREFETCH, HINTS, WMODE><<<static_cast<unsigned>(grid), threads, 0, stream>>>(p, rows);
@@ -584,8 +595,9 @@ const char* dispatch_vec(const Problem& p, int64_t rows, cudaStream_t stream) {
     return status(launch_warp<T, 2, 32>(p, rows, stream));
   }
   if (p.vpt == 0 && p.nseg == 1) {
-    const Shape& shape = rows > kLargeRowsPerSm * multiprocessors() ? kLargeShape : kSmallShape;
-    const int threads = exact_threads(nvec, shape.vpt, max_threads(shape.vpt));
+    const int64_t small_rows = (p.fused_add ? kSmallRowsPerSmFused : kSmallRowsPerSm) * multiprocessors();
+    const Shape& shape = rows > small_rows ? kLargeShape : kSmallShape;
+    const int threads = exact_threads(nvec, shape.vpt, shape.vpt >= 8 ? vec_block_limit<8>() : max_threads(shape.vpt));
     if (threads != 0) {
       cudaError_t err = cudaSuccess;
       launch_auto_shape<T>(shape, p, rows, threads, stream, &err);

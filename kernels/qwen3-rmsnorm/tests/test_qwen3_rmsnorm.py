@@ -161,9 +161,10 @@ def test_graph_capture_and_vpt_variants_agree():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("tokens", [1, 1000, 3001])
+@pytest.mark.parametrize("tokens", [1, 1000, 3001, 5000])
 def test_wide_rows_one_block_per_row_and_persistent(dtype, tokens):
-    """3001 rows is more than 8 per multiprocessor: the persistent kernel, each block looping over rows."""
+    """Every automatic shape: on a 132-multiprocessor GPU, 1000 and 3001 rows take the persistent grid
+    for rms_norm (3001: blocks loop over rows), 3001 and 5000 rows one block per row for the fused op."""
     gen = torch.Generator(device="cuda").manual_seed(tokens + 17)
     x = rand(tokens, 4096, dtype=dtype, gen=gen, std=2.0)
     residual = rand(tokens, 4096, dtype=dtype, gen=gen)
