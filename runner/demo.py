@@ -38,9 +38,8 @@ def run_demo(directory: str | None, *, minutes: float = 9.0, experiments: int = 
         new_experiment(lab, None, {}, main, priority=100, wave=seed, kind="baseline", by="demo")
     gitops.commit_paths(root, ["queue"], f"demo: queue {slots} baseline runs (seeds 0..{slots - 1})")
 
-    from .commands.run import progress_printer
     runner = run(lab, until_idle=True, max_experiments=experiments + slots, stop=stop,
-                 on_event=_timed(progress_printer(lab), started),
+                 on_event=_timed(lab, started),
                  deadline=started + minutes * 60)
     _summary(lab, main, runner, time.monotonic() - started)
     return lab
@@ -57,10 +56,13 @@ def _configure(lab: Lab, slots: int, budget: float | None) -> Lab:
     return Lab(lab.root)
 
 
-def _timed(callback, started: float):
+def _timed(lab: Lab, started: float):
+    from .commands.run import progress_line
+
     def on_event(kind, info):
-        click.echo(f"[{time.monotonic() - started:6.1f}s]", nl=False)
-        callback(kind, info)
+        line = progress_line(lab, kind, info)
+        if line:
+            click.echo(f"[{time.monotonic() - started:6.1f}s] {line}")
     return on_event
 
 

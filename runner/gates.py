@@ -414,7 +414,23 @@ def check_diff(lab, changed_files: list[str], diff_text: str, change: dict) -> R
         if not is_editable(lab, path):
             editable = ", ".join(lab.config["target"]["editable"])
             return Rejection("not-editable", f"{path} is not an editable file (target.editable: {editable})")
-    return _single_change_diff(lab, parse_diff(diff_text), change or {})
+    hunks = parse_diff(diff_text)
+    return _frozen(lab, hunks) or _single_change_diff(lab, hunks, change or {})
+
+
+_ASSIGN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=]*)?=")
+
+
+def _frozen(lab, hunks: list["Hunk"]) -> Rejection | None:
+    """A frozen constant (the budget, the evaluation) is part of the evaluator: no change may touch it."""
+    frozen = set(lab.config["target"].get("frozen") or [])
+    for hunk in hunks:
+        for line in hunk.removed + hunk.added:
+            match = _ASSIGN.match(line)
+            if match and match.group(1) in frozen:
+                return Rejection("protected", f"{hunk.path}: {match.group(1)} is frozen (target.frozen): "
+                                              "it defines the budget or the evaluation")
+    return None
 
 
 def worktree_changes(worktree: Path, base: str) -> tuple[list[str], str]:

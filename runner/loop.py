@@ -376,7 +376,8 @@ class Runner:
             self._ideas_exhausted = not made
             log.add(self.lab, *made, line=f"researcher: {len(made)} hypotheses" if made else "")
         if roles["planner"]["kind"] == "builtin":
-            touched = builtin.plan(self.lab, history, main, room)
+            researcher_done = roles["researcher"]["kind"] != "builtin" or self._ideas_exhausted
+            touched = builtin.plan(self.lab, history, main, room, explore_ok=researcher_done)
             log.add(self.lab, *touched, line=f"planner: {len(touched)} files" if touched else "")
 
     def _needs_baseline(self, main: str) -> bool:

@@ -258,3 +258,24 @@ def test_lab_baseline_measures_the_noise(tmp_path):
     assert "val_bpb: mean 5, stdev 0 over 3 run(s)" in out.stdout
     rows = [r for r in scores_by_id(lab).values() if r["kind"] == "baseline"]
     assert len(rows) == 3 and len({r["target"] for r in rows}) == 1
+
+
+def test_change_to_a_frozen_constant_is_refused(tmp_path):
+    lab = toy_lab(tmp_path / "lab", worker="off")
+    config = yaml.safe_load(lab.config_path.read_text())
+    config["target"]["frozen"] = ["SLEEP"]
+    lab.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    gitops.commit_paths(lab.root, ["lab.yaml"], "freeze SLEEP")
+    lab = Lab(lab.root)
+    bad = queue(lab, {"X": 2.0})
+    runner = Runner(lab)
+    runner.planning = False
+    runner.reconcile()
+    wt = lab.worktrees / bad
+    (wt / "score.py").write_text((wt / "score.py").read_text().replace("SLEEP = 0.0", "SLEEP = 0.001"))
+    entry = yaml.safe_load((lab.queue / f"{bad}.yaml").read_text())
+    entry["status"] = "ready"
+    (lab.queue / f"{bad}.yaml").write_text(yaml.safe_dump(entry, sort_keys=False))
+    runner.reconcile()
+    record = finished(lab, bad)
+    assert record["status"] == "failed" and "SLEEP is frozen" in record["result"]["reason"]

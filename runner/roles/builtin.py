@@ -64,8 +64,8 @@ def _related_papers(lab: Lab, title: str, limit: int = 3) -> str:
 
 
 # -- planner / reviewer -------------------------------------------------------
-def plan(lab: Lab, history: "gates.History", main_head: str, room: int) -> list[Path]:
-    """Judge proposed hypotheses; queue accepted ones; explore when none are left."""
+def plan(lab: Lab, history: "gates.History", main_head: str, room: int, explore_ok: bool = True) -> list[Path]:
+    """Judge proposed hypotheses; queue accepted ones; explore once the ideas are used up."""
     touched: list[Path] = []
     for path, hyp in _proposed(lab):
         if room <= 0:
@@ -78,7 +78,7 @@ def plan(lab: Lab, history: "gates.History", main_head: str, room: int) -> list[
         _review(path, hyp, "accepted", None)
         touched += [path, _queue(lab, history, hyp, main_head)]
         room -= 1
-    if room > 0 and not _proposed(lab):
+    if room > 0 and explore_ok and not _proposed(lab):
         touched += explore(lab, history, main_head, room)
     return touched
 
