@@ -194,13 +194,10 @@ class Compiler:
             for key, value in x.items():
                 test = props.get(key)
                 if test is None:
-                    if not extra(value):
-                        return False
-                elif not test(value):
+                    test = extra
+                if test is not _always and not test(value):
                     return False
-                if not names(key):
-                    return False
-            return True
+            return names is _always or all(names(key) for key in x)
         return check
 
     # -- combinators --------------------------------------------------------

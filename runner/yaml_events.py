@@ -20,6 +20,7 @@ _STR = "tag:yaml.org,2002:str"
 _PLAIN_TAGS = {"tag:yaml.org,2002:null", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
                "tag:yaml.org,2002:float", _STR}
 _NO_KEY = object()
+_MISSING = object()
 _CACHE_LIMIT = 50_000
 MAX_DEPTH = 64
 _Scalar, _MapStart, _SeqStart = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
@@ -108,7 +109,7 @@ class _Typer:
 
 
 def _build(loader, typer: _Typer, lines: dict[str, int] | None) -> Any:
-    get_event = loader.get_event
+    get_event, typed = loader.get_event, typer.cache.get
     stack: list[list] = []  # frames: [container, field path, pending key, pending key's field path]
     root: Any = None
     documents = 0
@@ -118,7 +119,11 @@ def _build(loader, typer: _Typer, lines: dict[str, int] | None) -> Any:
         if kind is _Scalar:  # an anchor alone is harmless; only its aliases are refused
             if event.tag is not None:
                 raise NotPlain
-            value = typer(event.value) if event.implicit[0] else event.value
+            value = event.value
+            if event.implicit[0]:
+                value = typed(value, _MISSING)
+                if value is _MISSING:
+                    value = typer(event.value)
         elif kind is _MapStart or kind is _SeqStart:
             if event.tag is not None:
                 raise NotPlain
