@@ -1,8 +1,8 @@
 """JSON Schema validation of lab documents, with problems that name line and field.
 
 Each schema is loaded once per process and compiled to a fast gate
-(runner.schema_compile); jsonschema runs only on documents the gate rejects,
-to word the problems.
+(runner.schema_compile); jsonschema is imported and run only on documents the
+gate rejects, to word the problems.
 """
 from __future__ import annotations
 
@@ -12,19 +12,14 @@ import re
 from datetime import datetime
 from functools import lru_cache
 
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import best_match
-
 from .assets import asset_path
 from .problems import Problem
 from .schema_compile import Unsupported, compile_schema
 
 KINDS = ("lab", "hypothesis", "experiment", "skill", "build-toml")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.I)
-_FORMATS = FormatChecker(formats=())  # only the formats below, whatever optional packages are installed
 
 
-@_FORMATS.checks("date-time")
 def _is_date_time(value) -> bool:
     """RFC 3339 date-time, e.g. 2026-11-21T08:30:00Z (checked here: jsonschema would need an extra)."""
     if not isinstance(value, str):
@@ -38,22 +33,38 @@ def _is_date_time(value) -> bool:
     return True
 
 
+# The formats our schemas use, checked here whatever optional packages are installed
+# (jsonschema checks date-time only with an extra package).
+FORMATS = {"date-time": _is_date_time}
+
+
+@lru_cache(maxsize=None)
+def format_checker():
+    from jsonschema import FormatChecker
+    checker = FormatChecker(formats=())
+    for name, check in FORMATS.items():
+        checker.checks(name)(check)
+    return checker
+
+
 @lru_cache(maxsize=None)
 def load(kind: str) -> dict:
     return json.loads((asset_path("schemas") / f"{kind}.schema.json").read_text())
 
 
 @lru_cache(maxsize=None)
-def validator(kind: str) -> Draft202012Validator:
-    """jsonschema's validator (the schemas themselves are checked by tests/test_validate.py)."""
-    return Draft202012Validator(load(kind), format_checker=_FORMATS)
+def validator(kind: str):
+    """jsonschema's Draft 2020-12 validator, imported only to word problems (the schemas
+    themselves are checked by tests/test_validate.py)."""
+    from jsonschema import Draft202012Validator
+    return Draft202012Validator(load(kind), format_checker=format_checker())
 
 
 @lru_cache(maxsize=None)
 def gate(kind: str):
     """data -> bool, jsonschema's verdict without its cost (None if the schema cannot be compiled)."""
     try:
-        return compile_schema(load(kind), _FORMATS)
+        return compile_schema(load(kind), FORMATS)
     except Unsupported:
         return None
 
@@ -102,6 +113,7 @@ def _describe(error, shown: str, lines: dict[str, int]) -> list[Problem]:
         options = " or ".join(k for e in error.context for k in e.validator_value)
         return [Problem(shown, f"needs at least one of: {options}", field=field or "-", line=lines.get(field))]
     if keyword in ("oneOf", "anyOf") and error.context:
+        from jsonschema.exceptions import best_match
         return _describe(best_match(error.context), shown, lines)
     return [Problem(shown, _message(error), field=field or "-", line=lines.get(field))]
 

@@ -360,6 +360,6 @@ def test_split_keeps_parquet_in_the_parent_and_balances():
                                        ("yesterday", False), ("2026-11-21T08:30:00", False)])
 def test_date_time_is_checked_without_optional_packages(value, ok):
     """jsonschema checks date-time only when an optional package is installed; ours always does."""
-    assert set(schema._FORMATS.checkers) == {"date-time"}
+    assert set(schema.format_checker().checkers) == {"date-time"}
     assert schema.is_valid("hypothesis", hyp("h-1", created=value)) is ok
     assert (schema.check("hypothesis", hyp("h-1", created=value), "h.yaml") == []) is ok
