@@ -7,6 +7,10 @@ bfloat16 rtol 1.6e-2 (two bf16 ulps: the output is rounded twice, as in the
 model), float16 rtol 2e-3, float32 rtol 1e-5; atol = rtol / 4.
 Run with `lab kernel test qwen3-rmsnorm` (builds, then puts the package on PYTHONPATH).
 """
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -133,6 +137,23 @@ def test_refusals_are_clear():
     with pytest.raises(ERRORS, match="above the supported maximum"):
         big = torch.randn(1, 40000, device="cuda", dtype=torch.bfloat16)
         qwen3_rmsnorm.rms_norm(big, torch.randn(40000, device="cuda", dtype=torch.bfloat16), EPS)
+
+
+def test_cpp_checks_raise_instead_of_crashing():
+    """The C++ argument checks, reached by calling the ops directly (past the Python checks), raise
+    RuntimeError; in a child process, since the failure this guards against was a segfault."""
+    code = ("import torch, qwen3_rmsnorm\n"
+            "x = torch.randn(4, 64, device='cuda', dtype=torch.bfloat16)\n"
+            "calls = [lambda: qwen3_rmsnorm.ops.rms_norm(torch.empty_like(x), x, x[0, :32].contiguous(), 1e-6),\n"
+            "         lambda: qwen3_rmsnorm.ops.rms_norm(torch.empty_like(x), x, x[0].float(), 1e-6),\n"
+            "         lambda: qwen3_rmsnorm.ops.rms_norm_config(torch.empty_like(x), x, x[0].contiguous(), 1e-6, 9999)]\n"
+            "for call in calls:\n"
+            "    try:\n        call()\n    except RuntimeError as e:\n        print('raised:', str(e).splitlines()[0])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=os.environ)
+    assert proc.returncode == 0, f"rc {proc.returncode}: {proc.stderr[-2000:]}"
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3, proc.stdout
+    assert "shape [32] must be [64]" in lines[0] and "dtype" in lines[1] and "tuning config" in lines[2], lines
 
 
 def test_empty_input_is_a_no_op():

@@ -5,6 +5,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <string>
+
 #include "rmsnorm.h"
 
 // kernel-builder supplies these in registration.h; defined here when absent so
@@ -28,6 +30,19 @@
 namespace {
 
 using qwen3_rmsnorm::DType;
+
+// Numbers in error messages are formatted here with std::to_string, never by streaming an
+// integer into the std::ostream that TORCH_CHECK builds its message with: on the H200 image
+// (torch 2.11, g++ 13.3, torch's JIT loader) that integer insertion is compiled into this
+// library and calls through a wrong locale facet, so a failing check segfaulted (cuda-gdb:
+// basic_ostream::_M_insert<long> -> codecvt<char16_t>::do_unshift) instead of raising.
+std::string num(int64_t v) { return std::to_string(v); }
+
+std::string dims(c10::IntArrayRef sizes) {
+  std::string out = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
+  return out + "]";
+}
 using qwen3_rmsnorm::Problem;
 using qwen3_rmsnorm::Segment;
 
@@ -46,7 +61,7 @@ std::pair<int64_t, int64_t> rows_of(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() >= 1, name, ": needs at least one dimension");
   const int64_t hidden = t.size(-1);
   TORCH_CHECK(hidden <= 1 || t.stride(-1) == 1, name, ": the last dimension must be contiguous (stride ",
-              t.stride(-1), "); call .contiguous() first");
+              num(t.stride(-1)), "); call .contiguous() first");
   int64_t rows = 1;
   int64_t stride = hidden;
   bool have_stride = false;
@@ -60,8 +75,8 @@ std::pair<int64_t, int64_t> rows_of(const torch::Tensor& t, const char* name) {
       continue;
     }
     TORCH_CHECK(t.stride(d) == t.stride(d + 1) * t.size(d + 1) || t.size(d + 1) == 1, name,
-                ": leading dimensions cannot be flattened into rows of one stride (sizes ", t.sizes(),
-                ", strides ", t.strides(), "); call .contiguous() first");
+                ": leading dimensions cannot be flattened into rows of one stride (sizes ", dims(t.sizes()),
+                ", strides ", dims(t.strides()), "); call .contiguous() first");
   }
   return {rows, stride};
 }
@@ -79,14 +94,15 @@ void check_input(const torch::Tensor& x, const char* name) {
 
 void check_weight(const torch::Tensor& w, const torch::Tensor& x, const char* w_name, const char* x_name) {
   check_pair(x, x_name, w, w_name);
-  TORCH_CHECK(w.dim() == 1 && w.size(0) == x.size(-1), w_name, ": shape ", w.sizes(), " must be [",
-              x.size(-1), "] (the last dimension of ", x_name, ")");
+  TORCH_CHECK(w.dim() == 1 && w.size(0) == x.size(-1), w_name, ": shape ", dims(w.sizes()), " must be [",
+              num(x.size(-1)), "] (the last dimension of ", x_name, ")");
   TORCH_CHECK(w.is_contiguous(), w_name, ": must be contiguous");
 }
 
 void check_same_shape(const torch::Tensor& a, const char* a_name, const torch::Tensor& b, const char* b_name) {
   check_pair(a, a_name, b, b_name);
-  TORCH_CHECK(a.sizes() == b.sizes(), b_name, ": shape ", b.sizes(), " differs from ", a_name, "'s ", a.sizes());
+  TORCH_CHECK(a.sizes() == b.sizes(), b_name, ": shape ", dims(b.sizes()), " differs from ", a_name, "'s ",
+              dims(a.sizes()));
 }
 
 Segment segment(torch::Tensor& out, const torch::Tensor& x, const torch::Tensor& w, const char* out_name,
@@ -100,12 +116,12 @@ void run(Problem& p, const torch::Tensor& x) {
   const int64_t hidden = x.size(-1);
   const int limit = qwen3_rmsnorm::max_hidden(p.dtype, false);
   const int vec_limit = qwen3_rmsnorm::max_hidden(p.dtype, true);
-  TORCH_CHECK(hidden <= vec_limit, "hidden size ", hidden, " is above the supported maximum ", vec_limit,
+  TORCH_CHECK(hidden <= vec_limit, "hidden size ", num(hidden), " is above the supported maximum ", num(vec_limit),
               " (16-byte aligned rows) / ", limit, " (other rows)");
   p.hidden = static_cast<int>(hidden);
   const c10::cuda::CUDAGuard guard(x.device());
   const char* error = qwen3_rmsnorm::launch(p, c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(error == nullptr, "qwen3_rmsnorm: ", error == nullptr ? "" : error, " (hidden ", hidden, ")");
+  TORCH_CHECK(error == nullptr, "qwen3_rmsnorm: ", error == nullptr ? "" : error, " (hidden ", num(hidden), ")");
 }
 
 void rms_norm_impl(torch::Tensor& out, const torch::Tensor& input, const torch::Tensor& weight, double epsilon,
@@ -172,7 +188,7 @@ void qk_rms_norm(torch::Tensor& q_out, torch::Tensor& k_out, const torch::Tensor
                  const torch::Tensor& q_weight, const torch::Tensor& k_weight, double epsilon) {
   check_input(q, "q");
   check_pair(q, "q", k, "k");
-  TORCH_CHECK(q.size(-1) == k.size(-1), "k: head dim ", k.size(-1), " differs from q's ", q.size(-1));
+  TORCH_CHECK(q.size(-1) == k.size(-1), "k: head dim ", num(k.size(-1)), " differs from q's ", num(q.size(-1)));
   check_weight(q_weight, q, "q_weight", "q");
   check_weight(k_weight, k, "k_weight", "k");
   check_same_shape(q, "q", q_out, "q_out");
