@@ -145,6 +145,7 @@ class Entry:
     metric: str | None = None
     title: str | None = None
     created: str = ""
+    mtime_ns: int = 0        # tie-break for two files created in the same second
 
     def describe(self) -> str:
         what = "hypothesis " if self.kind == "hypothesis" else ""
@@ -256,7 +257,8 @@ class History:
             text = lambda name: data[name] if isinstance(data[name], str) else None  # noqa: E731
             self._index(Entry(text("id") or path.stem, kind, str(data["status"] or ""),
                               text("base") if kind == "experiment" else None, data["key"],
-                              title=text("title"), created=str(data["created"] or "")))
+                              title=text("title"), created=str(data["created"] or ""),
+                              mtime_ns=item.stat().st_mtime_ns))
 
     # -- the index --------------------------------------------------------------
     def add(self, exp_id: str, change: dict, base: str | None, status: str, *, kind: str = "experiment",
@@ -269,7 +271,7 @@ class History:
         """Whether a proposed hypothesis came before the one under review (the first of
         two identical proposals is the original; the later one is the duplicate)."""
         own = self.hypotheses.get(hypothesis_id) if hypothesis_id else None
-        return own is None or (entry.created, entry.id) < (own.created, own.id)
+        return own is None or (entry.created, entry.mtime_ns, entry.id) < (own.created, own.mtime_ns, own.id)
 
     def _index(self, entry: Entry) -> None:
         if entry.kind == "hypothesis":
