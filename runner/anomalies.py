@@ -117,16 +117,19 @@ def stream_anomalies(exp_id: str, rows: list[dict], window: int, hypothesis: str
 
 def _divergence(loss: str, points: list[tuple], window: int, min_rise: float) -> str | None:
     """Why the loss diverges, or None: a sustained rise, or a blow-up above its starting value."""
-    smoothed = _smoothed(points, window)
+    # Per-step losses of small batches are noisy: smooth over 2% of the run (at least `window`
+    # points), or a long run logged every step shows "rises" that are only noise.
+    span = max(window, len(points) // 50)
+    smoothed = _smoothed(points, span)
     found = _first_rising_run(smoothed, window, min_rise)
     if found:
         (s0, v0), (s1, v1) = found
-        return (f"{loss} (mean of {window}) rose at {window} consecutive logged steps: "
+        return (f"{loss} (mean of {span}) rose at {window} consecutive logged steps: "
                 f"{v0:.4g} at step {s0} -> {v1:.4g} at step {s1}")
     start = points[0][1] if points else None
     above = next(((s, v) for s, v in smoothed if start is not None and v > start + min_rise * abs(start)), None)
     if above:
-        return (f"{loss} (mean of {window}) is {above[1]:.4g} at step {above[0]}, above its starting "
+        return (f"{loss} (mean of {span}) is {above[1]:.4g} at step {above[0]}, above its starting "
                 f"value {start:.4g}: the run blew up")
     return None
 

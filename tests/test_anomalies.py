@@ -180,3 +180,14 @@ def test_real_runs_only_the_blown_up_one_diverges(tmp_path):
         flagged.append((lr, kinds(stream_anomalies(row["id"], steps, window=5))))
     assert len(flagged) == 7 and (0.5, ["divergence"]) in flagged
     assert [found for lr, found in flagged if lr != 0.5] == [[]] * 6
+
+
+def test_long_noisy_but_healthy_run_is_not_divergence():
+    import math
+    import random
+
+    rng = random.Random(3)
+    rows = [{"step": s, "train_loss": 2.0 + 3.0 * math.exp(-s / 200) + rng.gauss(0, 0.12)} for s in range(1500)]
+    assert not [e for e in stream_anomalies("e-x", rows, 5) if e["kind"] == "divergence"]
+    rows[800:860] = [{"step": s, "train_loss": 6.0} for s in range(800, 860)]       # a real blow-up
+    assert [e for e in stream_anomalies("e-x", rows, 5) if e["kind"] == "divergence"]

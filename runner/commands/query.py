@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import click
 
-from ..query import render_table, run_query
 from .core import Context, emit_json, pass_ctx
 
 
@@ -22,6 +21,8 @@ def query_command(ctx: Context, sql: str, as_json: bool, max_width: int) -> None
       lab query "SELECT change->>'$.params.LEARNING_RATE' AS lr, value
                  FROM scores WHERE base LIKE 'abc1234%' AND lr IS NOT NULL"
     """
+    from ..query import render_table, run_query  # pyarrow/duckdb only when querying
+
     result = run_query(ctx.lab, sql)
     for note in result.skipped:
         click.echo(f"warning: skipped {note}", err=True)
