@@ -23,13 +23,12 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_loop import queue, toy_lab  # noqa: E402  (the toy target of the loop tests)
 
 from runner import gitops  # noqa: E402
-from runner.loop import Runner, run  # noqa: E402
+from runner.loop import run  # noqa: E402
 from runner.tables import SCORES, write_table  # noqa: E402
 
 

@@ -14,7 +14,6 @@ hypothesis), so calling these every pass never re-emits the same anomaly.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
@@ -26,6 +25,7 @@ import pyarrow.compute as pc
 
 from .events import read_events, record_event
 from .lab import Lab
+from .metrics import read_stream
 from .tables import SCORES, read_table
 from .timeutil import now as utc_now
 from .timeutil import parse_iso
@@ -134,22 +134,9 @@ def _divergence(loss: str, points: list[tuple], window: int, min_rise: float) ->
     return None
 
 
-def read_jsonl(path: Path, max_bytes: int = 64 << 20) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     """Complete JSON lines of a live metrics file (a half-written last line is skipped)."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes)
-    except OSError:
-        return []
-    rows = []
-    for line in data.split(b"\n"):
-        try:
-            row = json.loads(line)  # Python's json reads NaN and Infinity
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    return read_stream(path)
 
 
 # -- lab state -------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def _summary(lab: Lab, first_main: str, runner, elapsed: float) -> None:
         click.echo(f"  best on main: {lab.metric} {best['value']:.4f} ({100 * (best['value'] - base) / base:+.2f}%) "
                    f"from {best['id']}: {best['title']}")
         click.echo(f"  best change: {json.loads(best['change'] or '{}')}")
-        click.echo(f"  main's train.py vs the start:\n" + _indent(gitops.run_git(
+        click.echo("  main's train.py vs the start:\n" + _indent(gitops.run_git(
             lab.root, "diff", "--stat", first_main, "HEAD", "--", *lab.config["target"]["editable"])))
     else:
         click.echo("  no promotion this time")

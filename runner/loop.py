@@ -19,7 +19,7 @@ from typing import Callable
 from . import anomalies, gates, gitops, trackio_mirror, webhook, worktrees
 from .agents import AgentOutcome, AgentRunner
 from .backends.local import JobSpec, LocalBackend
-from .entries import TERMINAL, Entry, external_change_allowed, transition
+from .entries import Entry, external_change_allowed, transition
 from .entries import load as load_entry
 from .events import record_event
 from .lab import Lab

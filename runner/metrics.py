@@ -106,7 +106,7 @@ def read_stream(path: Path, max_bytes: int = MAX_STREAM_BYTES) -> list[dict]:
     try:
         with open(path, "rb") as handle:
             data = handle.read(max_bytes)
-    except FileNotFoundError:
+    except OSError:
         return []
     records = []
     for raw in data.split(b"\n"):

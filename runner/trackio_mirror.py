@@ -16,7 +16,6 @@ import contextlib
 import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pyarrow.compute as pc
 

@@ -224,7 +224,6 @@ def test_lost_job_is_retried_in_a_new_attempt(tmp_path):
 
 
 def test_sigterm_stops_the_runner_and_leaves_jobs_recoverable(tmp_path):
-    import os
     import signal
     import subprocess
     import sys

@@ -7,7 +7,6 @@ same on every filesystem, network mounts included) and rebuilds once they have b
 from __future__ import annotations
 
 import threading
-import time
 import traceback
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer

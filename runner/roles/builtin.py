@@ -114,7 +114,7 @@ def explore(lab: Lab, history, main_head: str, room: int) -> list[Path]:
             continue
         hyp_id, hpath = new_hypothesis(
             lab, f"explore {name} = {value!r} (main has {current[name]!r})", change, author="planner",
-            rationale=f"No untried ideas left: perturb one declared parameter of main at a time.",
+            rationale="No untried ideas left: perturb one declared parameter of main at a time.",
             source={"kind": "exploration"}, status="accepted")
         touched += [hpath, _queue(lab, history, {"id": hyp_id, "change": change}, main_head)]
     return touched
@@ -152,26 +152,23 @@ def work(lab: Lab, entry_data: dict, worktree: Path) -> str:
 
 
 # -- helpers --------------------------------------------------------------------
-def _hypotheses(lab: Lab) -> list[dict]:
+def _hypothesis_files(lab: Lab) -> list[tuple[Path, dict]]:
+    """Every readable hypothesis (an unreadable one is `lab validate`'s to report)."""
     out = []
     for path in sorted(lab.hypotheses.glob("*.yaml")):
         try:
             data = load_yaml(path)[0]
-        except Exception:
+        except LabError:
             continue
         if isinstance(data, dict):
-            out.append(data)
-    return out
-
-
-def _proposed(lab: Lab) -> list[tuple[Path, dict]]:
-    out = []
-    for path in sorted(lab.hypotheses.glob("*.yaml")):
-        try:
-            data = load_yaml(path)[0]
-        except Exception:
-            continue
-        if isinstance(data, dict) and data.get("status") == "proposed" and isinstance(data.get("change"), dict):
             out.append((path, data))
     return out
 
+
+def _hypotheses(lab: Lab) -> list[dict]:
+    return [data for _, data in _hypothesis_files(lab)]
+
+
+def _proposed(lab: Lab) -> list[tuple[Path, dict]]:
+    return [(path, data) for path, data in _hypothesis_files(lab)
+            if data.get("status") == "proposed" and isinstance(data.get("change"), dict)]
