@@ -161,8 +161,7 @@ class Runner:
         used = {(e.data.get("job") or {}).get("slot") for e in live}
         free = [s for s in self.backend.slots if s not in used]
         room = self.lab.config["limits"]["max_running"] - len(live)
-        queued = sorted((e for e in entries if e.status == "queued"),
-                        key=lambda e: (-e.data.get("priority", 0), e.data["created"], e.id))
+        queued = sorted((e for e in entries if e.status == "queued"), key=_dispatch_order)
         main = base_commit(self.lab) if queued and free else None
         for entry in queued:
             if not free or room <= 0 or self._limit_reached():
@@ -506,6 +505,15 @@ class Runner:
                         log.add(self.lab, *merge_into_main(self.lab, worktrees.branch(parts[1])))
         if log.paths:
             log.lines.append("runner: commit records left by an interrupted runner")
+
+
+def _dispatch_order(entry: Entry) -> tuple:
+    """Highest priority first, then oldest; files made in the same second by file time."""
+    try:
+        written = entry.path.stat().st_mtime_ns
+    except FileNotFoundError:
+        written = 0
+    return -entry.data.get("priority", 0), entry.data["created"], written, entry.id
 
 
 def _count_status(directory: Path, status: str) -> int:

@@ -1,6 +1,7 @@
 """Creating and reading the YAML state files (hypotheses, queue entries)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
@@ -22,6 +23,13 @@ def parse_params(pairs: tuple[str, ...] | list[str]) -> dict:
         if not sep or not name.strip():
             raise LabError(f"--param wants NAME=VALUE, got {pair!r}", field="params")
         value = yaml.safe_load(raw) if raw.strip() else ""
+        if isinstance(value, str):
+            try:
+                value = float(value)  # YAML 1.1 reads 3e-3 as a string; a user means the number
+            except ValueError:
+                pass
+        if isinstance(value, float) and not math.isfinite(value):
+            raise LabError(f"--param {name}: {raw!r} is not a finite number", field=f"params.{name}")
         if not isinstance(value, (int, float, str, bool)):
             raise LabError(f"--param {name}: value must be a number, string or bool", field=f"params.{name}")
         params[name.strip()] = value

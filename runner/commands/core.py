@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -154,8 +155,13 @@ def queue_add(ctx, hyp_id, params, instructions, priority, wave, base):
     lab = ctx.lab
     hypothesis = load_hypothesis(lab, hyp_id)
     change = _change(params, instructions, None) or hypothesis.get("change") or {}
+    explicit_base = base is not None
     base = _base_commit(lab, base or "HEAD")
-    exp_id, path = new_experiment(lab, hyp_id, change, base, priority=priority, wave=wave, by="human")
+    if not explicit_base:
+        from ..promotion import base_commit
+        base = base_commit(lab, base)  # the commit that last changed the target: "same base" = same code
+    exp_id, path = new_experiment(lab, hyp_id, change, base, priority=priority, wave=wave,
+                                  by=os.environ.get("LAB_ROLE", "human"))
     click.echo(f"{exp_id}\t{lab.rel(path)}")
 
 
