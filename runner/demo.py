@@ -24,14 +24,14 @@ from .scores import best_row, scores
 from .state import new_experiment
 
 
-def run_demo(directory: str | None, *, minutes: float = 9.0, experiments: int = 40, slots: int = 2,
+def run_demo(directory: str | None, *, minutes: float = 9.5, experiments: int = 40, slots: int = 2,
              budget: float | None = None, stop: threading.Event | None = None) -> Lab:
     started = time.monotonic()
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="benchlab-demo-"))
     init_lab(root, template="tiny-gpt")
     lab = _configure(Lab(root), slots, budget)
     click.echo(f"lab demo: a fresh lab in {root}")
-    click.echo(f"  {slots} CPU slots, up to {experiments} experiments, dispatching for {minutes:g} min; "
+    click.echo(f"  {slots} CPU slots, up to {experiments} experiments, done within {minutes:g} min; "
                "builtin roles (no LLM)")
     main = base_commit(lab)
     for seed in range(slots):

@@ -70,6 +70,7 @@ class Runner:
         self.agents = AgentRunner(lab) if any(r["kind"] == "agent" for r in roles.values()) else None
         self._workers_started: set[str] = set()
         self._role_last_start: dict[str, float] = {}
+        self._durations: list[float] = []
 
     # -- one pass -------------------------------------------------------------
     def reconcile(self) -> bool:
@@ -179,6 +180,10 @@ class Runner:
             self._work(entry, log)
             if entry.status == "ready":
                 self._launch(entry, log)
+
+    def expected_run_s(self) -> float:
+        """A new run's likely duration: the slowest of the last few (they grow as main grows)."""
+        return max(self._durations[-4:], default=0.0) * 1.1
 
     def _builtin(self, role: str) -> bool:
         return self.lab.config["roles"][role]["kind"] == "builtin"
@@ -293,6 +298,8 @@ class Runner:
         paths = record(self.lab, entry, outcome, log_path, patch)
         shutil.rmtree(self._job_root(entry.id), ignore_errors=True)
         self.recorded += 1
+        if outcome.job_seconds:
+            self._durations.append(outcome.job_seconds)
         log.add(self.lab, *paths, line=f"{entry.id}: -> {outcome.status} {self._brief(outcome)}")
         if self._builtin("reporter"):
             window = self.lab.config["reporting"]["divergence_window"]
@@ -592,8 +599,8 @@ def run(lab: Lab, *, once: bool = False, until_idle: bool = False, max_experimen
         deadline: float | None = None) -> Runner:
     """The `lab run` loop. SIGINT/SIGTERM set `stop`; running jobs stay recoverable.
 
-    `deadline` (time.monotonic()) stops dispatching new experiments, then runs
-    until the running ones are recorded; `plan=False` runs only what is queued.
+    `deadline` (time.monotonic()): no new experiment is dispatched that would not
+    end by then; the running ones are recorded. `plan=False` runs only what is queued.
     """
     stop = stop or threading.Event()
     lock = runner_lock(lab)
@@ -606,8 +613,9 @@ def run(lab: Lab, *, once: bool = False, until_idle: bool = False, max_experimen
         runner.recover()
         with Watcher(lab) as watcher:
             while not stop.is_set():
-                if deadline is not None and time.monotonic() > deadline and not runner._limit_reached():
-                    runner.max_experiments = runner.dispatched
+                if deadline is not None and time.monotonic() + runner.expected_run_s() > deadline \
+                        and not runner._limit_reached():
+                    runner.max_experiments = runner.dispatched  # a new run would not end in time
                 moved = runner.reconcile()
                 if once or (until_idle and not moved and _idle(lab)):
                     break

@@ -89,7 +89,8 @@ def baseline_command(ctx: Context, repeats: int) -> None:
 
 @click.command("demo")
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
-@click.option("--minutes", type=float, default=9.0, show_default=True, help="Stop dispatching after this long.")
+@click.option("--minutes", type=float, default=9.5, show_default=True,
+              help="Finish within this long: no run starts that would end later.")
 @click.option("--experiments", type=int, default=40, show_default=True, help="At most this many experiments.")
 @click.option("--slots", type=int, default=2, show_default=True, help="Parallel CPU slots.")
 @click.option("--budget", type=float, default=None, help="Seconds of training per run (default: train.py's).")

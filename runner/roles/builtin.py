@@ -129,7 +129,9 @@ def _perturbations(current: dict, names: list[str]):
             continue
         if isinstance(value, float):
             moves = [(round(value * 1.5, 8), round(value / 1.5, 8)), (round(value * 3, 8), round(value / 3, 8))]
-        elif isinstance(value, int):
+        elif isinstance(value, int) and value > 8:   # a step count, a width: move by a factor
+            moves = [(round(value * 1.5), round(value / 1.5)), (value * 3, value // 3)]
+        elif isinstance(value, int):                 # a depth, a head count: move by one
             moves = [(value + 1, value - 1), (value * 2, value // 2)] if value > 1 else [(value + 1,), (value + 2,)]
         else:
             continue
