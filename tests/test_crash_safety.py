@@ -132,8 +132,11 @@ def test_eight_concurrent_writers_while_the_runner_commits(tmp_path):
     run(lab, until_idle=True, plan=False, tick=0.05)
     hyps = list(lab.hypotheses.glob("*.yaml"))
     assert len(hyps) == 48
-    recorded = list(lab.experiments.glob("*/experiment.yaml"))
-    assert len(recorded) == 49                              # 48 + the baseline, each exactly once
+    records = [yaml.safe_load(p.read_text()) for p in lab.experiments.glob("*/experiment.yaml")]
+    originals = [r for r in records if "requeued_from" not in r]
+    assert len(originals) == 49                             # 48 + the baseline, each exactly once
+    stale = {r["id"] for r in records if r["status"] == "stale"}
+    assert {r["requeued_from"] for r in records if "requeued_from" in r} <= stale   # re-runs of stale ones only
     assert not list(lab.queue.glob("*.yaml"))
     assert validate(lab.root).ok
     tracked = gitops.run_git(lab.root, "ls-files", "hypotheses").split()
