@@ -39,6 +39,7 @@ warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWa
 
 FRESH_S = 1.0        # a file younger than this may be half-written by an agent: retry, don't report
 TICK_S = 1.0         # periodic reconcile, so nothing depends on a file event arriving
+ANOMALY_SCAN_S = 10.0  # lab-level anomaly scan (stalls, idle slots, live divergence)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Runner:
         self._workers_started: set[str] = set()
         self._role_last_start: dict[str, float] = {}
         self._durations: list[float] = []
+        self._last_scan = -1e9
 
     # -- one pass -------------------------------------------------------------
     def reconcile(self) -> bool:
@@ -82,7 +84,8 @@ class Runner:
         self._dispatch([e for e in entries if e.path.exists()], log)
         if not log.paths and self.planning:
             self._plan(log)
-        if self._builtin("reporter"):
+        if self._builtin("reporter") and time.monotonic() - self._last_scan >= ANOMALY_SCAN_S:
+            self._last_scan = time.monotonic()  # live streams grow: scanning them every tick costs a core
             anomalies.record_anomalies(self.lab, anomalies.lab_anomalies(self.lab))
             trackio_mirror.sync(self.lab)
         moved = bool(log.paths)
