@@ -418,8 +418,10 @@ class Runner:
         if not log.paths:
             return
         paths = list(dict.fromkeys(log.paths))
-        subject = log.subject or f"lab: {len(log.lines)} transition(s)"
-        body = "\n".join(line for line in log.lines if line)
+        lines = [line for line in log.lines if line]
+        more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
+        subject = log.subject or (f"lab: {lines[0]}{more}" if lines else "lab: record state files")
+        body = "\n".join(lines)
         gitops.commit_paths(self.lab.root, paths, f"{subject}\n\n{body}\n" if body else subject)
 
     # -- agent roles ------------------------------------------------------------------
