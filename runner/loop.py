@@ -7,6 +7,7 @@ decide *when* a pass runs; nothing depends on an event arriving.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import threading
@@ -34,8 +35,11 @@ from .scores import scores
 from .state import new_experiment
 from .yamlio import load_yaml
 
-# watchdog warns when a recursive watch sees a job dir re-created; harmless here
+# watchdog warns when a recursive watch sees a job dir re-created, and logs an error when an
+# event arrives while the observer stops; both are harmless here
 warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
+logging.getLogger("watchdog.observers.inotify").addFilter(
+    lambda record: "called when the thread is inactive" not in record.getMessage())
 
 FRESH_S = 1.0        # a file younger than this may be half-written by an agent: retry, don't report
 TICK_S = 1.0         # periodic reconcile, so nothing depends on a file event arriving
