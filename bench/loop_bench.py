@@ -124,24 +124,29 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        o = overhead(tmp / "overhead", args.experiments)
-        rows.append(("runner overhead per experiment", f"median {statistics.median(o) * 1000:.0f} ms, "
-                     f"p95 {pct(o, .95) * 1000:.0f} ms (n={len(o)})", "< 1 s median"))
-        r = reaction(tmp / "reaction", args.reactions)
-        rows.append(("file write -> runner acts", f"median {statistics.median(r) * 1000:.0f} ms, "
-                     f"p95 {pct(r, .95) * 1000:.0f} ms (n={len(r)})", "< 500 ms p95"))
+        if args.experiments:
+            o = overhead(tmp / "overhead", args.experiments)
+            rows.append(("runner overhead per experiment", f"median {statistics.median(o) * 1000:.0f} ms, "
+                         f"p95 {pct(o, .95) * 1000:.0f} ms (n={len(o)})", "< 1 s median"))
+        if args.reactions:
+            r = reaction(tmp / "reaction", args.reactions)
+            rows.append(("file write -> runner acts", f"median {statistics.median(r) * 1000:.0f} ms, "
+                         f"p95 {pct(r, .95) * 1000:.0f} ms (n={len(r)})", "< 500 ms p95"))
         if args.scale:
             s = scale(tmp / "scale", args.scale)
             tenth = max(1, len(s) // 10)
-            rows.append((f"{args.scale} queued entries: s per experiment",
-                         f"first tenth {statistics.median(s[:tenth]):.3f} s, last tenth "
-                         f"{statistics.median(s[-tenth:]):.3f} s, total {sum(s):.0f} s", "flat"))
-        st = status_time(tmp / "status", args.status_rows)
-        rows.append((f"lab status, {args.status_rows} score rows", f"{st * 1000:.0f} ms (subprocess)", "< 1 s"))
+            means = [statistics.fmean(s[i:i + tenth]) for i in range(0, tenth * 10, tenth)]
+            rows.append((f"{args.scale} queued entries: mean s/experiment",
+                         "by tenth " + " ".join(f"{m:.2f}" for m in means) + f"; total {sum(s):.0f} s",
+                         "flat"))
+        if args.status_rows:
+            st = status_time(tmp / "status", args.status_rows)
+            rows.append((f"lab status, {args.status_rows} score rows", f"{st * 1000:.0f} ms (subprocess)",
+                         "< 1 s"))
     width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  {'result':<55}  target")
+    print(f"{'measure':<{width}}  {'result':<70}  target")
     for name, result, target in rows:
-        print(f"{name:<{width}}  {result:<55}  {target}")
+        print(f"{name:<{width}}  {result:<70}  {target}")
 
 
 if __name__ == "__main__":
