@@ -73,10 +73,11 @@ def commit_paths(root: Path, paths: list[str], message: str) -> str | None:
             run_git(root, "add", "-A", "--", *existing)
         gone = [p for p in paths if not (root / p).exists()]
         if gone:
-            # a file created and removed between two commits was never known to git
-            gone = [p for p in gone if run_git(root, "ls-files", "--", p)]
-        if gone:
             run_git(root, "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", *gone)
+            # only a removal of something HEAD has is a change to commit; a file created and
+            # removed between two commits (perhaps staged by a killed runner) never was
+            in_head = run_git(root, "ls-tree", "-r", "--name-only", "HEAD", "--", *gone).splitlines()
+            gone = [p for p in gone if any(f == p or f.startswith(p.rstrip("/") + "/") for f in in_head)]
         paths = existing + gone
         if not paths or not run_git(root, "diff", "--cached", "--name-only", "--", *paths):
             return None

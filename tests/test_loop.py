@@ -278,3 +278,16 @@ def test_change_to_a_frozen_constant_is_refused(tmp_path):
     runner.reconcile()
     record = finished(lab, bad)
     assert record["status"] == "failed" and "SLEEP is frozen" in record["result"]["reason"]
+
+
+def test_commit_of_a_file_staged_then_removed_before_any_commit(tmp_path):
+    """A runner killed between `git add` and `git commit` leaves a staged file that the next
+    runner removes (it was recorded): committing its removal must not fail."""
+    lab = toy_lab(tmp_path / "lab")
+    exp = queue(lab, {"X": 2.0})
+    rel = f"queue/{exp}.yaml"
+    gitops.run_git(lab.root, "add", "--", rel)            # staged by the killed runner ...
+    (lab.root / rel).unlink()                             # ... recorded and removed by the next
+    hypotheses = [f"hypotheses/{p.name}" for p in lab.hypotheses.glob("*.yaml")]
+    assert gitops.commit_paths(lab.root, [rel, *hypotheses], "record, remove a staged file")
+    assert gitops.run_git(lab.root, "status", "--porcelain", "--", "queue", "hypotheses") == ""
