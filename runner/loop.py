@@ -139,7 +139,8 @@ class Runner:
 
     def _adopt_agent_files(self, log: PassLog) -> None:
         """Commit valid hypotheses/queue files that agents or humans wrote."""
-        status = gitops.run_git(self.lab.root, "status", "--porcelain", "-uall", "--", "hypotheses", "queue")
+        status = gitops.run_git(self.lab.root, "status", "--porcelain", "--no-renames", "-uall", "--",
+                                "hypotheses", "queue")
         for line in status.splitlines():
             rel = line[3:].strip().strip('"')
             if rel.endswith(".yaml") and (self.lab.root / rel).exists() and rel not in log.paths:
@@ -503,7 +504,8 @@ class Runner:
 
     def _finish_uncommitted_records(self, log: PassLog) -> None:
         """Records written but not committed (killed before the commit): commit them now."""
-        status = gitops.run_git(self.lab.root, "status", "--porcelain", "-uall", "--", "experiments", "queue")
+        status = gitops.run_git(self.lab.root, "status", "--porcelain", "--no-renames", "-uall", "--",
+                                "experiments", "queue")
         done = recorded_ids(self.lab)
         for line in status.splitlines():
             rel = line[3:].strip().strip('"')

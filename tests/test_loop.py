@@ -291,3 +291,20 @@ def test_commit_of_a_file_staged_then_removed_before_any_commit(tmp_path):
     hypotheses = [f"hypotheses/{p.name}" for p in lab.hypotheses.glob("*.yaml")]
     assert gitops.commit_paths(lab.root, [rel, *hypotheses], "record, remove a staged file")
     assert gitops.run_git(lab.root, "status", "--porcelain", "--", "queue", "hypotheses") == ""
+
+
+def test_recovery_commits_a_record_whose_move_was_staged_but_not_committed(tmp_path):
+    """Killed between `git add` and `git commit` of a record: git sees a staged rename."""
+    lab = toy_lab(tmp_path / "lab")
+    exp = queue(lab, {"X": 2.0})
+    gitops.commit_paths(lab.root, ["queue", "hypotheses"], "queue")
+    data = yaml.safe_load((lab.queue / f"{exp}.yaml").read_text())
+    data.update(status="cancelled")
+    (lab.experiments / exp).mkdir()
+    (lab.experiments / exp / "experiment.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    (lab.queue / f"{exp}.yaml").unlink()
+    gitops.run_git(lab.root, "add", "-A", "--", "queue", "experiments")
+    assert gitops.run_git(lab.root, "status", "--porcelain", "--", "queue", "experiments").startswith("R")
+    Runner(lab).recover()
+    assert gitops.run_git(lab.root, "status", "--porcelain", "--", "queue", "experiments") == ""
+    assert gitops.run_git(lab.root, "show", f"HEAD:experiments/{exp}/experiment.yaml")
