@@ -459,6 +459,10 @@ class Runner:
         outcomes = self.agents.poll()
         for outcome in outcomes:
             log = PassLog()
+            for rel in outcome.to_commit:  # an entry recorded meanwhile: the record wins
+                recorded = self.lab.experiments / Path(rel).stem / "experiment.yaml"
+                if rel.startswith("queue/") and recorded.exists():
+                    (self.lab.root / rel).unlink(missing_ok=True)
             log.add(self.lab, *outcome.to_commit)
             refused = f", refused {len(outcome.refused)}" if outcome.refused else ""
             log.subject = f"lab: {outcome.role} agent {outcome.task_id} {outcome.state}{refused}"
