@@ -225,7 +225,8 @@ class Runner:
             if rejection:
                 record_event(self.lab, "warn", "refused", f"{rejection.rule}: {rejection.message}",
                              experiment=entry.id, hypothesis=entry.data.get("hypothesis"))
-                self._finish(entry, Outcome("failed", reason=f"refused ({rejection.rule}): {rejection.message}"), log)
+                reason = f"refused ({rejection.rule}): {rejection.message}"
+                self._finish(entry, Outcome("failed", reason=reason), log)
                 return
         job = dict(entry.data.get("job") or {})
         job["attempts"] = int(job.get("attempts", 0)) + 1
@@ -246,7 +247,8 @@ class Runner:
             command[0] = sys.executable  # the runner's own interpreter, venv or not
         return JobSpec(exp_id=entry.id, slot=job.get("slot", "cpu0"),
                        command=command, cwd=worktrees.path(self.lab, entry.id), env=env,
-                       job_dir=self._job_root(entry.id) / f"attempt-{job.get('attempts', 1)}", time_limit_s=float(target["time_limit_s"]),
+                       job_dir=self._job_root(entry.id) / f"attempt-{job.get('attempts', 1)}",
+                       time_limit_s=float(target["time_limit_s"]),
                        stall_timeout_s=float(target["stall_timeout_s"]))
 
     def _job_root(self, exp_id: str) -> Path:
@@ -478,8 +480,8 @@ class Runner:
         entry = load_entry(self.lab, path)
         if entry.status == "assigned":
             why = outcome.reason or f"exit code {outcome.exit_code}"
-            self._finish(entry, Outcome("failed", reason=f"worker agent {outcome.state} without setting ready: {why}"),
-                         log)
+            reason = f"worker agent {outcome.state} without setting ready: {why}"
+            self._finish(entry, Outcome("failed", reason=reason), log)
 
     # -- recovery -------------------------------------------------------------------
     def recover(self) -> None:
@@ -502,7 +504,8 @@ class Runner:
         self.backend.orphans(live, self.lab.runtime / "jobs")
         if self.agents:
             for outcome in self.agents.recover():
-                log.add(self.lab, *outcome.to_commit, line=f"{outcome.role} agent {outcome.task_id}: stopped by restart")
+                log.add(self.lab, *outcome.to_commit,
+                        line=f"{outcome.role} agent {outcome.task_id}: stopped by restart")
         self._finish_uncommitted_records(log)
         self._commit(log)
 
