@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from .gitops import run_git
@@ -22,7 +23,7 @@ def ensure(lab: Lab, exp_id: str, base: str) -> Path:
     if (wt / ".git").exists():
         return wt
     if wt.exists():
-        shutil.rmtree(wt)  # a half-made worktree from a killed runner
+        _remove_half_made(wt)
     run_git(lab.root, "worktree", "prune")
     lab.worktrees.mkdir(parents=True, exist_ok=True)
     exists = run_git(lab.root, "branch", "--list", branch(exp_id))
@@ -31,6 +32,17 @@ def ensure(lab: Lab, exp_id: str, base: str) -> Path:
     else:
         run_git(lab.root, "worktree", "add", "-q", "-b", branch(exp_id), str(wt), base)
     return wt
+
+
+def _remove_half_made(wt: Path, patience_s: float = 10.0) -> None:
+    """Remove a worktree a killed runner left half-made. Its `git worktree add` may
+    outlive it for a moment and keep writing files, so retry until the dir stays gone."""
+    deadline = time.monotonic() + patience_s
+    while wt.exists():
+        shutil.rmtree(wt, ignore_errors=True)
+        if time.monotonic() > deadline:
+            shutil.rmtree(wt)  # let the error say what is in the way
+        time.sleep(0.05)
 
 
 def remove(lab: Lab, exp_id: str) -> None:
