@@ -461,7 +461,9 @@ class Runner:
         outcomes = self.agents.poll()
         for outcome in outcomes:
             log = PassLog()
-            for rel in outcome.to_commit:  # an entry recorded meanwhile: the record wins
+            # an entry recorded while the agent ran may come back as "restored" (its removal
+            # looked like the agent's doing): the terminal record wins
+            for rel in [*outcome.to_commit, *(path for path, _ in outcome.refused)]:
                 recorded = self.lab.experiments / Path(rel).stem / "experiment.yaml"
                 if rel.startswith("queue/") and recorded.exists():
                     (self.lab.root / rel).unlink(missing_ok=True)
