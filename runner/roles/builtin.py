@@ -157,7 +157,8 @@ def work(lab: Lab, entry_data: dict, worktree: Path) -> str:
 def _hypothesis_files(lab: Lab) -> list[tuple[Path, dict]]:
     """Every readable hypothesis (an unreadable one is `lab validate`'s to report)."""
     out = []
-    for path in sorted(lab.hypotheses.glob("*.yaml")):
+    # in the order they were written (ids made in the same second sort randomly)
+    for path in sorted(lab.hypotheses.glob("*.yaml"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
         try:
             data = load_yaml(path)[0]
         except LabError:
