@@ -33,7 +33,7 @@ from .report.leaderboard import write_leaderboard
 from .roles import builtin
 from .scores import scores
 from .state import new_experiment
-from .yamlio import load_yaml
+from .yamlio import load_yaml, write_yaml
 
 # watchdog warns when a recursive watch sees a job dir re-created, and logs an error when an
 # event arrives while the observer stops; both are harmless here
@@ -133,7 +133,6 @@ class Runner:
                      f"{entry.last_status} -> {wrong} is not allowed for this actor; restored {entry.last_status}",
                      experiment=entry.id, path=self.lab.rel(entry.path))
         entry.data["status"] = entry.last_status
-        from .yamlio import write_yaml
         write_yaml(entry.path, entry.data)
         log.add(self.lab, entry.path, line=f"{entry.id}: refused {entry.last_status} -> {wrong}")
 
@@ -556,7 +555,6 @@ def _mtime(path: Path) -> float | None:
 
 
 def _set_requeued(path: Path, origin: str) -> None:
-    from .yamlio import write_yaml
     data = load_yaml(path)[0]
     data["requeued_from"] = origin
     write_yaml(path, data)

@@ -125,7 +125,7 @@ def _append_score(lab: Lab, entry: Entry, o: Outcome) -> None:
             "wave": entry.data.get("wave"), "started": started, "finished": finished,
             "duration_s": (finished - started).total_seconds() if started else None, "reason": o.reason or None,
         }
-        append_rows(lab.scores_path, SCORES, [row])
+        append_rows(lab.scores_path, SCORES, [row], existing=table)  # read once above
 
 
 def recorded_ids(lab: Lab) -> set[str]:

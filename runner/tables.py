@@ -110,9 +110,12 @@ def write_table(path: Path, table: pa.Table) -> None:
     atomic_write(path, sink.getvalue().to_pybytes())
 
 
-def append_rows(path: Path, schema: pa.Schema, rows: list[dict]) -> pa.Table:
+def append_rows(path: Path, schema: pa.Schema, rows: list[dict], existing: pa.Table | None = None) -> pa.Table:
+    """Rewrite the table with `rows` appended; pass `existing` if the caller has just read it."""
     new = pa.Table.from_pylist(rows, schema=schema)
-    table = pa.concat_tables([read_table(path, schema), new]) if path.exists() else new
+    if existing is None:
+        existing = read_table(path, schema)
+    table = pa.concat_tables([existing, new]) if existing.num_rows else new
     write_table(path, table)
     return table
 
