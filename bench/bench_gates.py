@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from runner import gates
+from runner.roles import gates
 from runner.lab import Lab
 from runner.scaffold import init_lab
-from runner.tables import SCORES
-from runner.yamlio import dump_yaml
+from runner.files.tables import SCORES
+from runner.files.yamlio import dump_yaml
 
 PARAMS = ["LEARNING_RATE", "WARMUP_STEPS", "WEIGHT_DECAY", "BATCH_SIZE", "DROPOUT", "BETA2"]
 

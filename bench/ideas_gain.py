@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_noise import ROOT, run_variants, summary, warm_cache  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-from runner.ideas import load_ideas  # noqa: E402
+from runner.roles.ideas import load_ideas  # noqa: E402
 
 
 def show(params: dict) -> str:

@@ -27,9 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_loop import queue, toy_lab  # noqa: E402  (the toy target of the loop tests)
 
-from runner import gitops  # noqa: E402
-from runner.loop import run  # noqa: E402
-from runner.tables import SCORES, write_table  # noqa: E402
+from runner.repo import gitops  # noqa: E402
+from runner.loop.reconcile import run  # noqa: E402
+from runner.files.tables import SCORES, write_table  # noqa: E402
 
 
 def overhead(root: Path, n: int) -> list[float]:

@@ -23,8 +23,8 @@ from fixtures.make_lab import _curve, make_lab  # noqa: E402
 from runner.report import data as report_data  # noqa: E402
 from runner.report import page, pngs  # noqa: E402
 from runner.report.leaderboard import write_leaderboard  # noqa: E402
-from runner.tables import METRICS, write_table  # noqa: E402
-from runner.yamlio import atomic_write  # noqa: E402
+from runner.files.tables import METRICS, write_table  # noqa: E402
+from runner.files.yamlio import atomic_write  # noqa: E402
 
 
 def add_curves(lab, steps: int = 300) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner.params import apply_params  # noqa: E402
+from runner.state.params import apply_params  # noqa: E402
 
 
 def parse_summary(output: str) -> dict[str, float]:

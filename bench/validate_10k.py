@@ -24,12 +24,12 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from runner import tables
-from runner.fingerprint import fingerprint
+from runner.files import tables
+from runner.state.fingerprint import fingerprint
 from runner.scaffold import init_lab
-from runner import validate as validate_module
-from runner.validate import discover, validate
-from runner.yamlio import write_yaml
+from runner.validation import validate as validate_module
+from runner.validation.validate import discover, validate
+from runner.files.yamlio import write_yaml
 
 PARAMS = ["LEARNING_RATE", "WARMUP_STEPS", "WEIGHT_DECAY", "BATCH_SIZE", "N_LAYER", "DROPOUT", "GRAD_CLIP"]
 BASE = "3f1c2a9e8b7d6c5f4e3d2c1b0a9f8e7d6c5b4a39"

@@ -8,7 +8,7 @@ import click
 from . import __version__
 from .commands import core, kernel, papers, query, run, skills
 from .commands import report as report_commands
-from .problems import LabError
+from .errors import LabError
 
 
 class LabGroup(click.Group):

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import click
 
-from . import gitops
+from .repo import gitops
 from .lab import Lab
-from .loop import run
-from .promotion import base_commit, key_values, target_key
+from .loop.reconcile import run
+from .loop.promotion import base_commit, key_values, target_key
 from .scaffold import init_lab
-from .scores import best_row, scores
-from .state import new_experiment
+from .state.scores import best_row, scores
+from .state.create import new_experiment
 
 
 def run_demo(directory: str | None, *, minutes: float = 9.5, experiments: int = 40, slots: int = 2,

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from . import schema
-from .problems import LabError
-from .yamlio import load_yaml
+from .validation import schema
+from .errors import LabError
+from .files.yamlio import load_yaml
 
 CONFIG = "lab.yaml"
 

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from .assets import asset_path
-from .problems import LabError
+from .errors import LabError
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATE_DIRS = ("hypotheses", "queue", "experiments", "kernels")
@@ -94,7 +94,7 @@ def _merge_gitignore(path: Path) -> str:
 
 
 def _first_commit(directory: Path, paths: list[str], message: str) -> None:
-    from . import gitops  # git is slow to import; only init needs it here
+    from .repo import gitops  # git is slow to import; only init needs it here
     if not (directory / ".git").exists():
         gitops.run_git_init(directory)
     gitops.run_git(directory, "add", "--", *paths)

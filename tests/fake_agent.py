@@ -27,7 +27,7 @@ FAKE_AGENT_SCENARIO (or FAKE_AGENT_SCENARIO_<ROLE>, which wins) picks a misbehav
     commit-protected  edits lab.yaml in the lab root and commits it with git
     duplicate       researcher: proposes exactly the change of an existing hypothesis
     self-accept     researcher: writes its hypothesis with status accepted (the planner's call)
-    claim           worker: claims its entry first (runner.agents.claim), works only if it won
+    claim           worker: claims its entry first (runner.roles.agents.claim), works only if it won
     hang            starts a child that sleeps, then sleeps forever (pids in $FAKE_AGENT_PIDS)
     fail            prints a message and exits 3
 
@@ -44,11 +44,11 @@ from pathlib import Path
 
 import yaml
 
-from runner.agents import claim
-from runner.fingerprint import fingerprint
-from runner.ids import new_id
+from runner.roles.agents import claim
+from runner.state.fingerprint import fingerprint
+from runner.state.ids import new_id
 from runner.lab import Lab
-from runner.timeutil import iso
+from runner.state.timeutil import iso
 
 FACTORS = (2.0, 0.5, 4.0, 0.25, 1.5, 0.75, 3.0, 0.33)
 

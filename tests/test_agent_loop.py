@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from runner import gitops
+from runner.repo import gitops
 from runner.lab import Lab
-from runner.loop import Runner
-from runner.validate import validate
+from runner.loop.reconcile import Runner
+from runner.validation.validate import validate
 from test_loop import toy_lab
 
 FAKE = str(Path(__file__).with_name("fake_agent.py"))

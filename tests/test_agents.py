@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner import agents, gates, gitops, state
-from runner.agents import AgentRunner, build_prompt, claim, claim_holder, release_claim
-from runner.events import read_events
+from runner.roles import agents, gates
+from runner.repo import gitops
+from runner.state import create as state
+from runner.roles.agents import AgentRunner, build_prompt, claim, claim_holder, release_claim
+from runner.state.events import read_events
 from runner.lab import Lab
 from runner.scaffold import init_lab
-from runner.validate import validate
+from runner.validation.validate import validate
 
 FAKE = Path(__file__).with_name("fake_agent.py")
 TRAIN = "LEARNING_RATE = 0.001\nBATCH_SIZE = 16\n\nprint(f'val_loss: {LEARNING_RATE * BATCH_SIZE}')\n"
@@ -396,7 +398,7 @@ def test_prompt_has_skills_entry_and_task(tmp_path):
 def test_recover_after_a_runner_crash_kills_orphans_and_verifies_their_writes(tmp_path):
     lab = make_lab(tmp_path, FAKE_AGENT_SCENARIO="edit-protected", FAKE_AGENT_LINGER="60")
     original = (lab.root / "lab.yaml").read_text()
-    script = ("import sys, time; from pathlib import Path; from runner.agents import AgentRunner; "
+    script = ("import sys, time; from pathlib import Path; from runner.roles.agents import AgentRunner; "
               "from runner.lab import Lab; r = AgentRunner(Lab(Path(sys.argv[1]))); "
               "r.start('researcher', 'r1', Path(sys.argv[1]), None); time.sleep(60)")
     runner_process = subprocess.Popen([sys.executable, "-c", script, str(lab.root)])

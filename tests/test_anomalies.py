@@ -11,12 +11,12 @@ import pyarrow as pa
 import pytest
 
 from fixtures.make_lab import START, make_lab, write_config
-from runner.anomalies import lab_anomalies, read_jsonl, record_anomalies, stream_anomalies
-from runner.events import read_events
+from runner.report.anomalies import lab_anomalies, read_jsonl, record_anomalies, stream_anomalies
+from runner.state.events import read_events
 from runner.lab import Lab
-from runner.state import write_checked
-from runner.tables import SCORES, write_table
-from runner.timeutil import iso
+from runner.state.create import write_checked
+from runner.files.tables import SCORES, write_table
+from runner.state.timeutil import iso
 
 
 def rows_of(losses, name="train_loss"):
@@ -170,7 +170,7 @@ def test_runner_timed_out_event_counts_as_the_timeout(tmp_path):
 def test_real_runs_only_the_blown_up_one_diverges(tmp_path):
     """Streams recorded from real train.py runs: LEARNING_RATE=0.5 blew up, the others did not."""
     from fixtures.real_lab import real_lab
-    from runner.tables import METRICS, read_table
+    from runner.files.tables import METRICS, read_table
     lab = real_lab(tmp_path / "lab")
     flagged = []
     for row in read_table(lab.scores_path, SCORES).to_pylist():

@@ -15,8 +15,8 @@ import pytest
 
 from runner.backends import JobSpec, JobStartError, LocalBackend, make_backend
 from runner.backends import jobwrap
-from runner.metrics import objective, parse_summary, read_log, read_stream
-from runner.problems import LabError
+from runner.files.metrics import objective, parse_summary, read_log, read_stream
+from runner.errors import LabError
 
 CPU2 = {"backends": {"local": {"kind": "cpu", "slots": 2, "threads_per_slot": 1}}, "limits": {"max_running": 2}}
 

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runner import tables
-from runner.problems import Problem
-from runner.validate import validate
-from runner.yamlio import dump_yaml
+from runner.files import tables
+from runner.errors import Problem
+from runner.validation.validate import validate
+from runner.files.yamlio import dump_yaml
 
 from conftest import _experiment_doc as exp, _hypothesis_doc as hyp  # noqa: E402
 

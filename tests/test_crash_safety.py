@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from runner import gitops
+from runner.repo import gitops
 from runner.backends import jobwrap
 from runner.lab import Lab
-from runner.loop import run
-from runner.state import new_experiment, new_hypothesis
-from runner.validate import validate
+from runner.loop.reconcile import run
+from runner.state.create import new_experiment, new_hypothesis
+from runner.validation.validate import validate
 from test_loop import queue, toy_lab
 
 LAB = [sys.executable, "-m", "runner.cli"]

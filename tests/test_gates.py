@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner import gates, gitops, state
-from runner.gates import History, check_diff, check_stale, parse_diff, review_change
+from runner.roles import gates
+from runner.repo import gitops
+from runner.state import create as state
+from runner.roles.gates import History, check_diff, check_stale, parse_diff, review_change
 from runner.lab import Lab
 from runner.scaffold import init_lab
-from runner.tables import SCORES, append_rows
-from runner.timeutil import now
+from runner.files.tables import SCORES, append_rows
+from runner.state.timeutil import now
 
 TRAIN = "import math\n\nLEARNING_RATE = 0.001\nBATCH_SIZE = 16\nACTIVATION = 'relu'\n\n" + "".join(
     f"x{i} = {i}\n" for i in range(60))
@@ -238,7 +240,7 @@ def test_of_two_identical_proposals_only_the_later_is_a_duplicate(lab):
 
 
 def test_derived_fingerprint_is_the_lab_fingerprint():
-    from runner.fingerprint import fingerprint
+    from runner.state.fingerprint import fingerprint
     for change in (LR, {"params": {"A": 1, "B": "x"}, "instructions": " Do  it ", "file": "m.py"},
                    {"instructions": "only words"}, {"params": {"FLAG": True}}):
         assert gates.derive(change).fingerprint == fingerprint(change)

@@ -1,4 +1,4 @@
-"""runner.ideas: the offline idea library loads, validates, and applies to the embedded target."""
+"""runner.roles.ideas: the offline idea library loads, validates, and applies to the embedded target."""
 from __future__ import annotations
 
 import types
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.ideas import IDEAS_PATH, Idea, applicable, load_ideas
-from runner.params import apply_params, read_params
-from runner.problems import LabError
+from runner.roles.ideas import IDEAS_PATH, Idea, applicable, load_ideas
+from runner.state.params import apply_params, read_params
+from runner.errors import LabError
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_TEXT = (ROOT / "train.py").read_text()

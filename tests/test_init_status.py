@@ -7,11 +7,11 @@ from datetime import datetime, timezone
 import pytest
 import yaml
 
-from runner import tables
+from runner.files import tables
 from runner.assets import asset_path
-from runner.events import record_event
+from runner.state.events import record_event
 from runner.lab import Lab
-from runner.validate import validate
+from runner.validation.validate import validate
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)
 

@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from runner import gitops
+from runner.repo import gitops
 from runner.lab import Lab
-from runner.loop import Runner, run
+from runner.loop.reconcile import Runner, run
 from runner.scaffold import init_lab
-from runner.state import new_experiment, new_hypothesis
-from runner.validate import validate
+from runner.state.create import new_experiment, new_hypothesis
+from runner.validation.validate import validate
 
 # A target whose score is a known function of its constants: X near 3 is best.
 TOY = textwrap.dedent('''\

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runner.metrics import (is_finite, metrics_rows, objective, parse_summary, read_log, read_stream,
+from runner.files.metrics import (is_finite, metrics_rows, objective, parse_summary, read_log, read_stream,
                             summary_line)
-from runner.tables import METRICS, read_table, write_table
+from runner.files.tables import METRICS, read_table, write_table
 
 
 @pytest.mark.parametrize("line, expected", [

@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from runner.lab import Lab
-from runner.papers import PapersUnavailable, cache_dir, normalise_id, paper, search, search_papers
-from runner.problems import LabError
+from runner.roles.papers import PapersUnavailable, cache_dir, normalise_id, paper, search, search_papers
+from runner.errors import LabError
 from runner.scaffold import init_lab
 
 SHIM = """#!{python}
@@ -235,8 +235,8 @@ def test_cli_search_show_and_offline(hub, lab, tmp_path):
 
 
 def test_builtin_researcher_cites_hub_papers_when_online_and_falls_back_offline(hub, lab, monkeypatch):
-    from runner import gates
-    from runner.ideas import load_ideas
+    from runner.roles import gates
+    from runner.roles.ideas import load_ideas
     from runner.roles import builtin
     import yaml as _yaml
 

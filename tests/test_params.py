@@ -1,12 +1,12 @@
-"""runner.params: reading and editing top-level constants with ast."""
+"""runner.state.params: reading and editing top-level constants with ast."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from runner.params import apply_params, read_params
-from runner.problems import LabError
+from runner.state.params import apply_params, read_params
+from runner.errors import LabError
 
 ROOT = Path(__file__).resolve().parent.parent
 

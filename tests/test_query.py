@@ -13,15 +13,15 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from runner import gitops
-from runner.events import record_event
-from runner.fingerprint import fingerprint
+from runner.repo import gitops
+from runner.state.events import record_event
+from runner.state.fingerprint import fingerprint
 from runner.lab import Lab
-from runner.query import EXPERIMENTS, HYPOTHESES, METRICS_VIEW, run_query
+from runner.report.query import EXPERIMENTS, HYPOTHESES, METRICS_VIEW, run_query
 from runner.scaffold import init_lab
-from runner.state import new_experiment, new_hypothesis
-from runner.tables import METRICS, SCORES, write_table
-from runner.yamlio import write_yaml
+from runner.state.create import new_experiment, new_hypothesis
+from runner.files.tables import METRICS, SCORES, write_table
+from runner.files.yamlio import write_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SHIM = """#!{python}

@@ -19,12 +19,12 @@ from fixtures.make_lab import START, make_lab, write_config
 from runner.commands.core import Context
 from runner.commands.report import report_command
 from runner.lab import Lab
-from runner.live import render
+from runner.report.live import render
 from runner.report import write_leaderboard, write_report
 from runner.report.serve import make_server, watch
-from runner.state import write_checked
-from runner.tables import SCORES, read_table, write_table
-from runner.timeutil import iso
+from runner.state.create import write_checked
+from runner.files.tables import SCORES, read_table, write_table
+from runner.state.timeutil import iso
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -20,7 +20,7 @@ import pytest
 from fixtures.make_lab import make_lab
 from fixtures.real_lab import real_lab
 from runner.report import write_report
-from runner.tables import METRICS, SCORES, read_table
+from runner.files.tables import METRICS, SCORES, read_table
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"

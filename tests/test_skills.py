@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from runner import entries, gitops
-from runner.fingerprint import fingerprint
+from runner.state import entries
+from runner.repo import gitops
+from runner.state.fingerprint import fingerprint
 from runner.lab import Lab
 from runner.scaffold import init_lab
-from runner.skills import MANIFEST, POINTER_END, POINTER_START, check_skill, find_skills, references
-from runner.state import new_experiment, new_hypothesis
-from runner.validate import validate
-from runner.yamlio import parse_yaml
+from runner.roles.skills import MANIFEST, POINTER_END, POINTER_START, check_skill, find_skills, references
+from runner.state.create import new_experiment, new_hypothesis
+from runner.validation.validate import validate
+from runner.files.yamlio import parse_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 ROLE_SKILLS = ("autolab", "autolab-researcher", "autolab-planner", "autolab-worker", "autolab-reporter")
@@ -118,7 +119,7 @@ def test_fields_reference_names_every_schema_field():
 
 
 def test_rule_names_match_the_gates():
-    from runner import gates
+    from runner.roles import gates
     text = (REPO / "skills" / "autolab-planner" / "SKILL.md").read_text()
     named = set(re.findall(r"^\| `([a-z-]+)` \|", text, re.M))
     assert named and named <= set(gates.RULES), named - set(gates.RULES)

@@ -1,4 +1,4 @@
-"""Parquet tables written by runner.tables, read back by pyarrow and DuckDB; docs cannot drift."""
+"""Parquet tables written by runner.files.tables, read back by pyarrow and DuckDB; docs cannot drift."""
 from __future__ import annotations
 
 import math
@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runner import tables
+from runner.files import tables
 from runner.assets import asset_path
-from runner.events import read_events, record_event
+from runner.state.events import read_events, record_event
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from fixtures.make_lab import START, make_lab
-from runner.events import read_events, record_event
-from runner.state import write_checked
-from runner.timeutil import iso
-from runner.trackio_mirror import installed
+from runner.state.events import read_events, record_event
+from runner.state.create import write_checked
+from runner.state.timeutil import iso
+from runner.report.trackio_mirror import installed
 
 pytestmark = pytest.mark.skipif(not installed(), reason="trackio is not installed (pip install benchlab[trackio])")
 
@@ -44,7 +44,7 @@ def run_py(code: str, store: Path) -> str:
 
 
 def sync(lab_root: Path, store: Path) -> dict:
-    out = run_py(f"from runner.lab import Lab\nfrom runner.trackio_mirror import sync\nimport json\n"
+    out = run_py(f"from runner.lab import Lab\nfrom runner.report.trackio_mirror import sync\nimport json\n"
                  f"print(json.dumps(sync(Lab.find({str(lab_root)!r}))))", store)
     return json.loads(out)
 

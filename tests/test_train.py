@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.params import apply_params
+from runner.state.params import apply_params
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "train.py"

@@ -16,10 +16,11 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from runner import parallel, schema, tables, validate as validate_module
+from runner.validation import parallel, schema, validate as validate_module
+from runner.files import tables
 from runner.assets import asset_path
-from runner.validate import classify, toml_lines, validate
-from runner.yamlio import _Loader, _parse_checked, parse_data, parse_yaml
+from runner.validation.validate import classify, toml_lines, validate
+from runner.files.yamlio import _Loader, _parse_checked, parse_data, parse_yaml
 
 from conftest import _experiment_doc as exp, _hypothesis_doc as hyp  # noqa: E402
 

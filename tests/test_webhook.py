@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from fixtures.make_lab import write_config
-from runner import webhook
-from runner.anomalies import record_anomalies
+from runner.report import webhook
+from runner.report.anomalies import record_anomalies
 from runner.lab import Lab
 
 

@@ -15,7 +15,7 @@ def make_backend(config: dict, name: str | None = None, **options) -> LocalBacke
     """The backend named by `name`, else by lab.yaml `backends.default` (default: local)."""
     chosen = name or config.get("backends", {}).get("default") or "local"
     if chosen not in BACKENDS:
-        from ..problems import LabError
+        from ..errors import LabError
         raise LabError(f"unknown backend {chosen!r} (known: {', '.join(BACKENDS)})", "lab.yaml",
                        field="backends.default")
     return BACKENDS[chosen](config, **options)

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..locks import FileLock
-from ..problems import LabError
-from ..timeutil import iso
+from ..files.locks import FileLock
+from ..errors import LabError
+from ..state.timeutil import iso
 from . import jobwrap
 from .jobwrap import EXIT_FILE, LOG_FILE, METRICS_FILE, PID_FILE, STOP_FILE, is_alive, read_json
 

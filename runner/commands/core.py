@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from ..lab import Lab
-from ..problems import LabError
+from ..errors import LabError
 from ..scaffold import init_lab, template_names
-from ..validate import validate
+from ..validation.validate import validate
 
 # git, pyarrow and the state helpers are imported inside the commands that need
 # them: `lab validate` runs on every commit (pre-commit) and must start fast.
@@ -86,10 +86,10 @@ def validate_command(ctx: Context, paths: tuple[str, ...], as_json: bool) -> Non
 def status_command(ctx: Context, as_json: bool, watch: bool, interval: float) -> None:
     """A short summary: hypotheses, queue, finished experiments, best score, recent events."""
     if watch:
-        from ..live import watch as live_view
+        from ..report.live import watch as live_view
         live_view(ctx.lab, interval)
         return
-    from ..status import collect, render
+    from ..report.status import collect, render
     info = collect(ctx.lab)
     emit_json(info) if as_json else click.echo(render(info))
 
@@ -97,7 +97,7 @@ def status_command(ctx: Context, as_json: bool, watch: bool, interval: float) ->
 def _change(params: tuple[str, ...], instructions: str | None, file: str | None) -> dict:
     change = {}
     if params:
-        from ..state import parse_params
+        from ..state.create import parse_params
         change["params"] = parse_params(params)
     if instructions:
         change["instructions"] = instructions
@@ -125,7 +125,7 @@ def hypothesis_group() -> None:
 @pass_ctx
 def hypothesis_new(ctx, title, params, instructions, file, rationale, expected, source_kind, ref, author):
     """Write a new proposed hypothesis with a collision-free id."""
-    from ..state import new_hypothesis
+    from ..state.create import new_hypothesis
     change = _change(params, instructions, file)
     if not change:
         raise click.UsageError("give at least one --param or --instructions")
@@ -151,14 +151,14 @@ def queue_group() -> None:
 @pass_ctx
 def queue_add(ctx, hyp_id, params, instructions, priority, wave, base):
     """Queue one experiment against one base commit."""
-    from ..state import load_hypothesis, new_experiment
+    from ..state.create import load_hypothesis, new_experiment
     lab = ctx.lab
     hypothesis = load_hypothesis(lab, hyp_id)
     change = _change(params, instructions, None) or hypothesis.get("change") or {}
     explicit_base = base is not None
     base = _base_commit(lab, base or "HEAD")
     if not explicit_base:
-        from ..promotion import base_commit
+        from ..loop.promotion import base_commit
         base = base_commit(lab, base)  # the commit that last changed the target: "same base" = same code
     exp_id, path = new_experiment(lab, hyp_id, change, base, priority=priority, wave=wave,
                                   by=os.environ.get("LAB_ROLE", "human"))
@@ -169,7 +169,7 @@ def _base_commit(lab: Lab, ref: str) -> str:
     """The full commit id of `ref`, or one clear error."""
     import git
 
-    from .. import gitops
+    from ..repo import gitops
     try:
         return gitops.run_git(lab.root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     except git.GitCommandError:
@@ -185,7 +185,7 @@ def schema_group() -> None:
 @schema_group.command("tables")
 def schema_tables() -> None:
     """Print the Arrow schemas of the Parquet tables as Markdown (schemas/tables.md)."""
-    from ..tables import tables_markdown
+    from ..files.tables import tables_markdown
     click.echo(tables_markdown(), nl=False)
 
 

@@ -5,7 +5,7 @@ import textwrap
 
 import click
 
-from ..papers import Answer, paper, search
+from ..roles.papers import Answer, paper, search
 from .core import Context, emit_json, pass_ctx
 
 

@@ -21,7 +21,7 @@ def query_command(ctx: Context, sql: str, as_json: bool, max_width: int) -> None
       lab query "SELECT change->>'$.params.LEARNING_RATE' AS lr, value
                  FROM scores WHERE base LIKE 'abc1234%' AND lr IS NOT NULL"
     """
-    from ..query import render_table, run_query  # pyarrow/duckdb only when querying
+    from ..report.query import render_table, run_query  # pyarrow/duckdb only when querying
 
     result = run_query(ctx.lab, sql)
     for note in result.skipped:

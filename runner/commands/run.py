@@ -55,7 +55,7 @@ def progress_printer(lab):
 @pass_ctx
 def run_command(ctx: Context, once: bool, until_idle: bool, max_experiments: int | None, quiet: bool) -> None:
     """Run the lab: watch files, dispatch, record, promote (Ctrl-C stops cleanly)."""
-    from ..loop import run
+    from ..loop.reconcile import run
 
     lab = ctx.lab
     stop = _stop_on_signals()
@@ -69,10 +69,10 @@ def run_command(ctx: Context, once: bool, until_idle: bool, max_experiments: int
 @pass_ctx
 def baseline_command(ctx: Context, repeats: int) -> None:
     """Measure the current main K times with different seeds; store the noise."""
-    from ..loop import run
-    from ..promotion import base_commit, key_values, noise_margin, target_key
-    from ..scores import scores
-    from ..state import new_experiment
+    from ..loop.reconcile import run
+    from ..loop.promotion import base_commit, key_values, noise_margin, target_key
+    from ..state.scores import scores
+    from ..state.create import new_experiment
 
     lab = ctx.lab
     main = base_commit(lab)

@@ -8,8 +8,8 @@ import click
 
 from ..assets import asset_path
 from ..lab import Lab
-from ..problems import LabError
-from ..skills import (CLIENT_NAMES, POINTER_FILES, check_skill, find_skills, first_sentence, install,
+from ..errors import LabError
+from ..roles.skills import (CLIENT_NAMES, POINTER_FILES, check_skill, find_skills, first_sentence, install,
                       pointer_block, state_of, target_dirs, write_pointer)
 from .core import Context, emit_json, pass_ctx
 

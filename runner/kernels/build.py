@@ -12,8 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..problems import LabError
-from ..yamlio import atomic_write
+from ..errors import LabError
+from ..files.yamlio import atomic_write
 from . import nvcc as nvcc_mod
 from .project import KernelProject
 

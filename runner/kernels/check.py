@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..problems import Problem
+from ..errors import Problem
 from . import nvcc as nvcc_mod
 from .bindings import called_ops, registered_ops
 from .project import KernelProject, read_project

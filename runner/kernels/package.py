@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..yamlio import atomic_write
+from ..files.yamlio import atomic_write
 from .build import Build
 
 PACKAGE_SUFFIXES = (".py", ".so")

@@ -6,10 +6,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import schema
-from ..problems import LabError, Problem
-from ..validate import toml_lines
-from ..yamlio import read_text
+from ..validation import schema
+from ..errors import LabError, Problem
+from ..validation.validate import toml_lines
+from ..files.yamlio import read_text
 
 KERNELS_DIR = "kernels"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..yamlio import atomic_write
+from ..files.yamlio import atomic_write
 
 RESULTS = pa.schema([
     ("gpu", pa.string()), ("op", pa.string()), ("impl", pa.string()), ("dtype", pa.string()),

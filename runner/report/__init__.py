@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from ..lab import Lab
-from ..yamlio import atomic_write
+from ..files.yamlio import atomic_write
 from .data import ReportData, load, overview
 from .leaderboard import write_leaderboard
 

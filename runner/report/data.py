@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from ..lab import Lab
-from ..tables import EVENTS, METRICS, SCORES, read_table
-from ..timeutil import now
-from ..yamlio import load_yaml
+from ..files.tables import EVENTS, METRICS, SCORES, read_table
+from ..state.timeutil import now
+from ..files.yamlio import load_yaml
 
 OUTCOMES = ("promoted", "baseline", "worse", "failed", "timed out", "stale", "cancelled")
 CURVES_TOP = 5          # loss curves of this many best experiments (plus the first baseline)

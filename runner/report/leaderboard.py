@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..lab import Lab
-from ..yamlio import atomic_write
+from ..files.yamlio import atomic_write
 from .data import ReportData, leaderboard, load, overview_line
 
 TOP = 10

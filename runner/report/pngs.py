@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..yamlio import atomic_write  # noqa: E402
+from ..files.yamlio import atomic_write  # noqa: E402
 from .charts import COLOURS, GANTT_CAP, _lane, gantt_rows  # noqa: E402
 from .data import OUTCOMES, ReportData, leaderboard, loss_name  # noqa: E402
 

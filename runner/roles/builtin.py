@@ -6,26 +6,26 @@
   whole history, do-not-repeat, single change), queues accepted ones, and when
   ideas run out explores around main by perturbing one declared parameter;
 - worker: applies a parameter change to the target in the experiment's worktree;
-- reporter: lives in runner.report (leaderboard) and runner.anomalies.
+- reporter: lives in runner.report (leaderboard) and runner.report.anomalies.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .. import gates
-from ..gitops import run_git
+from . import gates
+from ..repo.gitops import run_git
 from ..lab import Lab
-from ..params import apply_params, read_params
-from ..problems import LabError
-from ..state import new_experiment, new_hypothesis
-from ..timeutil import iso
-from ..yamlio import load_yaml, write_yaml
+from ..state.params import apply_params, read_params
+from ..errors import LabError
+from ..state.create import new_experiment, new_hypothesis
+from ..state.timeutil import iso
+from ..files.yamlio import load_yaml, write_yaml
 
 
 # -- researcher ---------------------------------------------------------------
 def research(lab: Lab, history: "gates.History", want: int) -> list[Path]:
     """Propose up to `want` ideas from the library that were never proposed before."""
-    from ..ideas import load_ideas
+    from .ideas import load_ideas
 
     proposed = {h.get("tags", [""])[0] for h in _hypotheses(lab) if h.get("tags")}
     made = []
@@ -48,7 +48,7 @@ _OFFLINE: set[str] = set()  # labs whose Papers search failed once in this proce
 
 def _related_papers(lab: Lab, title: str, limit: int = 3) -> str:
     """Recent papers on the idea from Hugging Face Papers, when online; '' offline."""
-    from ..papers import PapersUnavailable, search_papers
+    from .papers import PapersUnavailable, search_papers
 
     if str(lab.root) in _OFFLINE:
         return ""

@@ -23,13 +23,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .events import read_events, record_event
-from .lab import Lab
-from .metrics import read_stream
-from .tables import SCORES, read_table
-from .timeutil import now as utc_now
-from .timeutil import parse_iso
-from .yamlio import load_yaml
+from ..state.events import read_events, record_event
+from ..lab import Lab
+from ..files.metrics import read_stream
+from ..files.tables import SCORES, read_table
+from ..state.timeutil import now as utc_now
+from ..state.timeutil import parse_iso
+from ..files.yamlio import load_yaml
 
 LIVE = ("assigned", "ready", "running")
 FAILED = ("failed", "timed_out")

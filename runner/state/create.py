@@ -6,13 +6,13 @@ from pathlib import Path
 
 import yaml
 
-from . import schema
+from ..validation import schema
 from .fingerprint import fingerprint
 from .ids import is_safe_id, new_file_id
-from .lab import Lab
-from .problems import LabError
+from ..lab import Lab
+from ..errors import LabError
 from .timeutil import iso
-from .yamlio import create_new, dump_yaml, load_yaml, write_yaml
+from ..files.yamlio import create_new, dump_yaml, load_yaml, write_yaml
 
 
 def parse_params(pairs: tuple[str, ...] | list[str]) -> dict:

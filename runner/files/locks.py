@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from .problems import LabError
+from ..errors import LabError
 
 
 class FileLock:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import git
 
-from .locks import FileLock
-from .problems import LabError
+from ..files.locks import FileLock
+from ..errors import LabError
 
 AUTHOR = ("benchlab", "lab@benchlab.invalid")
 _LOCK_ERRORS = ("index.lock", "Unable to create", "cannot lock ref", "shallow.lock")

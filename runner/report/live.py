@@ -10,10 +10,10 @@ import time
 from datetime import datetime
 
 from .anomalies import LIVE, _when, job_dir, live_entries, read_jsonl
-from .events import read_events
-from .lab import Lab
-from .scores import best_row, scores
-from .timeutil import now as utc_now
+from ..state.events import read_events
+from ..lab import Lab
+from ..state.scores import best_row, scores
+from ..state.timeutil import now as utc_now
 
 BAR = 12
 RECENT_EVENTS = 6

@@ -1,7 +1,7 @@
 """JSON Schema validation of lab documents, with problems that name line and field.
 
 Each schema is loaded once per process and compiled to a fast gate
-(runner.schema_compile); jsonschema is imported and run only on documents the
+(runner.validation.schema_compile); jsonschema is imported and run only on documents the
 gate rejects, to word the problems.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import re
 from datetime import datetime
 from functools import lru_cache
 
-from .assets import asset_path
-from .problems import Problem
+from ..assets import asset_path
+from ..errors import Problem
 from .schema_compile import Unsupported, compile_schema
 
 KINDS = ("lab", "hypothesis", "experiment", "skill", "build-toml")

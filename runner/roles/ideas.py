@@ -11,11 +11,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .ids import is_safe_id
-from .problems import LabError
-from .yamlio import parse_yaml, read_text
+from ..state.ids import is_safe_id
+from ..errors import LabError
+from ..files.yamlio import parse_yaml, read_text
 
-IDEAS_PATH = Path(__file__).resolve().parent / "data" / "ideas.yaml"
+IDEAS_PATH = Path(__file__).resolve().parents[1] / "data" / "ideas.yaml"
 _ARXIV = re.compile(r"^arXiv:(\d{4}\.\d{4,5})$")
 _PARAM = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _FIELDS = {"id", "title", "params", "rationale", "expected", "source"}

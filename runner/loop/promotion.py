@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from .gitops import run_git
-from .lab import Lab
-from .scores import scores
+from ..repo.gitops import run_git
+from ..lab import Lab
+from ..state.scores import scores
 
 
 def base_commit(lab: Lab, ref: str = "HEAD") -> str:

@@ -63,12 +63,12 @@ from pathlib import Path
 import yaml
 
 from . import gates
-from .assets import asset_path
-from .events import record_event
-from .locks import FileLock
-from .problems import LabError
-from .timeutil import iso
-from .yamlio import atomic_write, dump_yaml
+from ..assets import asset_path
+from ..state.events import record_event
+from ..files.locks import FileLock
+from ..errors import LabError
+from ..state.timeutil import iso
+from ..files.yamlio import atomic_write, dump_yaml
 
 ROLES = ("researcher", "planner", "worker", "reporter")
 MAIN_WRITERS = ("researcher", "planner", "reporter")
@@ -612,7 +612,7 @@ class Ownership:
 
     # -- per kind -----------------------------------------------------------------------
     def _yaml(self, path: str, old: str | None) -> str | None:
-        from .validate import validate
+        from ..validation.validate import validate
         if not validate(self.root, [str(self.root / path)]).ok:
             return "invalid"
         data = _load(self.root / path)
@@ -668,7 +668,7 @@ class Ownership:
     def _worker(self, path: str, old: str | None) -> str | None:
         if path != f"queue/{self.task.task_id}.yaml" or old is None:
             return "not-owned"           # a worker's code belongs in its worktree
-        from .validate import validate
+        from ..validation.validate import validate
         if not validate(self.root, [str(self.root / path)]).ok:
             return "invalid"
         data, previous = _load(self.root / path), _load_blob(self.root, old)
@@ -681,7 +681,7 @@ class Ownership:
     def _events(self, old: str | None) -> str | None:
         """events.parquet may only grow, with the events schema."""
         import pyarrow.parquet as pq
-        from .tables import EVENTS as SCHEMA, check_parquet
+        from ..files.tables import EVENTS as SCHEMA, check_parquet
         path = self.root / EVENTS
         if check_parquet(path, SCHEMA, EVENTS):
             return "invalid"

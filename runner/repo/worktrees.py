@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from .gitops import run_git
-from .lab import Lab
+from ..lab import Lab
 
 
 def branch(exp_id: str) -> str:

@@ -20,10 +20,10 @@ import os
 import pyarrow.compute as pc
 
 from .anomalies import job_dir, live_entries, read_jsonl
-from .events import read_events
-from .lab import Lab
-from .tables import METRICS, SCORES, read_table
-from .yamlio import atomic_write
+from ..state.events import read_events
+from ..lab import Lab
+from ..files.tables import METRICS, SCORES, read_table
+from ..files.yamlio import atomic_write
 
 REPORTER_RUN = "reporter"
 

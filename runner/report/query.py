@@ -28,11 +28,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .fingerprint import fingerprint
-from .lab import Lab
-from .problems import LabError
-from .tables import EVENTS, METRICS, SCORES, read_table
-from .yamlio import atomic_write, load_yaml
+from ..state.fingerprint import fingerprint
+from ..lab import Lab
+from ..errors import LabError
+from ..files.tables import EVENTS, METRICS, SCORES, read_table
+from ..files.yamlio import atomic_write, load_yaml
 
 _S, _F, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 

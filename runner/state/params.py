@@ -14,7 +14,7 @@ import ast
 import json
 import math
 
-from .problems import LabError
+from ..errors import LabError
 
 Scalar = int | float | str | bool | None
 _SCALARS = (bool, int, float, str, type(None))

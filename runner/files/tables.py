@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .problems import Problem
+from ..errors import Problem
 from .yamlio import atomic_write
 
 _TS = pa.timestamp("us", tz="UTC")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pyarrow.compute as pc
 
-from .lab import Lab
-from .tables import SCORES, read_table
+from ..lab import Lab
+from ..files.tables import SCORES, read_table
 
 
 def scores(lab: Lab):

@@ -36,9 +36,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from . import gitops
-from .fingerprint import normalise_change
-from .timeutil import iso
+from ..repo import gitops
+from ..state.fingerprint import normalise_change
+from ..state.timeutil import iso
 
 RULES = ("duplicate", "near-duplicate", "do-not-repeat", "stale", "single-change", "protected",
          "not-editable", "empty")
@@ -76,7 +76,7 @@ class Key:
 
 def derive(change: dict) -> Key:
     norm = normalise_change(change)
-    # the same canonical form as runner.fingerprint.fingerprint, without normalising twice
+    # the same canonical form as runner.state.fingerprint.fingerprint, without normalising twice
     canonical = json.dumps(norm, sort_keys=True, separators=(",", ":"))
     fp = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
     params = norm.get("params") or {}

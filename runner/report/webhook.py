@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .lab import Lab
-from .timeutil import iso
+from ..lab import Lab
+from ..state.timeutil import iso
 
 LEVELS = {"info": 0, "warn": 1, "error": 2}
 DEFAULT_RETRIES = 3

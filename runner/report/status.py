@@ -6,10 +6,10 @@ from collections import Counter
 
 import pyarrow.compute as pc
 
-from .lab import Lab
-from .problems import LabError
-from .scores import best_row, scores
-from .tables import EVENTS, read_table
+from ..lab import Lab
+from ..errors import LabError
+from ..state.scores import best_row, scores
+from ..files.tables import EVENTS, read_table
 
 _STATUS = re.compile(rb"^status:\s*['\"]?([a-z_]+)", re.M)
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import schema
-from .ids import is_safe_id
-from .lab import CONFIG
-from .problems import LabError, Problem
-from .yamlio import parse_data, parse_yaml, read_text
+from ..state.ids import is_safe_id
+from ..lab import CONFIG
+from ..errors import LabError, Problem
+from ..files.yamlio import parse_data, parse_yaml, read_text
 
 LIVE = {"queued", "assigned", "ready", "running"}
 TERMINAL = {"finished", "failed", "timed_out", "cancelled", "stale"}
@@ -83,7 +83,7 @@ def classify(rel: str) -> str | None:
 
 
 def _table_schema(rel: str):
-    from . import tables  # pyarrow: imported only when a lab has Parquet files
+    from ..files import tables  # pyarrow: imported only when a lab has Parquet files
     return tables.schema_for(rel)
 
 
@@ -220,7 +220,7 @@ class Validator:
                              field="hypothesis", line=lines.get("hypothesis")))
 
     def _parquet(self, rel: str) -> None:
-        from . import tables
+        from ..files import tables
         if not os.path.exists(self._prefix + rel):
             raise LabError("cannot read: no such file", rel)
         self.report.problems += tables.check_parquet(Path(self._prefix + rel), tables.schema_for(rel), rel)

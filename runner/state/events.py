@@ -1,9 +1,9 @@
 """Events (anomalies, refusals, failures, promotions) in experiments/events.parquet."""
 from __future__ import annotations
 
-from .lab import Lab
-from .locks import FileLock
-from .tables import EVENTS, append_rows, read_table
+from ..lab import Lab
+from ..files.locks import FileLock
+from ..files.tables import EVENTS, append_rows, read_table
 from .timeutil import now
 
 LEVELS = ("info", "warn", "error")

@@ -25,10 +25,11 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, schema
-from .problems import LabError, Problem
-from .timeutil import iso
-from .yamlio import atomic_write, parse_yaml, read_text
+from .. import __version__
+from ..validation import schema
+from ..errors import LabError, Problem
+from ..state.timeutil import iso
+from ..files.yamlio import atomic_write, parse_yaml, read_text
 
 MANIFEST = ".benchlab-skill.json"
 MAX_LINES = 500
