@@ -82,7 +82,8 @@ def test_module_swap_keeps_a_qwen3_model_s_outputs(packaged):
     out = python("""
         import torch, qwen3_rmsnorm
         from transformers import Qwen3Config, Qwen3ForCausalLM
-        from runner.kernels.swap import swap_rmsnorm, unswap_rmsnorm
+        import sys; sys.path.insert(0, "kernels/qwen3-rmsnorm/benchmarks")  # the kernel's own swap helper
+        from swap import swap_rmsnorm, unswap_rmsnorm
         torch.manual_seed(0)
         cfg = Qwen3Config(vocab_size=1000, hidden_size=512, intermediate_size=1024, num_hidden_layers=2,
                           num_attention_heads=8, num_key_value_heads=4, head_dim=128)

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..validation import schema
 from ..errors import LabError, Problem
-from ..validation.validate import toml_lines
+from ..files.tomlio import parse_toml
 from ..files.yamlio import read_text
+from ..validation import schema
 
 KERNELS_DIR = "kernels"
 
@@ -73,13 +72,7 @@ def read_project(root: Path, shown: str) -> tuple[KernelProject, list[Problem]]:
     shown_toml = f"{shown}/build.toml"
     if not toml_path.is_file():
         raise LabError("no build.toml: not a kernel project (expected the kernel-builder layout)", shown_toml)
-    text = read_text(toml_path)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        found = re.search(r"line (\d+)", str(exc))
-        raise LabError(f"malformed TOML: {exc}", shown_toml, line=int(found.group(1)) if found else None) from None
-    lines = toml_lines(text)
+    data, lines = parse_toml(read_text(toml_path), shown_toml)
     project = KernelProject(root=root, shown=shown, data=data, lines=lines)
     return project, [_with_line(p, lines) for p in schema.check("build-toml", data, shown_toml, lines)]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..files.yamlio import atomic_write
+from ..files.tables import write_table
 
 RESULTS = pa.schema([
     ("gpu", pa.string()), ("op", pa.string()), ("impl", pa.string()), ("dtype", pa.string()),
@@ -25,11 +25,7 @@ def gpu_slug(name: str) -> str:
 
 
 def write_results(path: Path, rows: list[dict]) -> None:
-    table = pa.Table.from_pylist([{k: row.get(k) for k in RESULTS.names} for row in rows], schema=RESULTS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    write_table(path, pa.Table.from_pylist([{k: row.get(k) for k in RESULTS.names} for row in rows], schema=RESULTS))
 
 
 def read_results(path: Path) -> list[dict]:
@@ -39,6 +35,3 @@ def read_results(path: Path) -> list[dict]:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
     return table.to_pylist()
 
-
-def save_text(path: Path, text: str) -> None:
-    atomic_write(path, text)

@@ -1,7 +1,7 @@
 """Run a kernel's own tests and benchmark against a build, in child processes.
 
 Children get PYTHONPATH = the build's variant folder (so `import <python_name>`
-finds the staged package) plus the lab root (so benchmarks can use runner.kernels).
+finds the staged package); benchmarks import the harness from the installed benchlab.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 from .build import Build
 
 
-def child_env(build: Build, lab_root: Path) -> dict[str, str]:
+def child_env(build: Build) -> dict[str, str]:
     env = dict(os.environ)
-    paths = [str(build.variant_dir), str(lab_root)]
+    paths = [str(build.variant_dir)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -26,10 +26,10 @@ def child_env(build: Build, lab_root: Path) -> dict[str, str]:
 def run_tests(build: Build, lab_root: Path, pytest_args: tuple[str, ...] = ()) -> int:
     tests = build.project.root / "tests"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests), *pytest_args]
-    return subprocess.run(cmd, env=child_env(build, lab_root), cwd=lab_root).returncode
+    return subprocess.run(cmd, env=child_env(build), cwd=lab_root).returncode
 
 
 def run_benchmark(build: Build, lab_root: Path, bench_args: tuple[str, ...] = ()) -> int:
     script = build.project.root / "benchmarks" / "benchmark.py"
     cmd = [sys.executable, str(script), *bench_args]
-    return subprocess.run(cmd, env=child_env(build, lab_root), cwd=lab_root).returncode
+    return subprocess.run(cmd, env=child_env(build), cwd=lab_root).returncode

@@ -1,7 +1,7 @@
 """Benchmark qwen3-rmsnorm against PyTorch eager, torch.compile, F.rms_norm and Liger.
 
 Run through `lab kernel bench qwen3-rmsnorm` (which builds the kernel and puts
-it on PYTHONPATH). Method (runner/kernels/timing.py): L2 flushed before every
+it on PYTHONPATH). Method (the harness's runner.kernels.Timer): L2 flushed before every
 timed call, CUDA events, CUDA graphs for <= 512 tokens for every
 implementation alike, medians of --repeats calls; copy bandwidth measured in
 the same run. Writes results/<gpu>.parquet and regenerates CARD.md's table.
@@ -15,16 +15,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 KERNEL = HERE.parent
-sys.path.insert(0, str(KERNEL.parents[1]))  # the lab's root, for runner.kernels
 
-import torch  # noqa: E402
-import torch._dynamo  # noqa: E402,F401
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch._dynamo  # noqa: F401
+import torch.nn.functional as F
 
-import qwen3_rmsnorm  # noqa: E402
-from runner.kernels.card import results_markdown, update_card  # noqa: E402
-from runner.kernels.results import gpu_slug, write_results  # noqa: E402
-from runner.kernels.timing import Timer  # noqa: E402
+import qwen3_rmsnorm
+from runner.kernels import Timer, gpu_slug, results_markdown, update_card, write_results
 
 OURS = "qwen3_rmsnorm"
 BASELINES = ["eager", "compile", "F.rms_norm", "liger"]

@@ -2,9 +2,9 @@
 prefill and decode latency with and without qwen3-rmsnorm swapped in.
 
 Every Qwen3RMSNorm (input/post-attention norms, q/k per-head norms, final norm) is
-swapped by runner.kernels.swap.swap_rmsnorm. Times: CUDA events, medians.
+swapped by swap.py beside this script. Times: CUDA events, medians.
 Run with the kernel on PYTHONPATH (see `lab kernel bench`'s environment), e.g.
-  PYTHONPATH=.lab/build/qwen3-rmsnorm/<variant>:. python kernels/qwen3-rmsnorm/benchmarks/e2e.py
+  PYTHONPATH=.lab/build/qwen3-rmsnorm/<variant> python kernels/qwen3-rmsnorm/benchmarks/e2e.py
 """
 from __future__ import annotations
 
@@ -14,12 +14,10 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+import torch
 
-import torch  # noqa: E402
-
-import qwen3_rmsnorm  # noqa: E402
-from runner.kernels.swap import swap_rmsnorm, unswap_rmsnorm  # noqa: E402
+import qwen3_rmsnorm
+from swap import swap_rmsnorm, unswap_rmsnorm  # this directory's own module (the script's dir is on sys.path)
 
 
 def qwen3_8b_config(layers: int):

@@ -5,19 +5,14 @@ starts with L2 full of dirty lines that must be written back to DRAM while the
 call runs. This times a plain copy of the same bytes, our rms_norm and Liger's
 (when importable) at 8192 and 32768 tokens after that write flush and after a
 *read* flush (L2 full of clean lines), same events and medians. Prints a table.
-Run like the benchmark (PYTHONPATH = the build's variant folder and the lab root).
+Run like the benchmark (PYTHONPATH = the build's variant folder).
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
-import torch  # noqa: E402
-
-import qwen3_rmsnorm  # noqa: E402
-from runner.kernels.timing import Timer  # noqa: E402
+import qwen3_rmsnorm
+from runner.kernels import Timer
 
 
 class ReadFlushTimer(Timer):
