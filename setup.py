@@ -1,6 +1,6 @@
 """Bundle the lab's shared assets into the wheel.
 
-The repository keeps one copy of each asset where DESIGN.md places it (schemas/,
+The repository keeps one copy of each asset where the lab layout places it (schemas/,
 skills/, train.py at the root). A non-editable install (pre-commit's hook env, a
 plain `pip install`) still needs them, so the build copies them into
 runner/_assets/; an editable install reads the checkout directly.

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.roles import gates
-from runner.repo import gitops
-from runner.state import create as state
-from runner.roles.gates import History, check_diff, check_stale, parse_diff, review_change
-from runner.lab import Lab
-from runner.scaffold import init_lab
 from runner.files.tables import SCORES, append_rows
+from runner.lab import Lab
+from runner.repo import gitops, worktrees
+from runner.roles import gates, history
+from runner.roles.gates import History, check_diff, parse_diff, review_change
+from runner.scaffold import init_lab
+from runner.state import create as state
 from runner.state.timeutil import now
 
 TRAIN = "import math\n\nLEARNING_RATE = 0.001\nBATCH_SIZE = 16\nACTIVATION = 'relu'\n\n" + "".join(
@@ -149,22 +149,6 @@ def test_history_load_reads_all_sources_and_skips_unreadable_files(lab):
     assert history.unreadable == [str(lab.hypotheses / "broken.yaml")]
 
 
-# -- stale bases ----------------------------------------------------------------------------------
-def test_stale_when_the_target_changed_on_main_not_when_only_state_did(lab):
-    base = gitops.head(lab.root)
-    state.new_hypothesis(lab, "bs", {"params": {"BATCH_SIZE": 64}})
-    git(lab.root, "add", "-A")
-    git(lab.root, "commit", "-q", "--no-verify", "-m", "state only")
-    assert check_stale(lab, base, gitops.head(lab.root), None) is None
-    (lab.root / "train.py").write_text(TRAIN.replace("0.001", "0.002"))
-    git(lab.root, "commit", "-q", "--no-verify", "-am", "promote")
-    main = gitops.head(lab.root)
-    rejection = check_stale(lab, base, main, main)
-    assert rejection.rule == "stale" and "train.py" in rejection.message and rejection.collides_with == main
-    assert check_stale(lab, main, main, main) is None
-    assert check_stale(lab, "0" * 40, main, None).rule == "stale"
-
-
 # -- diffs ----------------------------------------------------------------------------------------
 def diff_of(lab: Lab, new_text: str, path: str = "train.py") -> tuple[list[str], str]:
     (lab.root / path).write_text(new_text)
@@ -221,7 +205,8 @@ def test_worktree_changes_include_uncommitted_and_untracked_files(lab):
     git(lab.root, "worktree", "add", "-q", "-b", "exp/e-1", str(worktree), base)
     (worktree / "train.py").write_text(TRAIN.replace("0.001", "0.002"))
     (worktree / "extra.py").write_text("print(1)\n")
-    files, diff = gates.worktree_changes(worktree, base)
+    worktrees.commit_leftovers(worktree, "e-1", "a worker")     # what the runner does before the gates
+    files, diff = worktrees.changes(lab, "e-1", base)
     assert files == ["extra.py", "train.py"] and "+LEARNING_RATE = 0.002" in diff
     assert check_diff(lab, files, diff, LR).rule == "not-editable"
 
@@ -243,16 +228,16 @@ def test_derived_fingerprint_is_the_lab_fingerprint():
     from runner.state.fingerprint import fingerprint
     for change in (LR, {"params": {"A": 1, "B": "x"}, "instructions": " Do  it ", "file": "m.py"},
                    {"instructions": "only words"}, {"params": {"FLAG": True}}):
-        assert gates.derive(change).fingerprint == fingerprint(change)
+        assert history.derive(change).fingerprint == fingerprint(change)
 
 
 def test_near_index_finds_exactly_what_a_full_scan_finds():
     import random
     rng = random.Random(7)
-    index, entries = gates.NearIndex(), []
+    index, entries = history.NearIndex(), []
     for i in range(400):
         value = rng.choice([-1, 1]) * 10 ** rng.uniform(-4, 1) if i % 50 else 0.0
-        entry = gates.Entry(f"e-{i}", "experiment", "finished", "abc1234", gates.derive({"params": {"P": value}}))
+        entry = history.Entry(f"e-{i}", "experiment", "finished", "abc1234", history.derive({"params": {"P": value}}))
         index.add(entry)
         entries.append(entry)
     for _ in range(300):

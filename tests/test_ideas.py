@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from runner.errors import LabError
 from runner.roles.ideas import IDEAS_PATH, Idea, applicable, load_ideas
 from runner.state.params import apply_params, read_params
-from runner.errors import LabError
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_TEXT = (ROOT / "train.py").read_text()
@@ -62,12 +62,6 @@ def test_every_idea_builds_a_model_that_runs_forward_and_backward():
         assert logits.shape == (2, module.BLOCK_SIZE, 256), idea.id
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten()).backward()
         assert 0 < module.lr_at(0.5, module.MAX_STEPS) <= max(module.LEARNING_RATE, 1e-9), idea.id
-
-
-def test_change_is_an_experiment_change():
-    idea = Idea(id="x", title="t", params={"NORM": "rmsnorm"}, rationale="r", expected="e",
-                source={"kind": "paper"})
-    assert idea.change() == {"params": {"NORM": "rmsnorm"}, "file": "train.py"}
 
 
 def test_applicable_skips_ideas_already_applied_or_for_unknown_params():

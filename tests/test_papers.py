@@ -14,9 +14,16 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from runner.lab import Lab
-from runner.roles.papers import PapersUnavailable, cache_dir, normalise_id, paper, search, search_papers
 from runner.errors import LabError
+from runner.lab import Lab
+from runner.roles.papers import (
+    PapersUnavailable,
+    cache_dir,
+    normalise_id,
+    paper,
+    search,
+    search_papers,
+)
 from runner.scaffold import init_lab
 
 SHIM = """#!{python}
@@ -235,17 +242,18 @@ def test_cli_search_show_and_offline(hub, lab, tmp_path):
 
 
 def test_builtin_researcher_cites_hub_papers_when_online_and_falls_back_offline(hub, lab, monkeypatch):
-    from runner.roles import gates
-    from runner.roles.ideas import load_ideas
-    from runner.roles import builtin
     import yaml as _yaml
 
-    made = builtin.research(lab, gates.History.load(lab), want=1)
+    from runner.roles import builtin
+    from runner.roles.history import History
+    from runner.roles.ideas import load_ideas
+
+    made = builtin.research(lab, History.load(lab), want=1)
     data = _yaml.safe_load(made[0].read_text())
     assert data["source"]["ref"] == load_ideas()[0].source["ref"]      # the curated reference stays
     assert "Related on Hugging Face Papers: arXiv:" in data["rationale"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(builtin, "_OFFLINE", set())
     (lab.runtime / "cache").exists() and __import__("shutil").rmtree(lab.runtime / "cache")
-    made = builtin.research(lab, gates.History.load(lab), want=1)
+    made = builtin.research(lab, History.load(lab), want=1)
     assert "Related on Hugging Face Papers" not in _yaml.safe_load(made[0].read_text())["rationale"]

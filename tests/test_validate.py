@@ -14,15 +14,17 @@ import random
 
 import pytest
 import yaml
+from conftest import _experiment_doc as exp  # noqa: E402
+from conftest import _hypothesis_doc as hyp
 from jsonschema import Draft202012Validator
 
-from runner.validation import parallel, schema, validate as validate_module
-from runner.files import tables
 from runner.assets import asset_path
-from runner.validation.validate import classify, toml_lines, validate
+from runner.files import tables
+from runner.files.tomlio import toml_lines
 from runner.files.yamlio import _Loader, _parse_checked, parse_data, parse_yaml
-
-from conftest import _experiment_doc as exp, _hypothesis_doc as hyp  # noqa: E402
+from runner.validation import parallel, schema
+from runner.validation import validate as validate_module
+from runner.validation.validate import classify, validate
 
 
 # -- clean labs ---------------------------------------------------------------

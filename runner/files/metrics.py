@@ -170,3 +170,13 @@ def objective(summary: dict[str, float], metric: str) -> float | None:
 
 def is_finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
+
+
+def loss_name(names) -> str | None:
+    """The step metric that is the training loss: train_loss, else loss, else the first *loss*."""
+    names = set(names)
+    for candidate in ("train_loss", "loss"):
+        if candidate in names:
+            return candidate
+    lossy = sorted(n for n in names if "loss" in n)
+    return lossy[0] if lossy else None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from .data import OUTCOMES, ReportData, leaderboard, loss_name
+from .data import OUTCOMES, ReportData, curves_loss_name, leaderboard
 
 COLOURS = {"promoted": "#2ca02c", "baseline": "#1f77b4", "worse": "#9aa5b1", "failed": "#d62728",
            "timed out": "#ff7f0e", "stale": "#8c564b", "cancelled": "#c7c7c7"}
@@ -107,7 +107,7 @@ def gantt(data: ReportData, cap: int = GANTT_CAP) -> go.Figure:
 
 def loss_curves(data: ReportData) -> go.Figure | None:
     """Step loss of the best experiments against the first baseline (None without curves)."""
-    name = loss_name(data.curves)
+    name = curves_loss_name(data.curves)
     if name is None:
         return None
     fig = go.Figure()

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from ..lab import Lab
+from ..files.metrics import loss_name
 from ..files.tables import EVENTS, METRICS, SCORES, read_table
-from ..state.timeutil import now
 from ..files.yamlio import load_yaml
+from ..lab import Lab
+from ..state.timeutil import now
 
 OUTCOMES = ("promoted", "baseline", "worse", "failed", "timed out", "stale", "cancelled")
 CURVES_TOP = 5          # loss curves of this many best experiments (plus the first baseline)
@@ -181,14 +182,9 @@ def step_series(table) -> dict[str, tuple[list, list]]:
     return series
 
 
-def loss_name(curves: dict) -> str | None:
-    """The step metric the loss chart shows: train_loss, else loss, else any *loss*."""
-    names = {name for series in curves.values() for name in series}
-    for candidate in ("train_loss", "loss"):
-        if candidate in names:
-            return candidate
-    lossy = sorted(n for n in names if "loss" in n)
-    return lossy[0] if lossy else None
+def curves_loss_name(curves: dict) -> str | None:
+    """The step metric the loss chart shows."""
+    return loss_name(name for series in curves.values() for name in series)
 
 
 def overview(data: ReportData) -> dict:

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..files.yamlio import atomic_write  # noqa: E402
 from .charts import COLOURS, GANTT_CAP, _lane, gantt_rows  # noqa: E402
-from .data import OUTCOMES, ReportData, leaderboard, loss_name  # noqa: E402
+from .data import OUTCOMES, ReportData, curves_loss_name, leaderboard  # noqa: E402
 
 LABELS_UP_TO = 120      # bars annotated with their score in the PNG Gantt chart
 MARKERS = {"promoted": "*", "baseline": "D"}
@@ -85,7 +85,7 @@ def gantt_png(data: ReportData, path: Path, cap: int = GANTT_CAP) -> Path:
 
 
 def loss_png(data: ReportData, path: Path) -> Path | None:
-    name = loss_name(data.curves)
+    name = curves_loss_name(data.curves)
     if name is None:
         return None
     baseline = data.first_baseline["id"] if data.first_baseline else None

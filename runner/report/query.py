@@ -28,11 +28,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..state.fingerprint import fingerprint
-from ..lab import Lab
 from ..errors import LabError
 from ..files.tables import EVENTS, METRICS, SCORES, read_table
 from ..files.yamlio import atomic_write, load_yaml
+from ..lab import Lab
+from ..state.fingerprint import fingerprint
+from ..state.params import is_number
 
 _S, _F, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 
@@ -230,18 +231,15 @@ def _coerce(row: dict, schema: pa.Schema) -> dict:
         elif f.type == _S:
             out[f.name] = value if isinstance(value, str) else json.dumps(value, default=str)
         elif f.type == _F:
-            out[f.name] = float(value) if _is_number(value) else None
+            out[f.name] = float(value) if is_number(value) else None
         elif f.type == _I:
-            out[f.name] = int(value) if _is_number(value) and float(value).is_integer() else None
+            out[f.name] = int(value) if is_number(value) and float(value).is_integer() else None
         elif f.type == _B:
             out[f.name] = value if isinstance(value, bool) else None
         else:  # list<string>
             out[f.name] = [str(v) for v in value] if isinstance(value, list) else None
     return out
 
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _json(value) -> str | None:

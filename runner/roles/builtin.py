@@ -12,24 +12,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import gates
-from ..repo.gitops import run_git
-from ..lab import Lab
-from ..state.params import apply_params, read_params
 from ..errors import LabError
-from ..state.create import new_experiment, new_hypothesis
+from ..files.yamlio import load_yaml
+from ..lab import Lab
+from ..repo.gitops import run_git
+from ..state.create import new_experiment, new_hypothesis, write_checked
+from ..state.params import apply_params, read_params
 from ..state.timeutil import iso
-from ..files.yamlio import load_yaml, write_yaml
+from . import gates
+from .history import History
 
 
 # -- researcher ---------------------------------------------------------------
-def research(lab: Lab, history: "gates.History", want: int) -> list[Path]:
-    """Propose up to `want` ideas from the library that were never proposed before."""
-    from .ideas import load_ideas
+def research(lab: Lab, history: History, want: int, main: str | None = None) -> list[Path]:
+    """Propose up to `want` ideas from the library that were never proposed before and
+    that would change main (an idea main already holds would measure nothing)."""
+    from .ideas import applicable, load_ideas
 
     proposed = {h.get("tags", [""])[0] for h in _hypotheses(lab) if h.get("tags")}
+    ideas = load_ideas()
+    if main:
+        ideas = applicable(ideas, read_params(run_git(lab.root, "show", f"{main}:{lab.config['target']['editable'][0]}")))
     made = []
-    for idea in load_ideas():
+    for idea in ideas:
         if len(made) >= want:
             break
         tag = f"idea:{idea.id}"
@@ -64,7 +69,7 @@ def _related_papers(lab: Lab, title: str, limit: int = 3) -> str:
 
 
 # -- planner / reviewer -------------------------------------------------------
-def plan(lab: Lab, history: "gates.History", main_head: str, room: int, explore_ok: bool = True) -> list[Path]:
+def plan(lab: Lab, history: History, main_head: str, room: int, explore_ok: bool = True) -> list[Path]:
     """Judge proposed hypotheses; queue accepted ones; explore once the ideas are used up."""
     touched: list[Path] = []
     for path, hyp in _proposed(lab):
@@ -72,10 +77,10 @@ def plan(lab: Lab, history: "gates.History", main_head: str, room: int, explore_
             break
         rejection = gates.review_change(lab, history, hyp["change"], base=main_head, hypothesis_id=hyp["id"])
         if rejection:
-            _review(path, hyp, "duplicate" if "duplicate" in rejection.rule else "rejected", rejection)
+            _review(lab, path, hyp, "duplicate" if "duplicate" in rejection.rule else "rejected", rejection)
             touched.append(path)
             continue
-        _review(path, hyp, "accepted", None)
+        _review(lab, path, hyp, "accepted", None)
         touched += [path, _queue(lab, history, hyp, main_head)]
         room -= 1
     if room > 0 and explore_ok and not _proposed(lab):
@@ -89,7 +94,7 @@ def _queue(lab: Lab, history, hyp: dict, base: str) -> Path:
     return path
 
 
-def _review(path: Path, hyp: dict, status: str, rejection) -> None:
+def _review(lab: Lab, path: Path, hyp: dict, status: str, rejection) -> None:
     hyp["status"] = status
     review = {"by": "planner", "at": iso()}
     if rejection:
@@ -97,7 +102,7 @@ def _review(path: Path, hyp: dict, status: str, rejection) -> None:
         if rejection.collides_with:
             review["collides_with"] = rejection.collides_with
     hyp["review"] = review
-    write_yaml(path, hyp)
+    write_checked(path, "hypothesis", hyp, lab)
 
 
 def explore(lab: Lab, history, main_head: str, room: int) -> list[Path]:
@@ -141,9 +146,8 @@ def _perturbations(current: dict, names: list[str]):
 
 
 # -- worker -------------------------------------------------------------------
-def work(lab: Lab, entry_data: dict, worktree: Path) -> str:
+def work(lab: Lab, change: dict, worktree: Path) -> str:
     """Apply the parameter change in the worktree; returns the file edited."""
-    change = entry_data.get("change") or {}
     if not change.get("params"):
         raise LabError("the builtin worker applies parameter changes only; "
                        "configure an agent worker for instructions", field="change")

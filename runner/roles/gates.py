@@ -1,4 +1,4 @@
-"""Gates in code: duplicate, near-duplicate, do-not-repeat, stale, single-change,
+"""Gates in code: duplicate, near-duplicate, do-not-repeat, single-change,
 protected and editable checks on a proposed change or on a worker's diff.
 
 The planner (builtin or agent) and the runner call these before an experiment is
@@ -6,11 +6,8 @@ queued or launched; prompts may repeat the rules, but only this module enforces
 them. Every rejection names its rule and, where there is one, the earlier
 experiment or hypothesis it collides with.
 
-`History` indexes everything tried so far (hypotheses of every status, live queue
-entries, every row of experiments/scores.parquet) once per reconcile pass:
-building it is O(history) (parsed files and changes are cached between passes);
-each check is a dictionary look-up plus a bisection among the entries that share
-the same parameter names on the same base.
+What was tried is looked up in `History` (history.py): each check is a
+dictionary look-up plus a bisection among the entries of the same shape.
 
 Configuration (all optional) lives in lab.yaml `gates:`:
 
@@ -23,30 +20,17 @@ Configuration (all optional) lives in lab.yaml `gates:`:
 """
 from __future__ import annotations
 
-import bisect
-import hashlib
-import json
-import math
-import os
 import re
-from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
+from dataclasses import dataclass
 
-import pyarrow.parquet as pq
-import yaml
+from ..state import machine
+from .history import History, Key, base_key, derive, is_change, same_base
 
-from ..repo import gitops
-from ..state.fingerprint import normalise_change
-from ..state.timeutil import iso
-
-RULES = ("duplicate", "near-duplicate", "do-not-repeat", "stale", "single-change", "protected",
-         "not-editable", "empty")
+# "stale" is a planner's verdict on an idea written against a best main no longer holds (the runner
+# itself re-queues an experiment whose base main moved past); the others are also checked in code
+RULES = ("duplicate", "near-duplicate", "do-not-repeat", "stale", "single-change", "protected", "not-editable",
+         "empty")
 DEFAULTS = {"tolerance": 0.05, "max_params": 1, "declared_only": True, "max_regions": 1, "region_gap": 10}
-# Statuses that never measured the change: repeating such a change is legitimate.
-UNMEASURED = {"cancelled", "stale"}
-DO_NOT_REPEAT = {"rejected", "duplicate"}
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -65,236 +49,6 @@ def settings(lab) -> dict:
     return {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
 
 
-# -- the history index --------------------------------------------------------
-@dataclass(frozen=True)
-class Key:
-    """What the gates compare, derived once per change."""
-    fingerprint: str
-    shape: tuple | None       # see _shape; None when nothing numeric could be near
-    numbers: tuple            # the numeric values, in the order of shape's names
-
-
-def derive(change: dict) -> Key:
-    norm = normalise_change(change)
-    # the same canonical form as runner.state.fingerprint.fingerprint, without normalising twice
-    canonical = json.dumps(norm, sort_keys=True, separators=(",", ":"))
-    fp = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
-    params = norm.get("params") or {}
-    numeric = tuple(k for k, v in params.items() if _is_number(v))
-    if not numeric:
-        return Key(fp, None, ())
-    fixed = tuple((k, v) for k, v in params.items() if not _is_number(v))
-    return Key(fp, (numeric, fixed, norm.get("file"), norm.get("instructions")),
-               tuple(float(params[k]) for k in numeric))
-
-
-@lru_cache(maxsize=1 << 16)
-def _derive_json(raw: str) -> Key | None:
-    """Key of a change stored as JSON (scores.parquet); cached across passes."""
-    try:
-        change = json.loads(raw)
-    except ValueError:
-        return None
-    return derive(change) if _is_change(change) else None
-
-
-def _is_change(change) -> bool:
-    return isinstance(change, dict) and bool(change.get("params") or str(change.get("instructions") or "").strip())
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _close(a: tuple, b: tuple, tolerance: float) -> bool:
-    for x, y in zip(a, b):
-        if x == y:
-            continue
-        if not (math.isfinite(x) and math.isfinite(y)) or abs(x - y) > tolerance * max(abs(x), abs(y)):
-            return False
-    return True
-
-
-def _window(x: float, tolerance: float) -> tuple[float, float]:
-    """Every y with |x - y| <= tolerance * max(|x|, |y|) lies in this interval."""
-    if tolerance >= 1 or not math.isfinite(x):
-        return -math.inf, math.inf
-    reach = tolerance * abs(x) / (1 - tolerance)
-    return x - reach, x + reach
-
-
-def _base_key(base: str | None) -> str:
-    return (base or "")[:7].lower()
-
-
-def _same_base(a: str | None, b: str | None) -> bool:
-    if not a or not b:
-        return False
-    a, b = a.lower(), b.lower()
-    return a.startswith(b) or b.startswith(a)
-
-
-@dataclass
-class Entry:
-    id: str
-    kind: str                # "experiment" | "hypothesis"
-    status: str
-    base: str | None
-    key: Key
-    value: float | None = None
-    metric: str | None = None
-    title: str | None = None
-    created: str = ""
-    mtime_ns: int = 0        # tie-break for two files created in the same second
-
-    def describe(self) -> str:
-        what = "hypothesis " if self.kind == "hypothesis" else ""
-        detail = self.status
-        if self.value is not None and self.metric:
-            detail += f", {self.metric} {self.value:.6g}"
-        elif self.title:
-            detail += f": {self.title}"
-        return f"{what}{self.id} ({detail})"
-
-
-class NearIndex:
-    """Entries of one shape, sorted by their first numeric value: a near-duplicate
-    look-up bisects to the values that can be within tolerance, then checks them."""
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-        self.entries: list[Entry] = []
-
-    def add(self, entry: Entry) -> None:
-        first = entry.key.numbers[0]
-        if math.isnan(first):
-            return
-        at = bisect.bisect_right(self.values, first)
-        self.values.insert(at, first)
-        self.entries.insert(at, entry)
-
-    def near(self, numbers: tuple, tolerance: float):
-        low, high = _window(numbers[0], tolerance)
-        start, stop = bisect.bisect_left(self.values, low), bisect.bisect_right(self.values, high)
-        for entry in self.entries[start:stop]:
-            if _close(numbers, entry.key.numbers, tolerance):
-                yield entry
-
-
-# Parsed YAML state files, by path and (mtime, size, inode): unchanged files are not re-read.
-_YAML_CACHE: dict[str, tuple[tuple, dict | None]] = {}
-
-
-def _read_yaml(path: str, st: os.stat_result) -> dict | None:
-    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-    cached = _YAML_CACHE.get(path)
-    if cached and cached[0] == stamp:
-        return cached[1]
-    try:
-        with open(path, "rb") as handle:
-            data = yaml.load(handle.read(), Loader=_Loader)
-    except (OSError, yaml.YAMLError, RecursionError):
-        data = None
-    if isinstance(data, dict):  # a file without a change (a baseline) gets key None
-        change = data.get("change")
-        data = {k: data.get(k) for k in ("id", "status", "base", "title", "created")} | {
-            "key": derive(change) if _is_change(change) else None}
-    else:
-        data = None
-    _YAML_CACHE[path] = (stamp, data)
-    return data
-
-
-@dataclass
-class History:
-    """Everything tried so far, indexed for O(1) exact and O(log n + k) near-duplicate checks."""
-    by_fingerprint: dict[str, list[Entry]] = field(default_factory=dict)
-    near_experiments: dict[tuple, NearIndex] = field(default_factory=dict)   # (base[:7], shape)
-    near_rejected: dict[tuple, NearIndex] = field(default_factory=dict)      # shape, do-not-repeat only
-    hypotheses: dict[str, Entry] = field(default_factory=dict)
-    unreadable: list[str] = field(default_factory=list)
-
-    @classmethod
-    def load(cls, lab) -> "History":
-        history = cls()
-        history._load_scores(Path(lab.scores_path))
-        history._load_yaml_dir(Path(lab.queue), "experiment")
-        history._load_yaml_dir(Path(lab.hypotheses), "hypothesis")
-        return history
-
-    # -- loading ----------------------------------------------------------------
-    def _load_scores(self, path: Path) -> None:
-        if not path.exists():
-            return
-        wanted = ["id", "status", "change", "base", "value", "metric", "title"]
-        try:
-            present = set(pq.read_schema(path).names)
-            table = pq.read_table(path, columns=[c for c in wanted if c in present])
-        except Exception:  # a corrupt table is reported by `lab validate`, not here
-            self.unreadable.append(str(path))
-            return
-        cols = {c: (table[c].to_pylist() if c in table.column_names else [None] * table.num_rows)
-                for c in wanted}
-        for i, raw in enumerate(cols["change"]):
-            key = _derive_json(raw) if raw else None
-            if key is not None:
-                self._index(Entry(cols["id"][i], "experiment", cols["status"][i] or "", cols["base"][i], key,
-                                  cols["value"][i], cols["metric"][i], cols["title"][i]))
-
-    def _load_yaml_dir(self, directory: Path, kind: str) -> None:
-        if not directory.is_dir():
-            return
-        for item in os.scandir(directory):
-            if not item.name.endswith(".yaml") or item.name.startswith("."):
-                continue
-            path = Path(item.path)
-            data = _read_yaml(item.path, item.stat())
-            if data is None:
-                self.unreadable.append(item.path)
-                continue
-            if data["key"] is None:
-                continue
-            text = lambda name: data[name] if isinstance(data[name], str) else None  # noqa: E731
-            self._index(Entry(text("id") or path.stem, kind, str(data["status"] or ""),
-                              text("base") if kind == "experiment" else None, data["key"],
-                              title=text("title"), created=str(data["created"] or ""),
-                              mtime_ns=item.stat().st_mtime_ns))
-
-    # -- the index --------------------------------------------------------------
-    def add(self, exp_id: str, change: dict, base: str | None, status: str, *, kind: str = "experiment",
-            value: float | None = None, metric: str | None = None, title: str | None = None) -> None:
-        """Record an experiment (or, with kind="hypothesis", a hypothesis) made during this pass."""
-        if _is_change(change):
-            self._index(Entry(exp_id, kind, status, base, derive(change), value, metric, title, created=iso()))
-
-    def precedes(self, entry: Entry, hypothesis_id: str | None) -> bool:
-        """Whether a proposed hypothesis came before the one under review (the first of
-        two identical proposals is the original; the later one is the duplicate)."""
-        own = self.hypotheses.get(hypothesis_id) if hypothesis_id else None
-        return own is None or (entry.created, entry.mtime_ns, entry.id) < (own.created, own.mtime_ns, own.id)
-
-    def _index(self, entry: Entry) -> None:
-        if entry.kind == "hypothesis":
-            self.hypotheses[entry.id] = entry
-        self.by_fingerprint.setdefault(entry.key.fingerprint, []).append(entry)
-        shape = entry.key.shape
-        if shape is None:
-            return
-        if entry.kind == "experiment":
-            table, key = self.near_experiments, (_base_key(entry.base), shape)
-        elif entry.status in DO_NOT_REPEAT:
-            table, key = self.near_rejected, shape
-        else:
-            return
-        index = table.get(key)
-        if index is None:
-            index = table[key] = NearIndex()
-        index.add(entry)
-
-    def __len__(self) -> int:
-        return sum(len(v) for v in self.by_fingerprint.values())
-
-
 # -- reviewing a proposed change ------------------------------------------------
 def review_change(lab, history: History, change: dict, *, base: str | None, exclude_id=None,
                   hypothesis_id: str | None = None, tolerance: float | None = None) -> Rejection | None:
@@ -309,7 +63,7 @@ def review_change(lab, history: History, change: dict, *, base: str | None, excl
     excluded = {exclude_id} if isinstance(exclude_id, str) else set(exclude_id or ())
     if hypothesis_id:
         excluded.add(hypothesis_id)
-    if not _is_change(change):
+    if not is_change(change):
         return Rejection("empty", "the change has neither params nor instructions")
     key = derive(change)
     return (_single_change(lab, change, cfg)
@@ -337,10 +91,10 @@ def _exact(history: History, key: Key, excluded: set, hypothesis_id: str | None)
             continue
         if entry.kind == "hypothesis" and entry.status == "proposed" and not history.precedes(entry, hypothesis_id):
             continue
-        if entry.kind == "hypothesis" and entry.status in DO_NOT_REPEAT:
+        if entry.kind == "hypothesis" and entry.status in machine.DO_NOT_REPEAT:
             return Rejection("do-not-repeat", f"same change as {entry.describe()}, which is on the "
                              "do-not-repeat list", entry.id)
-        if entry.kind == "experiment" and entry.status in UNMEASURED:
+        if entry.kind == "experiment" and entry.status in machine.UNMEASURED:
             continue
         return Rejection("duplicate", f"duplicate of {entry.describe()}", entry.id)
     return None
@@ -354,37 +108,12 @@ def _near(history: History, key: Key, base: str | None, excluded: set, tolerance
         if entry.id not in excluded:
             return Rejection("do-not-repeat", f"within {tolerance:.0%} of {entry.describe()}, which is on "
                              "the do-not-repeat list", entry.id)
-    tried = history.near_experiments.get((_base_key(base), key.shape))
+    tried = history.near_experiments.get((base_key(base), key.shape))
     for entry in tried.near(key.numbers, tolerance) if tried else ():
-        if entry.id not in excluded and entry.status not in UNMEASURED and _same_base(entry.base, base):
+        if entry.id not in excluded and entry.status not in machine.UNMEASURED and same_base(entry.base, base):
             return Rejection("near-duplicate", f"every value within {tolerance:.0%} of {entry.describe()} "
                              f"on the same base {base[:12]}", entry.id)
     return None
-
-
-# -- stale bases ----------------------------------------------------------------
-def check_stale(lab, base: str, main_head: str, main_score_commit: str | None) -> Rejection | None:
-    """Stale when the editable target files at `base` differ from main's head (a
-    promotion landed since), or when `base` is not a commit main descends from.
-
-    State-only commits (YAML, Parquet) move main's head without making a base
-    stale. `main_score_commit` is the commit where main's best score was measured;
-    it is named in the message.
-    """
-    root = Path(lab.root)
-    editable = list(lab.config["target"]["editable"])
-    try:
-        gitops.run_git(root, "merge-base", "--is-ancestor", base, main_head)
-    except Exception:
-        return Rejection("stale", f"base {base[:12]} is not an ancestor of main ({main_head[:12]})",
-                         main_score_commit)
-    changed = gitops.run_git(root, "diff", "--name-only", base, main_head, "--", *editable)
-    if not changed.strip():
-        return None
-    files = ", ".join(changed.split())
-    best = f"; main's best was measured at {main_score_commit[:12]}" if main_score_commit else ""
-    return Rejection("stale", f"base {base[:12]} is no longer main: {files} changed by "
-                     f"{main_head[:12]}{best}", main_score_commit)
 
 
 # -- a worker's diff ----------------------------------------------------------------
@@ -433,16 +162,6 @@ def _frozen(lab, hunks: list["Hunk"]) -> Rejection | None:
                 return Rejection("protected", f"{hunk.path}: {match.group(1)} is frozen (target.frozen): "
                                               "it defines the budget or the evaluation")
     return None
-
-
-def worktree_changes(worktree: Path, base: str) -> tuple[list[str], str]:
-    """(changed files, unified diff) of a worktree, committed or not, against `base`.
-    Untracked files are added to the worktree's index so that they count."""
-    worktree = Path(worktree)
-    gitops.run_git(worktree, "add", "-A")
-    files = gitops.run_git(worktree, "diff", "--cached", "--name-only", base).splitlines()
-    diff = gitops.run_git(worktree, "diff", "--cached", base) if files else ""
-    return files, diff + ("\n" if diff else "")
 
 
 @dataclass

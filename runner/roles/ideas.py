@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..state.ids import is_safe_id
 from ..errors import LabError
 from ..files.yamlio import parse_yaml, read_text
+from ..state.ids import is_safe_id
 
 IDEAS_PATH = Path(__file__).resolve().parents[1] / "data" / "ideas.yaml"
 _ARXIV = re.compile(r"^arXiv:(\d{4}\.\d{4,5})$")
@@ -30,10 +30,6 @@ class Idea:
     rationale: str
     expected: str
     source: dict = field(default_factory=dict)
-
-    def change(self, file: str = "train.py") -> dict:
-        """The idea as an experiment change (`{params, file}`)."""
-        return {"params": dict(self.params), "file": file}
 
 
 def load_ideas(path: Path | None = None) -> list[Idea]:

@@ -20,6 +20,11 @@ Scalar = int | float | str | bool | None
 _SCALARS = (bool, int, float, str, type(None))
 
 
+def is_number(value) -> bool:
+    """An int or float, not a bool (YAML and JSON read `true` as a bool, Python counts it as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _parse(text: str, path: str) -> ast.Module:
     try:
         return ast.parse(text, filename=path)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+from ..state.params import is_number
+
 Check = Callable[[Any], bool]
 
 ANNOTATIONS = {"$schema", "$id", "$comment", "$defs", "definitions", "title", "description", "default",
@@ -36,15 +38,12 @@ def _never(_: Any) -> bool:
     return False
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
 
 _TYPES: dict[str, Check] = {
     "string": lambda x: isinstance(x, str),
     "integer": lambda x: (isinstance(x, int) and not isinstance(x, bool)) or (
         isinstance(x, float) and x.is_integer()),
-    "number": _is_number,
+    "number": is_number,
     "boolean": lambda x: isinstance(x, bool),
     "null": lambda x: x is None,
     "object": lambda x: isinstance(x, dict),
@@ -139,16 +138,16 @@ class Compiler:
         return lambda x: not isinstance(x, str) or len(x) <= n
 
     def _minimum(self, n, _schema) -> Check:
-        return lambda x: not _is_number(x) or x >= n
+        return lambda x: not is_number(x) or x >= n
 
     def _maximum(self, n, _schema) -> Check:
-        return lambda x: not _is_number(x) or x <= n
+        return lambda x: not is_number(x) or x <= n
 
     def _exclusive_minimum(self, n, _schema) -> Check:
-        return lambda x: not _is_number(x) or x > n
+        return lambda x: not is_number(x) or x > n
 
     def _exclusive_maximum(self, n, _schema) -> Check:
-        return lambda x: not _is_number(x) or x < n
+        return lambda x: not is_number(x) or x < n
 
     def _format(self, name, _schema) -> Check:
         # jsonschema ignores formats its checker does not know; callers give it the same ones

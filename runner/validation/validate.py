@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import schema
-from ..state.ids import is_safe_id
-from ..lab import CONFIG
 from ..errors import LabError, Problem
+from ..files.tomlio import parse_toml
 from ..files.yamlio import parse_data, parse_yaml, read_text
+from ..lab import CONFIG
+from ..state.ids import is_safe_id
+from . import schema
 
 LIVE = {"queued", "assigned", "ready", "running"}
 TERMINAL = {"finished", "failed", "timed_out", "cancelled", "stale"}
 SAFE_ID_RULE = "letters, digits, '-', '_' and single dots; no '/', '..' or spaces"
+_ATOMIC_TMP = re.compile(r"^\.[^/]+\.yaml\.[A-Za-z0-9_]{6,}\.tmp$")  # files.yamlio's temp files
 PARALLEL_MIN_FILES = 2000  # below this, forking costs more than it saves
 PARQUET_COST = 0.6         # checking a Parquet footer, relative to checking a YAML file (measured)
 
@@ -67,9 +68,9 @@ def classify(rel: str) -> str | None:
     name = parts[-1]
     if rel == CONFIG:
         return "lab"
-    if name.startswith("."):
-        return None  # .gitkeep, editors' and our own temp files
     if len(parts) == 2 and parts[0] in ("hypotheses", "queue"):
+        if name.startswith("."):  # a hidden file here is never a lab file; ours are .gitkeep and
+            return None if name == ".gitkeep" or _ATOMIC_TMP.match(name) else "stray"  # writes in flight
         return ("hypothesis" if parts[0] == "hypotheses" else "queue") if name.endswith(".yaml") else "stray"
     if len(parts) == 3 and parts[0] == "experiments" and name == "experiment.yaml":
         return "experiment"
@@ -99,7 +100,7 @@ def discover(root: Path) -> list[str]:
     """Lab-relative paths of every state file in the lab (one scan per directory)."""
     found = [CONFIG] if (root / CONFIG).exists() else []
     for sub in ("hypotheses", "queue"):
-        found += [f"{sub}/{e.name}" for e in _entries(root / sub) if not e.name.startswith(".")]
+        found += [f"{sub}/{e.name}" for e in _entries(root / sub) if e.name != ".gitkeep"]
     for entry in _entries(root / "experiments"):
         if entry.is_dir():
             names = {e.name for e in _entries(Path(entry.path))}
@@ -238,14 +239,9 @@ class Validator:
                              field="name", line=lines.get("name")))
 
     def _build_toml(self, rel: str) -> None:
-        text = self._read(rel)
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            found = re.search(r"line (\d+)", str(exc))
-            raise LabError(f"malformed TOML: {exc}", rel, line=int(found.group(1)) if found else None) from None
+        data, lines = parse_toml(self._read(rel), rel)
         if not schema.is_valid("build-toml", data):
-            self.report.problems += schema.check("build-toml", data, rel, toml_lines(text))
+            self.report.problems += schema.check("build-toml", data, rel, lines)
 
     _checks = {"lab": _lab, "stray": _stray, "hypothesis": _hypothesis, "queue": _queue,
                "experiment": _experiment, "parquet": _parquet, "skill": _skill, "build-toml": _build_toml}
@@ -281,23 +277,6 @@ class Lines:
 
 def hypothesis_ids_of(root: Path) -> set[str]:
     return {e.name[:-5] for e in _entries(root / "hypotheses") if e.name.endswith(".yaml")}
-
-
-def toml_lines(text: str) -> dict[str, int]:
-    """Approximate field->line map for TOML: table headers and their keys."""
-    lines, table = {}, ""
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        header = re.match(r"^\[+([^\]]+)\]+", line)
-        if header:
-            table = header.group(1).strip().replace('"', "")
-            lines.setdefault(table, number)
-            continue
-        key = re.match(r"^([A-Za-z0-9_\-\"]+)\s*=", line)
-        if key:
-            name = key.group(1).replace('"', "")
-            lines.setdefault(f"{table}.{name}" if table else name, number)
-    return lines
 
 
 # -- the whole lab ------------------------------------------------------------
