@@ -2,17 +2,40 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from . import __version__
-from .commands import core, kernel, papers, query, run, skills
-from .commands import report as report_commands
-from .errors import LabError
+from .commands import (
+    demo,
+    hypothesis,
+    init,
+    kernel,
+    papers,
+    query,
+    queue,
+    report,
+    run,
+    schema,
+    skills,
+    status,
+    validate,
+)
+from .commands.context import Context
+from .errors import LabError, describe, write_crash_log
+
+
+# optional packages and the extra that installs each (pyproject.toml)
+EXTRAS = {"plotly": "report", "matplotlib": "report", "duckdb": "query", "trackio": "trackio", "torch": "torch",
+          "ninja": "torch", "kernels": "kernels", "liger_kernel": "kernels", "transformers": "finetune",
+          "trl": "finetune", "datasets": "finetune", "peft": "finetune", "accelerate": "finetune",
+          "optuna": "search"}
 
 
 class LabGroup(click.Group):
-    """Prints a LabError as one `path:line: field: message` line, never a traceback."""
+    """Every failure ends as one line: a LabError as `path:line: field: message` (exit 2),
+    anything unexpected as what failed plus the log holding its traceback (exit 3)."""
 
     def invoke(self, ctx):
         try:
@@ -20,6 +43,18 @@ class LabGroup(click.Group):
         except LabError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into a line
+            extra = EXTRAS.get((getattr(exc, "name", None) or "").split(".")[0])
+            if isinstance(exc, ModuleNotFoundError) and extra:
+                click.echo(f"error: this command needs {exc.name}, which is not installed: "
+                           f"pip install 'benchlab[{extra}]'", err=True)
+                sys.exit(2)
+            start = Path(ctx.obj.directory) if getattr(ctx.obj, "directory", None) else None
+            log = write_crash_log(exc, sys.argv[1:], start)
+            click.echo(f"error: {describe(exc)} (traceback in {log})", err=True)
+            sys.exit(3)
 
 
 @click.group(cls=LabGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,11 +67,13 @@ def main(ctx: click.Context, directory: str | None) -> None:
 
     All state is files in this repo: lab.yaml, hypotheses/, queue/, experiments/.
     """
-    ctx.obj = core.Context(directory)
+    ctx.obj = Context(directory)
 
 
-for command in (*core.COMMANDS, *run.COMMANDS, *report_commands.COMMANDS, kernel.kernel, query.query_command,
-                papers.papers_group, skills.skills_group):
+for command in (init.init_command, validate.validate_command, status.status_command, hypothesis.hypothesis_group,
+                queue.queue_group, run.run_command, run.baseline_command, demo.demo_command, query.query_command,
+                papers.papers_group, skills.skills_group, report.report_command, report.serve_command,
+                kernel.kernel, schema.schema_group):
     main.add_command(command)
 
 

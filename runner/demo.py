@@ -15,13 +15,14 @@ from pathlib import Path
 
 import click
 
-from .repo import gitops
 from .lab import Lab
-from .loop.reconcile import run
-from .loop.promotion import base_commit, key_values, target_key
+from .loop.run import run
+from .loop.scoring import base_commit, key_values, target_key
+from .repo import gitops
+from .report.progress import progress_line
 from .scaffold import init_lab
-from .state.scores import best_row, scores
 from .state.create import new_experiment
+from .state.scores import best_row, scores
 
 
 def run_demo(directory: str | None, *, minutes: float = 9.5, experiments: int = 40, slots: int = 2,
@@ -57,8 +58,6 @@ def _configure(lab: Lab, slots: int, budget: float | None) -> Lab:
 
 
 def _timed(lab: Lab, started: float):
-    from .commands.run import progress_line
-
     def on_event(kind, info):
         line = progress_line(lab, kind, info)
         if line:

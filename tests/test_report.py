@@ -3,27 +3,26 @@ from __future__ import annotations
 
 import json
 import re
-from html.parser import HTMLParser
 import threading
 import urllib.error
 import urllib.request
 from datetime import timedelta
-from pathlib import Path
+from html.parser import HTMLParser
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
-
 from fixtures.make_lab import START, make_lab, write_config
-from runner.commands.core import Context
+
+from runner.commands.context import Context
 from runner.commands.report import report_command
+from runner.files.tables import SCORES, read_table, write_table
 from runner.lab import Lab
-from runner.report.live import render
 from runner.report import write_leaderboard, write_report
+from runner.report.live import render
 from runner.report.serve import make_server, watch
 from runner.state.create import write_checked
-from runner.files.tables import SCORES, read_table, write_table
 from runner.state.timeutil import iso
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -178,7 +177,7 @@ def test_live_view_shows_running_jobs_queue_best_and_events(tmp_path):
         if status == "running":
             doc["job"] = job
         write_checked(lab.queue / f"{exp_id}.yaml", "experiment", doc, lab)
-    metrics = lab.runtime / "jobs" / "e-run" / "metrics.jsonl"
+    metrics = lab.job_dir("e-run", 1) / "metrics.jsonl"
     metrics.parent.mkdir(parents=True)
     metrics.write_text('{"step": 41, "train_loss": 2.5}\n{"step": 42, "train_loss": 2.4567}\n')
     frame = render(lab, now=now, width=120)

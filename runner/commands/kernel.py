@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from .core import Context, emit_json, pass_ctx
+from .context import Context, emit_json, pass_ctx
 
 
 @click.group()

@@ -6,7 +6,7 @@ import textwrap
 import click
 
 from ..roles.papers import Answer, paper, search
-from .core import Context, emit_json, pass_ctx
+from .context import Context, emit_json, pass_ctx
 
 
 @click.group("papers")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .core import Context, emit_json, pass_ctx
+from .context import Context, emit_json, pass_ctx
 
 
 @click.command("query")
@@ -21,7 +21,10 @@ def query_command(ctx: Context, sql: str, as_json: bool, max_width: int) -> None
       lab query "SELECT change->>'$.params.LEARNING_RATE' AS lr, value
                  FROM scores WHERE base LIKE 'abc1234%' AND lr IS NOT NULL"
     """
-    from ..report.query import render_table, run_query  # pyarrow/duckdb only when querying
+    from ..report.query import (  # pyarrow/duckdb only when querying
+        render_table,
+        run_query,
+    )
 
     result = run_query(ctx.lab, sql)
     for note in result.skipped:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .core import Context, pass_ctx
+from .context import Context, pass_ctx
 
 
 def _out_dir(ctx: Context, out: str | None) -> Path:
@@ -59,7 +59,8 @@ def report_command(ctx: Context, out: str | None, png_dir: str | None, open_: bo
 @pass_ctx
 def serve_command(ctx: Context, port: int, out: str | None, no_watch: bool, open_: bool) -> None:
     """Serve the dashboard on 127.0.0.1; the page reloads itself when results land."""
-    from ..report.serve import make_server, url_of, watch as watch_loop
+    from ..report.serve import make_server, url_of
+    from ..report.serve import watch as watch_loop
     out_dir = _out_dir(ctx, out)
     _build(ctx, out_dir, None)
     server = make_server(ctx.lab, out_dir, port)
@@ -79,4 +80,3 @@ def serve_command(ctx: Context, port: int, out: str | None, no_watch: bool, open
         server.server_close()
 
 
-COMMANDS = (report_command, serve_command)

@@ -7,11 +7,21 @@ from pathlib import Path
 import click
 
 from ..assets import asset_path
-from ..lab import Lab
 from ..errors import LabError
-from ..roles.skills import (CLIENT_NAMES, POINTER_FILES, check_skill, find_skills, first_sentence, install,
-                      pointer_block, state_of, target_dirs, write_pointer)
-from .core import Context, emit_json, pass_ctx
+from ..lab import Lab
+from ..roles.skills import (
+    CLIENT_NAMES,
+    POINTER_FILES,
+    check_skill,
+    find_skills,
+    first_sentence,
+    install,
+    pointer_block,
+    state_of,
+    target_dirs,
+    write_pointer,
+)
+from .context import Context, emit_json, pass_ctx
 
 
 def _lab_or_none(ctx: Context) -> Lab | None:

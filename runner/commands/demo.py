@@ -1,0 +1,21 @@
+"""`lab demo`: the loop on the embedded default, in a fresh lab."""
+from __future__ import annotations
+
+import click
+
+from .run import stop_on_signals
+
+
+@click.command("demo")
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@click.option("--minutes", type=float, default=9.5, show_default=True,
+              help="Finish within this long: no run starts that would end later.")
+@click.option("--experiments", type=int, default=40, show_default=True, help="At most this many experiments.")
+@click.option("--slots", type=int, default=2, show_default=True, help="Parallel CPU slots.")
+@click.option("--budget", type=float, default=None, help="Seconds of training per run (default: train.py's).")
+def demo_command(directory: str | None, minutes: float, experiments: int, slots: int, budget: float | None) -> None:
+    """Scaffold a fresh lab on the embedded default and run the loop on it (no LLM)."""
+    from ..demo import run_demo
+
+    run_demo(directory, minutes=minutes, experiments=experiments, slots=slots, budget=budget,
+             stop=stop_on_signals())
