@@ -16,7 +16,7 @@ then acts on the lab's files by role, as the skill tells a real agent to:
                 queue/<id>.yaml (status queued, base = main's HEAD)
     worker      edits the entry's params as top-level constants of the target file in its
                 worktree (the current directory), then sets status ready in $LAB_ENTRY
-    reporter    writes experiments/LEADERBOARD.md and reports/<task>.md
+    reporter    writes reports/LEADERBOARD.md and reports/<task>.md
 
 FAKE_AGENT_SCENARIO (or FAKE_AGENT_SCENARIO_<ROLE>, which wins) picks a misbehaviour:
 
@@ -27,7 +27,7 @@ FAKE_AGENT_SCENARIO (or FAKE_AGENT_SCENARIO_<ROLE>, which wins) picks a misbehav
     commit-protected  edits lab.yaml in the lab root and commits it with git
     duplicate       researcher: proposes exactly the change of an existing hypothesis
     self-accept     researcher: writes its hypothesis with status accepted (the planner's call)
-    claim           worker: claims its entry first (runner.roles.agents.claim), works only if it won
+    claim           worker: claims its entry first (runner.roles.claims.claim), works only if it won
     hang            starts a child that sleeps, then sleeps forever (pids in $FAKE_AGENT_PIDS)
     fail            prints a message and exits 3
 
@@ -44,10 +44,10 @@ from pathlib import Path
 
 import yaml
 
-from runner.roles.agents import claim
+from runner.lab import Lab
+from runner.roles.claims import claim
 from runner.state.fingerprint import fingerprint
 from runner.state.ids import new_id
-from runner.lab import Lab
 from runner.state.timeutil import iso
 
 FACTORS = (2.0, 0.5, 4.0, 0.25, 1.5, 0.75, 3.0, 0.33)
@@ -177,9 +177,9 @@ def reporter(lab: Lab, scenario: str) -> int:
     rows = pq.read_table(lab.scores_path).to_pylist() if lab.scores_path.exists() else []
     lines = ["# Leaderboard", "", f"| id | {lab.metric} | status |", "| --- | --- | --- |"]
     lines += [f"| {r['id']} | {r['value']} | {r['status']} |" for r in rows]
-    (lab.experiments / "LEADERBOARD.md").write_text("\n".join(lines) + "\n")
     reports = lab.root / "reports"
     reports.mkdir(exist_ok=True)
+    (reports / "LEADERBOARD.md").write_text("\n".join(lines) + "\n")
     (reports / f"{os.environ['LAB_TASK']}.md").write_text(f"# Report\n\n{len(rows)} experiments scored.\n")
     return 0
 

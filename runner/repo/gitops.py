@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import time
 from pathlib import Path
 
 import git
 
-from ..files.locks import FileLock
 from ..errors import LabError
+from ..files.locks import FileLock
 
 AUTHOR = ("benchlab", "lab@benchlab.invalid")
+LEDGER = ".lab/commits"
 _LOCK_ERRORS = ("index.lock", "Unable to create", "cannot lock ref", "shallow.lock")
 
 
@@ -47,7 +49,9 @@ def run_git(root: Path, *args: str, retries: int = 40) -> str:
     for attempt in range(retries):
         try:
             with r.git.custom_environment(**env):
-                return r.git.execute(["git", *args])
+                # its own session: a Ctrl-C sent to the runner's process group must not kill git
+                # halfway through a commit; the runner finishes its pass and stops cleanly
+                return r.git.execute(["git", *args], start_new_session=True)
         except git.GitCommandError as exc:
             text = f"{exc.stderr}{exc.stdout}"
             if attempt + 1 < retries and any(marker in text for marker in _LOCK_ERRORS):
@@ -82,8 +86,48 @@ def commit_paths(root: Path, paths: list[str], message: str) -> str | None:
         if not paths or not run_git(root, "diff", "--cached", "--name-only", "--", *paths):
             return None
         run_git(root, "commit", "-q", "--no-verify", "-m", message, "--", *paths)
-        return head(root)
+        commit = head(root)
+        _remember(root, commit)
+        return commit
+
+
+def _remember(root: Path, commit: str) -> None:
+    """The lab's own commits, so that a commit anyone else made (whatever its committer
+    address says) is verified by its content, never trusted by its name."""
+    ledger = root / LEDGER
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with open(ledger, "a") as handle:
+        handle.write(commit + "\n")
+
+
+def lab_commits(root: Path) -> set[str]:
+    try:
+        return set((root / LEDGER).read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
+def changed_by_others(root: Path, since: str, until: str) -> set[str]:
+    """Paths changed by commits in since..until that the lab did not make itself."""
+    if since == until:
+        return set()
+    out = git_bytes(root, "log", "--format=%x00%H", "--name-only", "--no-renames", f"{since}..{until}",
+                    check=False).decode("utf-8", "surrogateescape")
+    ours, paths = lab_commits(root), set()
+    for chunk in out.split("\0")[1:]:
+        lines = [line for line in chunk.splitlines() if line]
+        if lines and lines[0] not in ours:
+            paths.update(lines[1:])
+    return paths
 
 
 def run_git_init(directory: Path) -> None:
     git.Repo.init(directory, initial_branch="main")
+
+
+def git_bytes(root: Path, *args: str, stdin: bytes | None = None, check: bool = True) -> bytes:
+    """`git args` in root as raw bytes (blobs, -z listings), with optional stdin; no lock retries."""
+    done = subprocess.run(["git", *args], cwd=root, input=stdin, capture_output=True, start_new_session=True)
+    if check and done.returncode != 0:
+        raise LabError(f"git {args[0]} failed: {done.stderr.decode(errors='replace').strip()}", str(root))
+    return done.stdout

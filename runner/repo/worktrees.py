@@ -5,8 +5,8 @@ import shutil
 import time
 from pathlib import Path
 
-from .gitops import run_git
 from ..lab import Lab
+from .gitops import run_git
 
 
 def branch(exp_id: str) -> str:

@@ -12,44 +12,26 @@ runs in its own process group, in its worktree (workers) or the lab root (other
 roles), with LAB_ROLE, LAB_ROOT, LAB_ENTRY, LAB_WORKTREE, LAB_TASK and
 LAB_PROMPT_FILE set; stdout and stderr go to .lab/logs/agents/<role>-<task>.log.
 
-Ownership is verified, never assumed. Before an agent starts, the main
-checkout is snapshotted (HEAD plus `git status` and a blob of every dirty file,
-written to git's object store so any earlier content can be restored); when it
-ends, what changed since is checked against the role's rules:
+Ownership is verified, never assumed. Before an agent starts, main's checkout
+is snapshotted (repo/snapshot.py); when it ends, every path that changed since,
+in the working tree or in commits the runner did not make itself, is checked
+against the role's rights (roles/ownership.py, from the table in
+state/machine.py). A refused change is restored, the agent's version kept under
+.lab/refused/<role>-<task>/<path>, and a `refused` event names the role, the
+file and the rule. A new hypothesis the gates find to be a duplicate is kept
+but marked `duplicate` with the rule and the original it repeats.
 
-    researcher  new or changed hypotheses/*.yaml
-    planner     status/review of existing hypotheses/*.yaml; new queue/*.yaml (status
-                queued, passing the gates: duplicate, near-duplicate, do-not-repeat,
-                single-change)
-    worker      its own queue/<task>.yaml (status -> ready; history/updated), nothing
-                else in main (its code goes into its worktree)
-    reporter    experiments/LEADERBOARD.md, reports/**
-    everyone    experiments/events.parquet, append-only (events are how roles report)
-
-Anything else, any YAML that `lab validate` rejects and any deletion is refused:
-an `refused` event names the role, the file and the rule, the agent's version
-is kept under .lab/refused/<role>-<task>/<path> and the file is restored (or
-removed if it was new). New hypotheses are reviewed by the gates: a duplicate
-is kept but marked `duplicate` with the rule and the original it repeats.
-
-Concurrency. Changes in the main checkout carry no author, so at most one
-non-worker agent (researcher, planner, reporter) runs at a time; workers run in
-parallel. A change seen when an agent ends is attributed to that agent unless it
-is a running worker's own queue entry, or the ending agent is a worker and the
-change is one the running non-worker may make (it is then checked when that one
-ends). Commits made by an agent are recognised by the committer address this
-module sets (`<role>.<task>@agents.benchlab.invalid`). Call `poll()` when the
-runner's own writes in main are committed, and do not adopt or commit agents'
-files while `idle()` is False: that is the runner's part of the contract.
-
-Claims. `claim(lab, exp_id, worker)` creates .lab/claims/<exp_id> with O_EXCL:
-the file system guarantees that exactly one of several concurrent claimants
-wins, across processes; `release_claim` removes it when the entry leaves the
-queue.
+Concurrency. Changes in main's checkout carry no trustworthy author, so at most
+one agent that writes main (researcher, planner, reporter) runs at a time;
+workers run in parallel. A change seen when an agent ends is attributed to it
+unless it is a running worker's own queue entry, or the ending agent is a worker
+and the running main-writer may make the change (it is checked when that one
+ends). Call `poll()` when the runner's own writes in main are committed, and do
+not adopt or commit agents' files while `idle()` is False: that is the runner's
+part of the contract.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -60,165 +42,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from . import gates
-from ..assets import asset_path
-from ..state.events import record_event
-from ..files.locks import FileLock
 from ..errors import LabError
+from ..files.locks import FileLock
+from ..files.yamlio import atomic_write, load_yaml, write_yaml
+from ..repo.gitops import changed_by_others
+from ..repo.snapshot import Snapshot, blobs_at, hash_files, restore, snapshot
+from ..state import machine
+from ..state.events import record_event
 from ..state.timeutil import iso
-from ..files.yamlio import atomic_write, dump_yaml
+from .ownership import RULE_TEXT, Mark, Ownership
+from .prompts import build_prompt
 
-ROLES = ("researcher", "planner", "worker", "reporter")
-MAIN_WRITERS = ("researcher", "planner", "reporter")
 PLACEHOLDERS = ("prompt_file", "worktree", "entry", "lab", "role", "task")
 KILL_GRACE_S = 2.0
-COMMITTER_DOMAIN = "agents.benchlab.invalid"
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-# -- claims -----------------------------------------------------------------------
-def claim(lab, exp_id: str, worker_name: str) -> bool:
-    """Claim an entry for one worker; True for exactly one of concurrent callers."""
-    path = Path(lab.runtime) / "claims" / exp_id
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps({"worker": worker_name, "pid": os.getpid(), "at": iso()}) + "\n")
-    return True
-
-
-def claim_holder(lab, exp_id: str) -> str | None:
-    try:
-        return json.loads((Path(lab.runtime) / "claims" / exp_id).read_text())["worker"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def release_claim(lab, exp_id: str) -> None:
-    (Path(lab.runtime) / "claims" / exp_id).unlink(missing_ok=True)
-
-
-# -- prompts ----------------------------------------------------------------------
-def _skill_text(lab, name: str) -> str | None:
-    for base in (Path(lab.root) / "skills", _packaged_skills()):
-        if base and (base / name / "SKILL.md").is_file():
-            return (base / name / "SKILL.md").read_text(encoding="utf-8")
-    return None
-
-
-def _packaged_skills() -> Path | None:
-    try:
-        return asset_path("skills")
-    except FileNotFoundError:
-        return None
-
-
-def build_prompt(lab, role: str, entry: Path | None, extra: str = "") -> str:
-    """The prompt an agent gets: the lab's skill, its role's skill, its entry file and the task."""
-    target = lab.config["target"]
-    parts = [f"# benchlab: you are the {role} of the lab `{lab.config['lab']}`",
-             f"Lab root: {lab.root}\nObjective: {lab.config['objective']['direction']} "
-             f"{lab.metric}\nEditable: {', '.join(target['editable'])}\n"
-             f"Protected (never edit): {', '.join(target.get('protected') or [])}\n"
-             f"Declared parameters: {', '.join(target.get('params') or []) or '(none)'}"]
-    for name in ("autolab", f"autolab-{role}"):
-        text = _skill_text(lab, name)
-        if text:
-            parts.append(f"## Skill `{name}`\n\n{text.strip()}")
-    if entry is not None:
-        entry = Path(entry)
-        body = entry.read_text(encoding="utf-8") if entry.is_file() else "(missing)"
-        parts.append(f"## Your entry: {lab.rel(entry)}\n\n```yaml\n{body.strip()}\n```")
-    parts.append("## Task\n\n" + (extra.strip() or _DEFAULT_TASKS[role]))
-    return "\n\n".join(parts) + "\n"
-
-
-_DEFAULT_TASKS = {
-    "researcher": "Propose new hypotheses as hypotheses/<id>.yaml (status proposed); do not repeat "
-                  "anything in hypotheses/ or experiments/scores.parquet.",
-    "planner": "Review proposed hypotheses (set status accepted, rejected or duplicate with a review) and "
-               "queue accepted ones as queue/<id>.yaml (status queued), one change each.",
-    "worker": "Make exactly the change of your entry in your worktree (the current directory), then set "
-              "status: ready in your entry file.",
-    "reporter": "Update experiments/LEADERBOARD.md and write a report under reports/.",
-}
-
-
-# -- snapshots of the main checkout --------------------------------------------------
-def _git(root: Path, *args: str, stdin: bytes | None = None, check: bool = True) -> bytes:
-    done = subprocess.run(["git", *args], cwd=root, input=stdin, capture_output=True)
-    if check and done.returncode != 0:
-        raise LabError(f"git {args[0]} failed: {done.stderr.decode(errors='replace').strip()}", str(root))
-    return done.stdout
-
-
-@dataclass
-class Snapshot:
-    """HEAD plus an explicit content digest (git blob id, None if absent) of every
-    path that differs from HEAD; any other path is as in HEAD."""
-    head: str
-    digests: dict[str, str | None]
-
-    def digest(self, path: str, blobs: dict) -> str | None:
-        if path in self.digests:
-            return self.digests[path]
-        return blobs.get((self.head, path))
-
-
-def snapshot(root: Path) -> Snapshot:
-    head = _git(root, "rev-parse", "HEAD").decode().strip()
-    out = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
-    paths = [item[3:].decode("utf-8", "surrogateescape") for item in out.split(b"\0") if len(item) > 3]
-    return Snapshot(head, _hash_files(root, paths))
-
-
-def _hash_files(root: Path, paths: list[str]) -> dict[str, str | None]:
-    """Blob ids of these files, written to the object store (so they can be restored)."""
-    present = [p for p in paths if (root / p).is_file() and not (root / p).is_symlink()]
-    digests: dict[str, str | None] = {p: None for p in paths}
-    if present:
-        out = _git(root, "hash-object", "-w", "--stdin-paths",
-                   stdin="\n".join(present).encode() + b"\n")
-        digests.update(zip(present, out.decode().split()))
-    for p in paths:
-        if (root / p).is_symlink():
-            digests[p] = "link:" + hashlib.sha1(os.readlink(root / p).encode()).hexdigest()
-    return digests
-
-
-def _blobs_at(root: Path, head: str, paths: list[str]) -> dict:
-    """{(head, path): blob id} for the paths that exist in commit `head`."""
-    found = {}
-    for start in range(0, len(paths), 500):
-        out = _git(root, "ls-tree", "-z", head, "--", *paths[start:start + 500])
-        for item in out.split(b"\0"):
-            if item:
-                meta, _, name = item.decode("utf-8", "surrogateescape").partition("\t")
-                found[(head, name)] = meta.split()[2]
-    return found
-
-
-def _agent_commits(root: Path, since: str, until: str) -> dict[str, set[str]]:
-    """{committer address: paths} of commits between two heads made by agents."""
-    if since == until:
-        return {}
-    out = _git(root, "log", "--format=%x00%ce", "--name-only", "--no-renames", f"{since}..{until}",
-               check=False).decode("utf-8", "surrogateescape")
-    touched: dict[str, set[str]] = {}
-    for chunk in out.split("\0")[1:]:
-        lines = [line for line in chunk.splitlines() if line]
-        if lines and lines[0].endswith("@" + COMMITTER_DOMAIN):
-            touched.setdefault(lines[0], set()).update(lines[1:])
-    return touched
-
-
-def committer(role: str, task_id: str) -> str:
-    return f"{role}.{task_id}@{COMMITTER_DOMAIN}"
 
 
 # -- tasks and outcomes ------------------------------------------------------------------
@@ -284,7 +120,7 @@ class AgentRunner:
     def can_start(self, role: str) -> bool:
         if self.running(role) >= int(self.config(role).get("concurrency", 1)):
             return False
-        if role in MAIN_WRITERS and any(r in MAIN_WRITERS for r, _ in self.tasks):
+        if role in machine.MAIN_WRITERS and any(r in machine.MAIN_WRITERS for r, _ in self.tasks):
             return False  # main-checkout writers are serialised: attribution must be unambiguous
         return True
 
@@ -329,7 +165,7 @@ class AgentRunner:
         env = {**os.environ, **(cfg.get("env") or {})}
         env.update(LAB_ROLE=role, LAB_ROOT=str(self.root), LAB_ENTRY=str(task.entry or ""),
                    LAB_WORKTREE=str(task.cwd if role == "worker" else ""), LAB_TASK=task.task_id,
-                   LAB_PROMPT_FILE=str(task.prompt), GIT_COMMITTER_EMAIL=committer(role, task.task_id))
+                   LAB_PROMPT_FILE=str(task.prompt))
         return env
 
     # -- polling ------------------------------------------------------------------------------
@@ -398,6 +234,17 @@ class AgentRunner:
         return AgentOutcome(task.role, task.task_id, state, code, accepted, refused, restored,
                             str(task.log), reason)
 
+    def runner_committed(self, commit: str, paths: list[str]) -> None:
+        """The runner committed these paths: their new content is the runner's, not a running agent's."""
+        if self._baseline is None:
+            return
+        inside = [p for p in self._baseline.digests if any(p == c or p.startswith(c.rstrip("/") + "/") for c in paths)]
+        if not inside:
+            return  # only paths dirty at the baseline need a new "before"; the rest compare by commit
+        blobs = blobs_at(self.root, commit, inside)
+        digests = {**self._baseline.digests, **{path: blobs.get((commit, path)) for path in inside}}
+        self._set_baseline(Snapshot(self._baseline.head, digests))
+
     # -- crash recovery ----------------------------------------------------------------------------
     def _set_baseline(self, snap: Snapshot | None) -> None:
         """Keep the baseline on disk too, so that a restarted runner can still verify."""
@@ -417,7 +264,7 @@ class AgentRunner:
                 info = json.loads(record.read_text())
             except (OSError, ValueError):
                 continue
-            if "ended" in info or info.get("role") not in ROLES:
+            if "ended" in info or info.get("role") not in machine.AGENT_ROLES:
                 continue
             pid = info.get("pid")
             if pid and _start_time(pid) == info.get("pid_start"):
@@ -436,7 +283,7 @@ class AgentRunner:
                 Path(self.lab.logs) / "agents" / f"{info['role']}-{info['task']}.log",
                 Path(self.lab.runtime) / "agents" / info["role"] / info["task"] / "prompt.md", 0.0,
                 error="the runner stopped while it ran; killed on restart")
-        order = sorted(self.tasks, key=lambda k: k[0] in MAIN_WRITERS)  # workers first: see _belongs_elsewhere
+        order = sorted(self.tasks, key=lambda k: k[0] in machine.MAIN_WRITERS)  # workers first: see _belongs_elsewhere
         outcomes = []
         for key in order:
             task = self.tasks[key]
@@ -448,25 +295,26 @@ class AgentRunner:
 
     # -- ownership ---------------------------------------------------------------------------------
     def _verify(self, task: AgentTask) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+        """(accepted paths, refused (path, rule), restorations HEAD must record) of what changed
+        in main since the baseline, dirty or committed by anyone but the runner."""
         before = self._baseline or snapshot(self.root)
         after = snapshot(self.root)
-        commits = _agent_commits(self.root, before.head, after.head)
-        me = committer(task.role, task.task_id)
-        candidates = sorted(set(before.digests) | set(after.digests) | {p for c in commits.values() for p in c})
+        committed = changed_by_others(self.root, before.head, after.head)
+        candidates = sorted(set(before.digests) | set(after.digests) | committed)
         if not candidates:
             return [], [], []
-        blobs = {**_blobs_at(self.root, before.head, candidates), **_blobs_at(self.root, after.head, candidates)}
+        blobs = {**blobs_at(self.root, before.head, candidates), **blobs_at(self.root, after.head, candidates)}
         changed, deferred = [], {}
         for path in candidates:
             old, new = before.digest(path, blobs), after.digest(path, blobs)
             if old == new:
                 continue
-            if self._belongs_elsewhere(task, path, commits, me):
+            if self._belongs_elsewhere(task, path):
                 deferred[path] = old
             else:
                 changed.append((path, old, new))
-        fresh = {Path(p).stem for p, old, _ in changed if old is None and (_HYP.match(p) or _QUEUE.match(p))}
-        checker = Ownership(self.lab, task, fresh)
+        fresh = {Path(p).stem for p, old, _ in changed if old is None and p.endswith(".yaml")}
+        checker = Ownership(self.lab, task.role, task.task_id, fresh)
         accepted, refused, restored = [], [], []
         for path, old, new in changed:
             rule = checker.check(path, old, new)
@@ -475,24 +323,37 @@ class AgentRunner:
                 continue
             self._refuse(task, path, rule, old)
             refused.append((path, rule))
-            if path in commits.get(me, ()):
-                restored.append(path)   # the agent committed it: the restoration must be committed too
+            if blobs.get((after.head, path)) != old:
+                restored.append(path)   # HEAD holds the agent's version: the restoration must be committed
+        marked = [self._mark(mark) for mark in checker.marks]
         if len(self.tasks) > 1:
-            now = _hash_files(self.root, [p for p, _ in refused] + checker.marked)
+            now = hash_files(self.root, [p for p, _ in refused] + marked)
             self._set_baseline(Snapshot(after.head, {**after.digests, **now, **deferred}))
-        return list(dict.fromkeys(accepted + checker.marked)), refused, restored
+        return list(dict.fromkeys(accepted + marked)), refused, restored
 
-    def _belongs_elsewhere(self, task: AgentTask, path: str, commits: dict, me: str) -> bool:
-        """A change that a still-running agent made, or may have made (checked when it ends)."""
-        if any(path in paths for c, paths in commits.items() if c != me):
-            return True
+    def _belongs_elsewhere(self, task: AgentTask, path: str) -> bool:
+        """A change that a still-running agent may have made (checked when that one ends)."""
         running = [t for k, t in self.tasks.items() if k != (task.role, task.task_id)]
         for other in running:
             if other.role == "worker" and path == f"queue/{other.task_id}.yaml":
                 return True
-            if task.role == "worker" and other.role in MAIN_WRITERS and Ownership.may_write(other.role, path):
+            if task.role == "worker" and other.role in machine.MAIN_WRITERS and \
+                    machine.rule_for(other.role, path, other.task_id):
                 return True
         return False
+
+    def _mark(self, mark: Mark) -> str:
+        """Keep a researcher's hypothesis the gates rejected, on the do-not-repeat list with the reason."""
+        path = self.root / mark.path
+        data = load_yaml(path)[0]
+        rejection = mark.rejection
+        data["status"] = machine.DUPLICATE if rejection.rule in ("duplicate", "near-duplicate") else machine.REJECTED
+        data["review"] = {"by": "gate", "at": iso(), "rule": rejection.rule, "reason": rejection.message,
+                          **({"collides_with": rejection.collides_with} if rejection.collides_with else {})}
+        write_yaml(path, data)
+        record_event(self.lab, "warn", "gate", f"{mark.path}: {rejection}", hypothesis=data.get("id"),
+                     path=mark.path)
+        return mark.path
 
     def _refuse(self, task: AgentTask, path: str, rule: str, old: str | None) -> None:
         target = self.root / path
@@ -501,30 +362,13 @@ class AgentRunner:
             keep.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(target, keep)
         with FileLock(Path(self.lab.locks) / "git.lock"):
-            _restore(self.root, path, old)
-        kept = f"; the agent's version is kept in {self.lab.rel(keep)}" if target.exists() or keep.exists() else ""
+            restore(self.root, path, old)
+        kept = f"; the agent's version is kept in {self.lab.rel(keep)}" if keep.exists() else ""
         record_event(self.lab, "error", "refused",
                      f"{task.role} agent {task.task_id} wrote {path}: refused by rule {rule} "
-                     f"({RULE_TEXT.get(rule, 'see runner/gates.py')}){kept}; restored "
+                     f"({RULE_TEXT.get(rule, 'see runner/roles/gates.py')}){kept}; restored "
                      f"{'the previous version' if old else 'by removing it'}",
                      experiment=task.task_id if task.role == "worker" else None, path=path)
-
-
-def _restore(root: Path, path: str, digest: str | None) -> None:
-    """Put back the content `digest` (None: remove the file) and unstage the path."""
-    target = root / path
-    listed = _git(root, "ls-tree", "HEAD", "--", path).decode()
-    tracked = bool(listed.strip())
-    if digest is None or digest.startswith("link:"):
-        if target.is_file() or target.is_symlink():
-            target.unlink()
-    else:
-        atomic_write(target, _git(root, "cat-file", "blob", digest))
-        os.chmod(target, 0o755 if listed.startswith("100755") else 0o644)
-    if tracked:
-        _git(root, "restore", "--staged", "--", path, check=False)
-    else:
-        _git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", path, check=False)
 
 
 def _kill_group(process: subprocess.Popen | None, sig: int) -> None:
@@ -555,164 +399,3 @@ def _fill(arg: str, values: dict) -> str:
     return re.sub(r"\{(" + "|".join(PLACEHOLDERS) + r")\}", lambda m: values[m.group(1)], arg)
 
 
-# -- the rules of each role --------------------------------------------------------------------
-_HYP = re.compile(r"^hypotheses/[^/]+\.yaml$")
-_QUEUE = re.compile(r"^queue/[^/]+\.yaml$")
-EVENTS = "experiments/events.parquet"
-RULE_TEXT = {
-    "not-owned": "the role does not own this file; a worker's code belongs in its worktree",
-    "protected": "target.protected in lab.yaml",
-    "invalid": "`lab validate` rejects it",
-    "deleted": "agents never delete lab files",
-    "fields": "changed fields the role does not own",
-    "status": "a status this role may not set",
-    "append-only": "events may only be appended",
-    **{rule: "a gate on the change (runner/gates.py)" for rule in gates.RULES},
-}
-
-
-class Ownership:
-    """Decides, path by path, whether a role may have made a change in main's checkout."""
-
-    def __init__(self, lab, task: AgentTask, fresh: set[str] = frozenset()):
-        self.lab, self.task = lab, task
-        self.fresh = set(fresh)          # ids of files new in this batch, not yet reviewed
-        self.root = Path(lab.root)
-        self.marked: list[str] = []      # hypotheses the gates marked duplicate (to commit)
-        self._history: gates.History | None = None
-
-    @staticmethod
-    def may_write(role: str, path: str) -> bool:
-        if path == EVENTS:
-            return True
-        if role == "researcher":
-            return bool(_HYP.match(path))
-        if role == "planner":
-            return bool(_HYP.match(path) or _QUEUE.match(path))
-        if role == "reporter":
-            return path == "experiments/LEADERBOARD.md" or path.startswith("reports/")
-        return False
-
-    def check(self, path: str, old: str | None, new: str | None) -> str | None:
-        """None if allowed, else the rule it breaks."""
-        role = self.task.role
-        if new is None:
-            return "deleted"
-        if path == EVENTS:
-            return self._events(old)
-        if gates.is_protected(self.lab, path):
-            return "protected"
-        if role == "worker":
-            return self._worker(path, old)
-        if not self.may_write(role, path):
-            return "not-owned"
-        if _HYP.match(path) or _QUEUE.match(path):
-            return self._yaml(path, old)
-        return None
-
-    # -- per kind -----------------------------------------------------------------------
-    def _yaml(self, path: str, old: str | None) -> str | None:
-        from ..validation.validate import validate
-        if not validate(self.root, [str(self.root / path)]).ok:
-            return "invalid"
-        data = _load(self.root / path)
-        previous = _load_blob(self.root, old) if old else None
-        if _QUEUE.match(path):
-            if previous is not None:
-                return "not-owned"       # the planner queues new entries; it does not edit live ones
-            if data.get("status") != "queued":
-                return "status"
-            return self._gate(path, data, queue=True)
-        if self.task.role == "planner" and previous is not None:
-            if _without(previous, "status", "review") != _without(data, "status", "review"):
-                return "fields"          # the planner judges hypotheses; it does not rewrite them
-            return None
-        if self.task.role == "planner":
-            return "not-owned"           # new hypotheses are the researcher's
-        if previous is None:
-            return "status" if data.get("status") != "proposed" else self._gate(path, data, queue=False)
-        if {k: data.get(k) for k in ("status", "review")} != {k: previous.get(k) for k in ("status", "review")}:
-            return "status"              # judging a hypothesis is the planner's
-        return None
-
-    def _gate(self, path: str, data: dict, queue: bool) -> str | None:
-        if self._history is None:
-            self._history = gates.History.load(self.lab)
-        own = data.get("id")
-        self.fresh.discard(own)
-        rejection = gates.review_change(self.lab, self._history, data.get("change") or {},
-                                        base=data.get("base"), exclude_id=self.fresh | {own},
-                                        hypothesis_id=data.get("hypothesis") if queue else own)
-        if rejection is None:
-            self._history.add(own, data.get("change") or {}, data.get("base"),
-                              data.get("status", ""), kind="experiment" if queue else "hypothesis")
-            return None
-        if queue:
-            record_event(self.lab, "warn", "gate", f"{path}: {rejection}", experiment=own,
-                         hypothesis=data.get("hypothesis"), path=path)
-            return rejection.rule
-        self._mark(path, data, rejection)
-        return None
-
-    def _mark(self, path: str, data: dict, rejection: gates.Rejection) -> None:
-        """Keep the researcher's hypothesis, but on the do-not-repeat list with the reason."""
-        data["status"] = "duplicate" if rejection.rule in ("duplicate", "near-duplicate") else "rejected"
-        review = {"by": "gate", "at": iso(), "rule": rejection.rule, "reason": rejection.message}
-        if rejection.collides_with:
-            review["collides_with"] = rejection.collides_with
-        data["review"] = review
-        atomic_write(self.root / path, dump_yaml(data))
-        self.marked.append(path)
-        record_event(self.lab, "warn", "gate", f"{path}: {rejection}", hypothesis=data.get("id"), path=path)
-
-    def _worker(self, path: str, old: str | None) -> str | None:
-        if path != f"queue/{self.task.task_id}.yaml" or old is None:
-            return "not-owned"           # a worker's code belongs in its worktree
-        from ..validation.validate import validate
-        if not validate(self.root, [str(self.root / path)]).ok:
-            return "invalid"
-        data, previous = _load(self.root / path), _load_blob(self.root, old)
-        if _without(previous, "status", "updated", "history") != _without(data, "status", "updated", "history"):
-            return "fields"
-        if data.get("status") not in ("ready", previous.get("status")):
-            return "status"
-        return None
-
-    def _events(self, old: str | None) -> str | None:
-        """events.parquet may only grow, with the events schema."""
-        import pyarrow.parquet as pq
-        from ..files.tables import EVENTS as SCHEMA, check_parquet
-        path = self.root / EVENTS
-        if check_parquet(path, SCHEMA, EVENTS):
-            return "invalid"
-        if old:
-            before = _parquet_rows(_git(self.root, "cat-file", "blob", old))
-            if before is None or pq.read_metadata(path).num_rows < before:
-                return "append-only"
-        return None
-
-
-def _parquet_rows(data: bytes) -> int | None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    try:
-        return pq.read_metadata(pa.BufferReader(data)).num_rows
-    except Exception:
-        return None
-
-
-def _load(path: Path) -> dict:
-    data = yaml.load(path.read_bytes(), Loader=_Loader)
-    return data if isinstance(data, dict) else {}
-
-
-def _load_blob(root: Path, digest: str) -> dict:
-    try:
-        data = yaml.load(_git(root, "cat-file", "blob", digest), Loader=_Loader)
-    except (yaml.YAMLError, LabError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _without(data: dict, *keys: str) -> dict:
-    return {k: v for k, v in data.items() if k not in keys}

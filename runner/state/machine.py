@@ -55,22 +55,21 @@ def external(old: str, new: str) -> bool:
 @dataclass(frozen=True)
 class FileRule:
     """One role's rights over one kind of file (paths are lab-relative globs;
-    `{task}` is the agent's task id, for a worker its experiment id)."""
+    `{task}` is the agent's task id, for a worker its experiment id). A status it
+    changes must also be a transition the tables above give the role."""
     pattern: str
     create_as: str | None = None        # a new file must have this status (None: may not create)
     fields: tuple[str, ...] = ()        # fields it may change in an existing file
     only_fields: bool = True            # False: it may change every field *except* `fields`
-    statuses: tuple[str, ...] = ()      # statuses it may set when it edits (empty: unchanged only)
     free: bool = False                  # any content (reports)
 
 
 ROLE_FILES: dict[str, tuple[FileRule, ...]] = {
     "researcher": (FileRule("hypotheses/*.yaml", create_as=PROPOSED, fields=("status", "review"),
                             only_fields=False),),
-    "planner": (FileRule("hypotheses/*.yaml", fields=("status", "review"),
-                         statuses=(ACCEPTED, REJECTED, DUPLICATE)),
+    "planner": (FileRule("hypotheses/*.yaml", fields=("status", "review")),
                 FileRule("queue/*.yaml", create_as=QUEUED)),
-    "worker": (FileRule("queue/{task}.yaml", fields=("status", "updated", "history"), statuses=(READY,)),),
+    "worker": (FileRule("queue/{task}.yaml", fields=("status", "updated", "history")),),
     "reporter": (FileRule("reports/**", free=True),),
 }
 AGENT_ROLES = tuple(ROLE_FILES)
@@ -86,3 +85,10 @@ def rule_for(role: str, path: str, task: str = "") -> FileRule | None:
         if fnmatch.fnmatchcase(path, pattern) and "/" not in path[len(pattern.split("*")[0]):]:
             return rule
     return None
+
+
+def may_set(role: str, kind: str, old: str, new: str) -> bool:
+    """Whether `role` may move a hypothesis or experiment from `old` to `new`."""
+    if kind == "hypothesis":
+        return role in HYPOTHESIS_TRANSITIONS.get((old, new), ())
+    return allowed(old, new, role)
