@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_crash_safety import check_invariants, kill_trials, places  # noqa: E402
 from test_loop import toy_lab  # noqa: E402
 
-from runner.loop.reconcile import run  # noqa: E402
+from runner.loop.run import run  # noqa: E402
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_loop import queue, toy_lab  # noqa: E402  (the toy target of the loop tests)
 
 from runner.repo import gitops  # noqa: E402
-from runner.loop.reconcile import run  # noqa: E402
+from runner.loop.run import run  # noqa: E402
 from runner.files.tables import SCORES, write_table  # noqa: E402
 
 

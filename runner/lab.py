@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .validation import schema
 from .errors import LabError
 from .files.yamlio import load_yaml
+from .validation import schema
 
 CONFIG = "lab.yaml"
 
@@ -72,6 +72,12 @@ class Lab:
     def locks(self) -> Path: return self.runtime / "locks"
     @property
     def logs(self) -> Path: return self.runtime / "logs"
+    @property
+    def jobs(self) -> Path: return self.runtime / "jobs"
+
+    def job_dir(self, exp_id: str, attempt: int) -> Path:
+        """Where one attempt of an experiment's job keeps its log, metrics and records."""
+        return self.jobs / exp_id / f"attempt-{attempt}"
 
     def rel(self, path: Path) -> str:
         try:
@@ -87,7 +93,11 @@ class Lab:
         problems = schema.check("lab", data, CONFIG, lines)
         if problems:
             raise LabError(problems[0].message, CONFIG, problems[0].field, problems[0].line)
-        return _merged(DEFAULTS, data)
+        config = _merged(DEFAULTS, data)
+        for role in config["roles"].values():
+            if role.get("kind") is False:
+                role["kind"] = "off"  # YAML 1.1 reads an unquoted `off` as false
+        return config
 
     @property
     def metric(self) -> str: return self.config["objective"]["metric"]

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from runner.files.yamlio import write_yaml
 from runner.lab import Lab
 from runner.scaffold import init_lab
-from runner.files.yamlio import write_yaml
 
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "lab-tests", "GIT_AUTHOR_EMAIL": "tests@benchlab.invalid",
                 "GIT_COMMITTER_NAME": "lab-tests", "GIT_COMMITTER_EMAIL": "tests@benchlab.invalid"}

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
+from test_loop import toy_lab
 
-from runner.repo import gitops
 from runner.lab import Lab
 from runner.loop.reconcile import Runner
+from runner.repo import gitops
 from runner.validation.validate import validate
-from test_loop import toy_lab
 
 FAKE = str(Path(__file__).with_name("fake_agent.py"))
 

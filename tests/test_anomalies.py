@@ -9,13 +9,18 @@ from datetime import timedelta
 
 import pyarrow as pa
 import pytest
-
 from fixtures.make_lab import START, make_lab, write_config
-from runner.report.anomalies import lab_anomalies, read_jsonl, record_anomalies, stream_anomalies
-from runner.state.events import read_events
-from runner.lab import Lab
-from runner.state.create import write_checked
+
 from runner.files.tables import SCORES, write_table
+from runner.lab import Lab
+from runner.report.anomalies import (
+    lab_anomalies,
+    read_jsonl,
+    record_anomalies,
+    stream_anomalies,
+)
+from runner.state.create import write_checked
+from runner.state.events import read_events
 from runner.state.timeutil import iso
 
 
@@ -104,7 +109,7 @@ def test_stall_when_a_running_job_writes_nothing(lab):
     now = START + timedelta(minutes=10)
     entry(lab, "e-stuck", "running", created=START, started=now - timedelta(seconds=60))
     entry(lab, "e-busy", "running", created=START, started=now - timedelta(seconds=60), fingerprint="sha256:bb")
-    live = lab.runtime / "jobs" / "e-busy" / "metrics.jsonl"
+    live = lab.job_dir("e-busy", 1) / "metrics.jsonl"
     live.parent.mkdir(parents=True)
     live.write_text(json.dumps({"step": 1, "train_loss": 3.0}) + "\n")
     os.utime(live, (now.timestamp() - 5, now.timestamp() - 5))
@@ -170,6 +175,7 @@ def test_runner_timed_out_event_counts_as_the_timeout(tmp_path):
 def test_real_runs_only_the_blown_up_one_diverges(tmp_path):
     """Streams recorded from real train.py runs: LEARNING_RATE=0.5 blew up, the others did not."""
     from fixtures.real_lab import real_lab
+
     from runner.files.tables import METRICS, read_table
     lab = real_lab(tmp_path / "lab")
     flagged = []

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.backends import JobSpec, JobStartError, LocalBackend, make_backend
-from runner.backends import jobwrap
-from runner.files.metrics import objective, parse_summary, read_log, read_stream
+from runner.backends import JobSpec, JobStartError, LocalBackend, jobwrap, make_backends
 from runner.errors import LabError
+from runner.files.metrics import objective, parse_summary, read_log, read_stream
 
 CPU2 = {"backends": {"local": {"kind": "cpu", "slots": 2, "threads_per_slot": 1}}, "limits": {"max_running": 2}}
 
@@ -68,7 +67,7 @@ def wait_for(predicate, timeout: float = 5.0):
 def test_cpu_slots_are_capped_by_max_running():
     backend = LocalBackend({"backends": {"local": {"kind": "cpu", "slots": 4}}, "limits": {"max_running": 3}})
     assert backend.slots == ["cpu0", "cpu1", "cpu2"]
-    assert make_backend(CPU2).slots == ["cpu0", "cpu1"]
+    assert make_backends(CPU2)["local"].slots == ["cpu0", "cpu1"]
 
 
 def test_job_environment_confines_a_cpu_slot(lab):
@@ -290,12 +289,12 @@ def test_kill_escalates_to_sigkill_for_a_job_ignoring_sigterm(lab):
     record = backend.start(spec)
     wait_for(lambda: "ignoring" in read_log(spec.job_dir / "log"))
     started = time.monotonic()
-    backend.kill(spec, "cancelled by the planner")
+    backend.cancel(spec, "cancelled by the planner")
     assert time.monotonic() - started < 4   # grace 0.3 s + the SIGKILL
     assert gone(record["pid"])
     status = backend.poll(spec)
     assert (status.state, status.reason) == ("killed", "cancelled by the planner")
-    backend.kill(spec, "again")                       # idempotent, first reason kept
+    backend.cancel(spec, "again")                       # idempotent, first reason kept
     assert backend.poll(spec).reason == "cancelled by the planner"
 
 
@@ -341,7 +340,7 @@ def test_reattach_from_a_fresh_backend_reads_the_exit_code(lab):
     del first                                          # the runner side is gone (kill -9)
     second = LocalBackend(CPU2)
     assert second.poll(spec).state == "running"
-    assert second.record(spec)["pid"] == record["pid"]
+    assert second.start(spec)["pid"] == record["pid"]
     status = wait(second, spec)
     assert (status.state, status.exit_code, status.pid) == ("exited", 3, record["pid"])
     assert parse_summary(read_log(status.log_path)) == {"val_bpb": 2.5}
@@ -361,7 +360,7 @@ def test_start_is_idempotent_per_job_dir(lab):
     again = LocalBackend(CPU2).start(spec)
     assert again == first
     assert len(jobwrap.marked_processes(job_dir=str(spec.job_dir.resolve()))) == 2   # wrapper + one child
-    LocalBackend(CPU2, kill_grace_s=1).kill(spec, "test over")
+    LocalBackend(CPU2, kill_grace_s=1).cancel(spec, "test over")
 
 
 def test_wrapper_killed_hard_is_lost_and_its_child_swept(lab):
@@ -391,11 +390,13 @@ def test_reused_pid_is_not_mistaken_for_the_job(lab):
         spec = JobSpec("old", "cpu0", ["true"], lab, {}, job_dir, 1, 1)
         backend = LocalBackend(CPU2, kill_grace_s=0.2)
         assert backend.poll(spec).state == "lost"
-        backend.kill(spec, "must not touch the reused pid")
-        assert backend.orphans(set(), lab) == []
+        backend.cancel(spec, "must not touch the reused pid")
+        assert backend.reattach(set(), lab) == []
         assert bystander.poll() is None
         jobwrap.write_json(job_dir / "pid", {**other, "started": time.time(), "experiment": "old"})
-        assert backend.poll(spec).state == "running"    # the same record with the true start time
+        assert backend.poll(spec).state == "lost"   # even with its true start time: it carries no job marker
+        backend.cancel(spec, "must not touch a process outside the job")
+        assert bystander.poll() is None
     finally:
         bystander.kill()
         bystander.wait()
@@ -408,11 +409,11 @@ def test_orphans_kills_jobs_whose_experiment_is_not_live(lab):
     dead_job, live_job = starter.start(dead), starter.start(live)
     wait_for(lambda: "up" in read_log(dead.job_dir / "log"))
     restarted = LocalBackend(CPU2, kill_grace_s=1)
-    killed = restarted.orphans({"live"}, lab)
+    killed = restarted.reattach({"live"}, lab)
     assert dead_job["pid"] in killed and live_job["pid"] not in killed
     assert gone(dead_job["pid"]) and not gone(live_job["pid"])
     assert restarted.poll(dead).state == "killed" and "orphan" in restarted.poll(dead).reason
     assert restarted.poll(live).state == "running"
-    assert restarted.orphans({"live"}, lab) == []
-    restarted.kill(live, "test over")
+    assert restarted.reattach({"live"}, lab) == []
+    restarted.cancel(live, "test over")
     assert gone(live_job["pid"])

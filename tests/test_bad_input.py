@@ -13,13 +13,13 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import _experiment_doc as exp  # noqa: E402
+from conftest import _hypothesis_doc as hyp
 
-from runner.files import tables
 from runner.errors import Problem
-from runner.validation.validate import validate
+from runner.files import tables
 from runner.files.yamlio import dump_yaml
-
-from conftest import _experiment_doc as exp, _hypothesis_doc as hyp  # noqa: E402
+from runner.validation.validate import validate
 
 LINE = re.compile(r"^(?P<path>[^:]+?)(:(?P<line>\d+))?: (?P<field>\S+): (?P<message>.+)$")
 

@@ -11,14 +11,14 @@ import time
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from test_loop import queue, toy_lab
 
-from runner.repo import gitops
 from runner.backends import jobwrap
 from runner.lab import Lab
-from runner.loop.reconcile import run
+from runner.loop.run import run
+from runner.repo import gitops
 from runner.state.create import new_experiment, new_hypothesis
 from runner.validation.validate import validate
-from test_loop import queue, toy_lab
 
 LAB = [sys.executable, "-m", "runner.cli"]
 

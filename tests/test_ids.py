@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from runner.state import ids
+from runner.files.yamlio import create_new
 from runner.lab import Lab
+from runner.state import ids
 from runner.state.create import new_experiment, new_hypothesis
 from runner.validation.validate import validate
-from runner.files.yamlio import create_new
 
 ID = re.compile(r"^(h|e)-\d{8}-\d{6}-[a-z2-7]{8}$")
 

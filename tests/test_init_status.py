@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 import pytest
 import yaml
 
-from runner.files import tables
 from runner.assets import asset_path
-from runner.state.events import record_event
+from runner.files import tables
 from runner.lab import Lab
+from runner.state.events import record_event
 from runner.validation.validate import validate
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)

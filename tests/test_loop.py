@@ -8,9 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from runner.repo import gitops
 from runner.lab import Lab
-from runner.loop.reconcile import Runner, run
+from runner.loop.reconcile import Runner
+from runner.loop.run import run
+from runner.repo import gitops
 from runner.scaffold import init_lab
 from runner.state.create import new_experiment, new_hypothesis
 from runner.validation.validate import validate
@@ -168,8 +169,7 @@ def test_refuses_protected_and_not_editable_changes(tmp_path):
     queue(lab, None, baseline=True)
     run(lab, until_idle=True, plan=False, tick=0.1)
     bad = queue(lab, {"X": 2.0})
-    runner = Runner(lab)
-    runner.planning = False
+    runner = Runner(lab, plan=False)
     runner.reconcile()                                  # dispatch: assigned, worktree created
     wt = lab.worktrees / bad
     assert yaml.safe_load((lab.queue / f"{bad}.yaml").read_text())["status"] == "assigned"
@@ -191,9 +191,7 @@ def test_wrong_actor_transition_is_refused_and_restored(tmp_path):
     entry = yaml.safe_load(path.read_text())
     entry["status"] = "running"                         # only the runner may do this
     path.write_text(yaml.safe_dump(entry, sort_keys=False))
-    runner = Runner(lab)
-    runner.planning = False
-    runner.max_experiments = 0
+    runner = Runner(lab, max_experiments=0, plan=False)
     runner.reconcile()
     assert yaml.safe_load(path.read_text())["status"] == "queued"
     events = pq.read_table(lab.events_path).to_pylist()
@@ -208,8 +206,7 @@ def test_lost_job_is_retried_in_a_new_attempt(tmp_path):
 
     lab = toy_lab(tmp_path / "lab", slots=1, sleep=1.5)
     queue(lab, None, baseline=True)
-    runner = Runner(lab)
-    runner.planning = False
+    runner = Runner(lab, plan=False)
     runner.reconcile()                                    # dispatched and running
     [job_dir] = list((lab.runtime / "jobs").glob("*/attempt-1"))
     pid = json.loads((job_dir / "pid").read_text())["pid"]
@@ -267,8 +264,7 @@ def test_change_to_a_frozen_constant_is_refused(tmp_path):
     gitops.commit_paths(lab.root, ["lab.yaml"], "freeze SLEEP")
     lab = Lab(lab.root)
     bad = queue(lab, {"X": 2.0})
-    runner = Runner(lab)
-    runner.planning = False
+    runner = Runner(lab, plan=False)
     runner.reconcile()
     wt = lab.worktrees / bad
     (wt / "score.py").write_text((wt / "score.py").read_text().replace("SLEEP = 0.0", "SLEEP = 0.001"))

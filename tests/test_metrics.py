@@ -8,8 +8,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runner.files.metrics import (is_finite, metrics_rows, objective, parse_summary, read_log, read_stream,
-                            summary_line)
+from runner.files.metrics import (
+    is_finite,
+    metrics_rows,
+    objective,
+    parse_summary,
+    read_log,
+    read_stream,
+    summary_line,
+)
 from runner.files.tables import METRICS, read_table, write_table
 
 

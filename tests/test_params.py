@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.state.params import apply_params, read_params
 from runner.errors import LabError
+from runner.state.params import apply_params, read_params
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import GIT_IDENTITY  # noqa: E402
 
 from runner.assets import asset_path
-
-from conftest import GIT_IDENTITY  # noqa: E402
 
 REPO = asset_path("schemas").parent
 

@@ -13,15 +13,15 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from runner.repo import gitops
-from runner.state.events import record_event
-from runner.state.fingerprint import fingerprint
+from runner.files.tables import METRICS, SCORES, write_table
+from runner.files.yamlio import write_yaml
 from runner.lab import Lab
+from runner.repo import gitops
 from runner.report.query import EXPERIMENTS, HYPOTHESES, METRICS_VIEW, run_query
 from runner.scaffold import init_lab
 from runner.state.create import new_experiment, new_hypothesis
-from runner.files.tables import METRICS, SCORES, write_table
-from runner.files.yamlio import write_yaml
+from runner.state.events import record_event
+from runner.state.fingerprint import fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
 SHIM = """#!{python}

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-
 from fixtures.make_lab import make_lab
 from fixtures.real_lab import real_lab
-from runner.report import write_report
+
 from runner.files.tables import METRICS, SCORES, read_table
+from runner.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"

@@ -10,15 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from runner.state import entries
-from runner.repo import gitops
-from runner.state.fingerprint import fingerprint
-from runner.lab import Lab
-from runner.scaffold import init_lab
-from runner.roles.skills import MANIFEST, POINTER_END, POINTER_START, check_skill, find_skills, references
-from runner.state.create import new_experiment, new_hypothesis
-from runner.validation.validate import validate
 from runner.files.yamlio import parse_yaml
+from runner.lab import Lab
+from runner.repo import gitops
+from runner.roles.skills import (
+    MANIFEST,
+    POINTER_END,
+    POINTER_START,
+    check_skill,
+    find_skills,
+    references,
+)
+from runner.scaffold import init_lab
+from runner.state import entries
+from runner.state.create import new_experiment, new_hypothesis
+from runner.state.fingerprint import fingerprint
+from runner.validation.validate import validate
 
 REPO = Path(__file__).resolve().parent.parent
 ROLE_SKILLS = ("autolab", "autolab-researcher", "autolab-planner", "autolab-worker", "autolab-reporter")

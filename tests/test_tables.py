@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runner.files import tables
 from runner.assets import asset_path
+from runner.files import tables
 from runner.state.events import read_events, record_event
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)

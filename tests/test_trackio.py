@@ -10,16 +10,15 @@ import os
 import sqlite3
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from fixtures.make_lab import START, make_lab
-from runner.state.events import read_events, record_event
-from runner.state.create import write_checked
-from runner.state.timeutil import iso
+
 from runner.report.trackio_mirror import installed
+from runner.state.create import write_checked
+from runner.state.events import read_events, record_event
+from runner.state.timeutil import iso
 
 pytestmark = pytest.mark.skipif(not installed(), reason="trackio is not installed (pip install benchlab[trackio])")
 
@@ -62,7 +61,7 @@ def live_job(lab, exp_id: str, rows: list[dict]) -> Path:
             "change": {"params": {"LEARNING_RATE": 0.003}}, "fingerprint": "sha256:live",
             "created": iso(START), "job": {"backend": "local", "slot": "slot-0", "started": iso(START)}}
     write_checked(lab.queue / f"{exp_id}.yaml", "experiment", data, lab)
-    path = lab.runtime / "jobs" / exp_id / "metrics.jsonl"
+    path = lab.job_dir(exp_id, 1) / "metrics.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in rows)

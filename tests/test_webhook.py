@@ -8,11 +8,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from fixtures.make_lab import write_config
+
+from runner.lab import Lab
 from runner.report import webhook
 from runner.report.anomalies import record_anomalies
-from runner.lab import Lab
 
 
 class FlakyHandler(BaseHTTPRequestHandler):

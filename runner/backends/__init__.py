@@ -1,24 +1,34 @@
-"""Job backends: where an experiment's command runs.
+"""Job backends: where an experiment's command runs (base.py is the interface).
 
-`local` (process groups on this machine) is the only one built in; the runner
-talks to a backend through `start`, `poll`, `kill` and `orphans` and the
-`JobSpec` / `JobStatus` records, so other engines can follow the same shape.
+`local` runs process groups on this machine; the loop knows only `Backend`.
 """
 from __future__ import annotations
 
-from .local import TERMINAL, JobSpec, JobStartError, JobStatus, LocalBackend
+from ..errors import LabError
+from .base import Backend, JobSpec, JobStartError, JobStatus
+from .local import LocalBackend
 
 BACKENDS = {"local": LocalBackend}
 
 
-def make_backend(config: dict, name: str | None = None, **options) -> LocalBackend:
-    """The backend named by `name`, else by lab.yaml `backends.default` (default: local)."""
-    chosen = name or config.get("backends", {}).get("default") or "local"
+def make_backends(config: dict) -> dict[str, Backend]:
+    """Every backend lab.yaml configures (local always), by name."""
+    configured = [name for name in config.get("backends", {}) if name != "default"]
+    unknown = [name for name in configured if name not in BACKENDS]
+    if unknown:
+        raise LabError(f"unknown backend {unknown[0]!r} (known: {', '.join(BACKENDS)})", "lab.yaml",
+                       field=f"backends.{unknown[0]}")
+    return {name: BACKENDS[name](config) for name in dict.fromkeys(["local", *configured])}
+
+
+def default_backend(config: dict) -> str:
+    """Where experiments run unless an entry names another (lab.yaml `backends.default`)."""
+    chosen = config.get("backends", {}).get("default") or "local"
     if chosen not in BACKENDS:
-        from ..errors import LabError
         raise LabError(f"unknown backend {chosen!r} (known: {', '.join(BACKENDS)})", "lab.yaml",
                        field="backends.default")
-    return BACKENDS[chosen](config, **options)
+    return chosen
 
 
-__all__ = ["BACKENDS", "TERMINAL", "JobSpec", "JobStartError", "JobStatus", "LocalBackend", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "JobSpec", "JobStartError", "JobStatus", "LocalBackend", "default_backend",
+           "make_backends"]

@@ -16,7 +16,8 @@ Files in DIR:
 - ``pid``: written atomically BEFORE the child starts: the wrapper's pid (also
   the process group id), its start time in clock ticks since boot and the boot
   id (together they tell the wrapper from a later process that reuses its pid),
-  the wall-clock start, experiment, slot and command.
+  the wall-clock start, experiment, slot, command and the attempt's token (a
+  record without the token the runner gave this attempt is never adopted).
 - ``exit.json``: written atomically when the child ends: ``returncode`` (negative
   = killed by that signal), ``exit_code`` or ``signal``, ``finished``. No
   ``exit.json`` and no live wrapper means the job was lost (machine reboot, or
@@ -28,6 +29,10 @@ Every process of the job inherits ``LAB_JOB_DIR=DIR`` in its environment; that
 marker finds processes that left the group or outlived the wrapper. When the
 child ends, the wrapper kills whatever else still carries its marker before it
 writes ``exit.json``, so an exited job leaves nothing behind.
+
+When ``LAB_MASKED_ENV`` names variables (the secrets the job is given), the
+child's output goes through the wrapper, which replaces their values by ``***``
+before anything reaches the log.
 
 This module uses the standard library only and is Linux-first (``/proc``);
 without ``/proc`` identity falls back to "pid exists and leads its group".
@@ -42,6 +47,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +58,8 @@ STOP_FILE = "stop.json"
 METRICS_FILE = "metrics.jsonl"
 MARKER = "LAB_JOB_DIR"
 EXPERIMENT = "LAB_EXPERIMENT"
+MASKED = "LAB_MASKED_ENV"   # names of variables whose values never reach the log
+MASK = b"***"
 PROC = Path("/proc")
 
 
@@ -107,6 +115,16 @@ def identity(pid: int) -> dict:
     stat = proc_stat(pid)
     return {"pid": pid, "pgid": os.getpgid(pid),
             "start_ticks": stat["start_ticks"] if stat else None, "boot_id": boot_id()}
+
+
+def foreign(pid: int, job_dir: str) -> bool:
+    """True when a live process verifiably does not belong to this job: its environment is
+    readable and carries no marker of `job_dir` (a process that is exiting reads as empty)."""
+    try:
+        raw = (PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return False
+    return bool(raw) and f"{MARKER}={job_dir}".encode() not in raw.split(b"\0")
 
 
 def is_alive(record: dict) -> bool:
@@ -186,16 +204,17 @@ def signal_pids(pids, sig: int) -> list[int]:
 def _parse(argv: list[str]) -> tuple[Path, list[str]]:
     parser = argparse.ArgumentParser(prog="jobwrap", description=__doc__.split("\n\n")[0])
     parser.add_argument("--job-dir", required=True, type=Path)
+    parser.add_argument("--token", default="")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command after --")
-    return args.job_dir.resolve(), command
+    return args.job_dir.resolve(), args.token, command
 
 
 def main(argv: list[str] | None = None) -> int:
-    job_dir, command = _parse(sys.argv[1:] if argv is None else argv)
+    job_dir, token, command = _parse(sys.argv[1:] if argv is None else argv)
     job_dir.mkdir(parents=True, exist_ok=True)
     received: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -205,10 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[MARKER] = str(job_dir)
     record = {**identity(os.getpid()), "started": time.time(), "host": socket.gethostname(),
               "experiment": os.environ.get(EXPERIMENT), "slot": os.environ.get("LAB_SLOT"),
-              "command": command, "cwd": os.getcwd()}
+              "command": command, "cwd": os.getcwd(), "token": token}
     write_json(job_dir / PID_FILE, record)
-    returncode, error = _run(command, received)
+    secrets = _secret_values()
+    returncode, error, pump = _run(command, received, secrets)
     _kill_leftovers(job_dir)
+    if pump is not None:
+        pump.join(5.0)  # leftovers are dead, so the pipe has reached its end
     write_json(job_dir / EXIT_FILE, {
         "returncode": returncode, "exit_code": returncode if returncode >= 0 else None,
         "signal": -returncode if returncode < 0 else None, "finished": time.time(),
@@ -216,15 +238,38 @@ def main(argv: list[str] | None = None) -> int:
     return returncode if returncode >= 0 else 128 - returncode
 
 
-def _run(command: list[str], received: list[int]) -> tuple[int, str | None]:
+def _run(command: list[str], received: list[int], secrets: list[bytes]):
+    """(returncode, error, the masking pump thread or None)."""
     if received:                                   # stopped before the child started
-        return -received[0], None
+        return -received[0], None, None
+    output = subprocess.PIPE if secrets else None
     try:
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output,
+                                 stderr=subprocess.STDOUT if secrets else None)
     except OSError as exc:
         print(f"jobwrap: cannot start {command[0]!r}: {exc.strerror or exc}", file=sys.stderr, flush=True)
-        return 127, f"cannot start {command[0]!r}: {exc.strerror or exc}"
-    return child.wait(), None
+        return 127, f"cannot start {command[0]!r}: {exc.strerror or exc}", None
+    pump = None
+    if secrets:
+        pump = threading.Thread(target=_pump, args=(child.stdout, secrets), daemon=True)
+        pump.start()
+    return child.wait(), None, pump
+
+
+def _secret_values() -> list[bytes]:
+    names = [n for n in os.environ.get(MASKED, "").split(",") if n]
+    values = {os.environ[n].encode() for n in names if len(os.environ.get(n, "")) >= 4}
+    return sorted(values, key=len, reverse=True)   # a longer secret first, should one contain another
+
+
+def _pump(stream, secrets: list[bytes]) -> None:
+    """Copy the child's output to ours (the log), secrets replaced, line by line."""
+    out = sys.stdout.buffer
+    for line in iter(stream.readline, b""):
+        for value in secrets:
+            line = line.replace(value, MASK)
+        out.write(line)
+        out.flush()
 
 
 def _kill_leftovers(job_dir: Path) -> None:

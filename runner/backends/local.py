@@ -31,56 +31,32 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..files.locks import FileLock
 from ..errors import LabError
+from ..files.locks import FileLock
 from ..state.timeutil import iso
 from . import jobwrap
-from .jobwrap import EXIT_FILE, LOG_FILE, METRICS_FILE, PID_FILE, STOP_FILE, is_alive, read_json
+from .base import Backend, JobSpec, JobStartError, JobStatus
+from .environment import job_environment
+from .jobwrap import (
+    EXIT_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    PID_FILE,
+    STOP_FILE,
+    is_alive,
+    read_json,
+)
 
 WRAPPER = Path(jobwrap.__file__).resolve()
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "TORCH_NUM_THREADS")
-TERMINAL = ("exited", "timed_out", "stalled", "killed", "lost")
 START_TIMEOUT_S = 15.0    # the wrapper writes its pid file within milliseconds
 
 
-class JobStartError(RuntimeError):
-    """The wrapper could not be started (missing cwd, no Python, ...): infrastructure."""
-
-
-@dataclass
-class JobSpec:
-    exp_id: str
-    slot: str
-    command: list[str]
-    cwd: Path
-    env: dict[str, str]
-    job_dir: Path          # one fresh directory per attempt (a retry gets a new one)
-    time_limit_s: float    # <= 0: no limit
-    stall_timeout_s: float  # <= 0: no stall detection
-
-
-@dataclass
-class JobStatus:
-    state: str             # running | exited | timed_out | stalled | killed | lost
-    exit_code: int | None
-    reason: str
-    log_path: Path
-    metrics_path: Path
-    started: float         # epoch seconds
-    finished: float | None
-    pid: int | None = field(default=None)
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL
-
-
-class LocalBackend:
+class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, config: dict, kill_grace_s: float = 5.0):
@@ -114,13 +90,13 @@ class LocalBackend:
         return {**{name: threads for name in THREAD_VARS}, "CUDA_VISIBLE_DEVICES": ""}
 
     def job_env(self, spec: JobSpec) -> dict[str, str]:
-        """Runner environment < slot limits < spec.env < the job protocol variables."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
-        env.update(self.slot_env(spec.slot))
-        env.update(spec.env)
+        """The minimal environment < slot limits < spec.env and secrets < the job protocol variables."""
+        env = job_environment(os.environ, self.slot_env(spec.slot), spec.env, secrets=spec.secrets)
         job_dir = spec.job_dir.resolve()
         env.update({"LAB_METRICS": str(job_dir / METRICS_FILE), "LAB_EXPERIMENT": spec.exp_id,
                     "LAB_SLOT": spec.slot, jobwrap.MARKER: str(job_dir), "PYTHONUNBUFFERED": "1"})
+        if spec.secrets:
+            env[jobwrap.MASKED] = ",".join(spec.secrets)  # the wrapper masks their values in the log
         return env
 
     # -- start ------------------------------------------------------------------
@@ -135,19 +111,18 @@ class LocalBackend:
         job_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(job_dir / ".start.lock"):
             existing = _pid_record(job_dir)
+            if existing is not None and existing.get("token") != spec.token:
+                _set_aside(job_dir)  # not this attempt's job (forged or stale): never adopt it
+                existing = None
             if existing is None:
                 existing = self._launch(spec, job_dir, env)
         return self._record(spec, existing)
 
-    def record(self, spec: JobSpec) -> dict | None:
-        """The `job` record of an existing job dir, None if no job was started there."""
-        rec = _pid_record(spec.job_dir.resolve())
-        return None if rec is None else self._record(spec, rec)
-
     def _launch(self, spec: JobSpec, job_dir: Path, env: dict[str, str]) -> dict:
         # -I -S: the wrapper needs the standard library only; skipping site makes it
         # start in ~30 ms and keeps a worktree's files off its import path
-        argv = [sys.executable, "-I", "-S", str(WRAPPER), "--job-dir", str(job_dir), "--", *spec.command]
+        argv = [sys.executable, "-I", "-S", str(WRAPPER), "--job-dir", str(job_dir), "--token", spec.token, "--",
+                *spec.command]
         try:
             with open(job_dir / LOG_FILE, "ab") as log:
                 proc = subprocess.Popen(argv, cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -184,7 +159,7 @@ class LocalBackend:
         if rec is None:
             return self._status(spec, "lost", None, f"no valid pid record in {job_dir}: "
                                 "the job wrapper never started", _mtime(job_dir), _mtime(job_dir))
-        alive = is_alive(rec)   # before reading exit.json: a wrapper dead now has written it already
+        alive = _leads(rec, job_dir)   # before reading exit.json: a wrapper dead now has written it already
         done, stop = read_json(job_dir / EXIT_FILE), read_json(job_dir / STOP_FILE)
         if done is None and alive:
             return self._running(spec, rec, stop)
@@ -244,7 +219,7 @@ class LocalBackend:
                          rec.get("pid") if rec else None)
 
     # -- stopping ---------------------------------------------------------------
-    def kill(self, spec: JobSpec, reason: str, state: str = "killed") -> None:
+    def cancel(self, spec: JobSpec, reason: str, state: str = "killed") -> None:
         """Stop the job: SIGTERM to its group, SIGKILL after the grace period.
 
         Idempotent; a no-op on a finished job. The first recorded reason wins
@@ -282,13 +257,13 @@ class LocalBackend:
             self._reap()
 
     def _job_alive(self, job_dir: Path, rec: dict) -> bool:
-        return is_alive(rec) or bool(jobwrap.marked_processes(job_dir=str(job_dir)))
+        return _leads(rec, job_dir) or bool(jobwrap.marked_processes(job_dir=str(job_dir)))
 
     def _signal_job(self, job_dir: Path, rec: dict, sig: int) -> list[int]:
         """Signal the group (only while its leader is verifiably ours) and every
         process carrying the job's marker outside it."""
         hit = []
-        leader = is_alive(rec)
+        leader = _leads(rec, job_dir)
         if leader and self._kill_group(rec["pgid"], sig):
             hit.append(rec["pid"])
         strays = [p["pid"] for p in jobwrap.marked_processes(job_dir=str(job_dir))
@@ -313,7 +288,7 @@ class LocalBackend:
                 del self._children[pid]
 
     # -- recovery ---------------------------------------------------------------
-    def orphans(self, live_exp_ids: set[str], jobs_root: Path) -> list[int]:
+    def reattach(self, live: set[str], jobs_root: Path) -> list[int]:
         """Kill every job under `jobs_root` whose experiment is not live; return
         the pids signalled. Finds jobs by their pid records and by the
         environment marker (which also catches processes that left the group)."""
@@ -323,11 +298,11 @@ class LocalBackend:
         for pid_file in root.rglob(PID_FILE) if root.is_dir() else ():
             job_dir = pid_file.parent
             rec = _pid_record(job_dir)
-            if rec and rec.get("experiment") not in live_exp_ids and not (job_dir / EXIT_FILE).exists() \
+            if rec and rec.get("experiment") not in live and not (job_dir / EXIT_FILE).exists() \
                     and self._job_alive(job_dir, rec):
                 victims[job_dir] = rec
         for proc in jobwrap.marked_processes(under=str(root)):
-            if proc["experiment"] not in live_exp_ids:
+            if proc["experiment"] not in live:
                 job_dir = Path(proc["job_dir"])
                 victims.setdefault(job_dir, _pid_record(job_dir) or {"experiment": proc["experiment"]})
         pids: set[int] = set()
@@ -373,6 +348,18 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def _leads(rec: dict, job_dir: Path) -> bool:
+    """The record's process lives and leads this job: it carries the job's marker, so a
+    record naming some other process (forged, or a reused pid) never gets it signalled."""
+    return is_alive(rec) and not jobwrap.foreign(rec["pid"], str(job_dir))
+
+
+def _set_aside(job_dir: Path) -> None:
+    """Move a job dir that is not this attempt's out of the way (kept for a post-mortem)."""
+    job_dir.rename(job_dir.with_name(f"{job_dir.name}.refused-{time.time_ns()}"))
+    job_dir.mkdir()
 
 
 def _pid_record(job_dir: Path) -> dict | None:

@@ -1,73 +1,37 @@
-"""Scores of targets, the noise margin, and merging a winner into main.
+"""Promotion: the verdict on a finished result, and merging a winner into main.
 
-Main gets many state commits; only promotions change the target. So a score
-belongs to a *target key*: a hash of the editable files' blobs at a commit.
-The score of a key is the mean of every valid measurement of it (baselines,
-the promoted run, re-runs), so repeated measurements sharpen the estimate.
+A result is promoted only if it beats the score of its base by more than the
+noise margin, and only if main still holds that base; a winner measured on a
+base main has moved past is re-queued on the new main instead of merged blindly.
+`judge` only decides; `finish.py` carries the verdict out.
 """
 from __future__ import annotations
 
-import hashlib
-import statistics
-from functools import lru_cache
-from pathlib import Path
+from dataclasses import dataclass
 
-import pyarrow.compute as pc
-
-from ..repo.gitops import run_git
 from ..lab import Lab
-from ..state.scores import scores
+from ..repo.gitops import run_git
+
+PROMOTE, REQUEUE, KEEP = "promote", "requeue", "keep"
 
 
-def base_commit(lab: Lab, ref: str = "HEAD") -> str:
-    """The commit that last changed the editable files: the base for new experiments.
-
-    Main gets many state commits; anchoring every experiment on one target to the
-    same commit keeps "same base" comparisons (gates, stale checks) meaningful."""
-    editable = lab.config["target"]["editable"]
-    return run_git(lab.root, "log", "-1", "--format=%H", ref, "--", *editable) or run_git(lab.root, "rev-parse", ref)
+@dataclass(frozen=True)
+class Verdict:
+    action: str          # promote | requeue | keep
+    reason: str
+    margin: float | None = None
 
 
-def target_key(lab: Lab, commit: str) -> str:
-    return _target_key(str(lab.root), commit, tuple(lab.config["target"]["editable"]))
-
-
-@lru_cache(maxsize=4096)
-def _target_key(root: str, commit: str, editable: tuple[str, ...]) -> str:
-    listing = run_git(Path(root), "ls-tree", commit, "--", *editable)
-    return hashlib.sha256(listing.encode()).hexdigest()[:16]
-
-
-def key_values(table, key: str) -> list[float]:
-    if table.num_rows == 0:
-        return []
-    rows = table.filter(pc.and_(pc.equal(table["target"], key), pc.is_valid(table["value"])))
-    rows = rows.filter(pc.or_(rows["promoted"], pc.equal(rows["kind"], "baseline")))
-    return [v for v in rows["value"].to_pylist() if v == v]  # drop NaN
-
-
-def score_of(lab: Lab, commit: str, table=None) -> float | None:
-    """Mean of the valid measurements of the target at `commit`, or None."""
-    values = key_values(scores(lab) if table is None else table, target_key(lab, commit))
-    return statistics.fmean(values) if values else None
-
-
-def noise_margin(lab: Lab, table=None) -> float:
-    """The configured margin, or k x the seed stdev of the latest baseline set if larger."""
-    objective = lab.config["objective"]
-    margin = float(objective.get("noise_margin", 0.0))
-    k = objective.get("margin_from_baseline")
-    table = scores(lab) if table is None else table
-    if not k or table.num_rows == 0:
-        return margin
-    base = table.filter(pc.and_(pc.equal(table["kind"], "baseline"), pc.is_valid(table["value"])))
-    if base.num_rows < 2:
-        return margin
-    latest = base["target"][base.num_rows - 1].as_py()
-    values = [v for v in key_values(base, latest) if v == v]
-    if len(values) < 2:
-        return margin
-    return max(margin, k * statistics.stdev(values))
+def judge(lab: Lab, value: float, base_value: float | None, margin: float, base_is_main: bool) -> Verdict:
+    """What to do with a finished experiment's value measured against its base."""
+    if base_value is None:
+        return Verdict(KEEP, "no score for the base yet (run `lab baseline`): not promoted")
+    if not lab.better(value, base_value, margin):
+        return Verdict(KEEP, f"not better than its base {base_value:.6g} by more than the margin {margin:.4g}",
+                       margin)
+    if not base_is_main:
+        return Verdict(REQUEUE, f"beat its base by more than {margin:.4g} but main moved", margin)
+    return Verdict(PROMOTE, f"promoted: {lab.metric} {base_value:.6g} -> {value:.6g} (margin {margin:.4g})", margin)
 
 
 def merge_into_main(lab: Lab, exp_branch: str) -> list[str]:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from ..repo import worktrees
-from ..state.entries import Entry
-from ..lab import Lab
 from ..files.locks import FileLock
 from ..files.tables import METRICS, SCORES, append_rows, read_table, write_table
-from ..state.timeutil import iso, now, parse_iso
 from ..files.yamlio import atomic_write, write_yaml
+from ..lab import Lab
+from ..repo import worktrees
+from ..state.entries import Entry
+from ..state.timeutil import iso, now, parse_iso
 
 LOG_TAIL_BYTES = 64 * 1024
 

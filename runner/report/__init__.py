@@ -9,8 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
-from ..lab import Lab
 from ..files.yamlio import atomic_write
+from ..lab import Lab
 from .data import ReportData, load, overview
 from .leaderboard import write_leaderboard
 
@@ -26,7 +26,8 @@ def write_report(lab: Lab, out_dir: Path | None = None, *, pngs: bool = True,
     """Write index.html (self-contained), the PNG charts and summary.json; return the HTML path.
 
     png_dir: also copy the PNGs there (e.g. docs/ for a README)."""
-    from . import page, pngs as png_charts  # plotly/matplotlib are imported only when reporting
+    from . import page  # plotly/matplotlib are imported only when reporting
+    from . import pngs as png_charts
 
     out_dir = Path(out_dir) if out_dir else default_out_dir(lab)
     out_dir.mkdir(parents=True, exist_ok=True)

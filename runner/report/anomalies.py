@@ -15,7 +15,6 @@ hypothesis), so calling these every pass never re-emits the same anomaly.
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,15 +22,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..state.events import read_events, record_event
-from ..lab import Lab
-from ..files.metrics import read_stream
+from ..files.metrics import loss_name, read_stream
 from ..files.tables import SCORES, read_table
-from ..state.timeutil import now as utc_now
-from ..state.timeutil import parse_iso
 from ..files.yamlio import load_yaml
+from ..lab import Lab
+from ..state import machine
+from ..state.entries import quick_status
+from ..state.events import read_events, record_event
+from ..state.timeutil import now as utc_now
+from ..state.timeutil import parse_iso_or_none
 
-LIVE = ("assigned", "ready", "running")
 FAILED = ("failed", "timed_out")
 ALIASES = {"timed_out": "timeout"}     # the runner's own `timed_out` event counts as a timeout event
 MIN_RISE = 0.10                        # divergence: the smoothed loss rises by >10% over the window
@@ -61,14 +61,6 @@ def _series(rows: list[dict]) -> dict[str, list[tuple]]:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 series[name].append((step, float(value)))
     return series
-
-
-def _loss_key(names) -> str | None:
-    for candidate in ("train_loss", "loss"):
-        if candidate in names:
-            return candidate
-    lossy = sorted(n for n in names if "loss" in n)
-    return lossy[0] if lossy else None
 
 
 def _smoothed(points: list[tuple], window: int) -> list[tuple]:
@@ -106,7 +98,7 @@ def stream_anomalies(exp_id: str, rows: list[dict], window: int, hypothesis: str
         if bad:
             events.append(_event("error", "nan", f"{name} is {bad[1]} at step {bad[0]}", exp_id, hypothesis))
             break
-    loss = _loss_key(series)
+    loss = loss_name(series)
     if loss:
         finite = [(s, v) for s, v in series[loss] if math.isfinite(v)]
         message = _divergence(loss, finite, window, min_rise)
@@ -141,16 +133,12 @@ def read_jsonl(path: Path) -> list[dict]:
 
 # -- lab state -------------------------------------------------------------------------------
 
-_STATUS = re.compile(rb"^status:\s*['\"]?([a-z_]+)", re.M)
-
-
 def live_entries(lab: Lab) -> list[dict]:
     """Queue entries that are queued or live (assigned/ready/running), parsed."""
     entries = []
     for path in sorted(lab.queue.glob("*.yaml")) if lab.queue.is_dir() else []:
         try:
-            found = _STATUS.search(path.read_bytes())
-            if not found or found.group(1).decode() not in ("queued", *LIVE):
+            if quick_status(path) not in machine.LIVE:
                 continue
             data = load_yaml(path)[0]
         except Exception:  # a broken entry is `lab validate`'s business, not the reporter's
@@ -160,28 +148,15 @@ def live_entries(lab: Lab) -> list[dict]:
     return entries
 
 
-def _when(text) -> datetime | None:
-    try:
-        return parse_iso(text) if isinstance(text, str) else None
-    except ValueError:
-        return None
-
-
 def job_dir(lab: Lab, entry: dict) -> Path:
-    """Where a live job writes metrics.jsonl and its log: the job record's `id` (the local backend's
-    job dir), else .lab/jobs/<id>/attempt-<n>, else .lab/jobs/<id>."""
-    job = entry.get("job") or {}
-    root = lab.runtime / "jobs" / entry["id"]
-    for candidate in (job.get("id"), root / f"attempt-{job.get('attempts', 1)}"):
-        if candidate and Path(candidate).is_absolute() and Path(candidate).is_dir():
-            return Path(candidate)
-    return root
+    """Where a live job writes metrics.jsonl and its log (the attempt the entry records)."""
+    return lab.job_dir(entry["id"], int((entry.get("job") or {}).get("attempts", 1)))
 
 
 def _last_progress(lab: Lab, entry: dict) -> datetime | None:
     """The latest of: job start, last write to the job's metrics.jsonl or its log."""
     job = entry.get("job") or {}
-    started = _when(job.get("started"))
+    started = parse_iso_or_none(job.get("started"))
     if started is None:
         return None
     paths = [job_dir(lab, entry) / "metrics.jsonl"]
@@ -214,7 +189,7 @@ def stalls(lab: Lab, entries: list[dict], now: datetime) -> list[dict]:
 def duplicates(entries: list[dict]) -> list[dict]:
     by_print = defaultdict(list)
     for entry in entries:
-        if entry.get("status") in LIVE and entry.get("fingerprint"):
+        if entry.get("status") in machine.ACTIVE and entry.get("fingerprint"):
             by_print[entry["fingerprint"]].append(entry)
     events = []
     for group in by_print.values():
@@ -228,13 +203,13 @@ def duplicates(entries: list[dict]) -> list[dict]:
 
 def idle_slots(lab: Lab, entries: list[dict], now: datetime, grace_s: float = IDLE_GRACE_S) -> list[dict]:
     slots = min(int(lab.config["backends"]["local"]["slots"]), int(lab.config["limits"]["max_running"]))
-    busy = sum(1 for e in entries if e.get("status") in LIVE)
+    busy = sum(1 for e in entries if e.get("status") in machine.ACTIVE)
     queued = sorted((e for e in entries if e.get("status") == "queued"),
                     key=lambda e: (str(e.get("created")), e["id"]))
     if busy >= slots or not queued:
         return []
     oldest = queued[0]
-    created = _when(oldest.get("created"))
+    created = parse_iso_or_none(oldest.get("created"))
     if created is None or (now - created).total_seconds() <= grace_s:
         return []
     waited = (now - created).total_seconds()

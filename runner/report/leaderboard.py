@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..lab import Lab
 from ..files.yamlio import atomic_write
+from ..lab import Lab
 from .data import ReportData, leaderboard, load, overview_line
 
 TOP = 10

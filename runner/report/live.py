@@ -9,11 +9,13 @@ import sys
 import time
 from datetime import datetime
 
-from .anomalies import LIVE, _when, job_dir, live_entries, read_jsonl
-from ..state.events import read_events
 from ..lab import Lab
+from ..state import machine
+from ..state.events import read_events
 from ..state.scores import best_row, scores
 from ..state.timeutil import now as utc_now
+from ..state.timeutil import parse_iso_or_none
+from .anomalies import job_dir, live_entries, read_jsonl
 
 BAR = 12
 RECENT_EVENTS = 6
@@ -45,7 +47,7 @@ def _running_lines(lab: Lab, entries: list[dict], now: datetime, width: int) -> 
     lines = []
     for entry in entries:
         job = entry.get("job") or {}
-        started = _when(job.get("started"))
+        started = parse_iso_or_none(job.get("started"))
         if entry.get("status") != "running" or started is None:
             lines.append(f"  {entry['id']:<32} {entry.get('status', '?'):<9}")
             continue
@@ -59,7 +61,7 @@ def _running_lines(lab: Lab, entries: list[dict], now: datetime, width: int) -> 
 def render(lab: Lab, now: datetime | None = None, width: int = 100) -> str:
     now = now or utc_now()
     entries = live_entries(lab)
-    live = [e for e in entries if e.get("status") in LIVE]
+    live = [e for e in entries if e.get("status") in machine.ACTIVE]
     queued = sum(1 for e in entries if e.get("status") == "queued")
     slots = min(int(lab.config["backends"]["local"]["slots"]), int(lab.config["limits"]["max_running"]))
     table = scores(lab)

@@ -1,29 +1,16 @@
 """`lab status`: a short summary of hypotheses, queue and scores."""
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 import pyarrow.compute as pc
 
-from ..lab import Lab
 from ..errors import LabError
-from ..state.scores import best_row, scores
 from ..files.tables import EVENTS, read_table
-
-_STATUS = re.compile(rb"^status:\s*['\"]?([a-z_]+)", re.M)
-
-
-def _count_statuses(paths) -> Counter:
-    """Count `status:` values with a regex: 10,000 files in well under a second."""
-    counts = Counter()
-    for path in paths:
-        try:
-            found = _STATUS.search(path.read_bytes())
-        except OSError:
-            continue
-        counts[found.group(1).decode() if found else "invalid"] += 1
-    return counts
+from ..lab import Lab
+from ..state.entries import count_statuses
+from ..state.entries import load as load_entry
+from ..state.scores import best_row, scores
 
 
 def _read(lab: Lab, path, read):
@@ -36,13 +23,14 @@ def _read(lab: Lab, path, read):
 
 
 def collect(lab: Lab, recent_events: int = 5) -> dict:
-    hyps = _count_statuses(lab.hypotheses.glob("*.yaml")) if lab.hypotheses.is_dir() else Counter()
-    queue = _count_statuses(lab.queue.glob("*.yaml")) if lab.queue.is_dir() else Counter()
+    hyps = count_statuses(lab.hypotheses.glob("*.yaml")) if lab.hypotheses.is_dir() else Counter()
+    queue = _queue_statuses(lab)
     table = _read(lab, lab.scores_path, lambda: scores(lab))
     statuses = Counter(table["status"].to_pylist()) if table.num_rows else Counter()
     best_main = best_row(lab, table, main_only=True)
     best_any = best_row(lab, table, main_only=False)
-    baselines = table.filter(pc.equal(table["kind"], "baseline")) if table.num_rows else table
+    baselines = table.filter(pc.and_(pc.equal(table["kind"], "baseline"), pc.is_valid(table["value"]))) \
+        if table.num_rows else table
     first_baseline = baselines["value"][0].as_py() if baselines.num_rows else None
     events = _read(lab, lab.events_path, lambda: read_table(lab.events_path, EVENTS))
     tail = events.slice(max(0, events.num_rows - recent_events)).to_pylist() if events.num_rows else []
@@ -58,8 +46,33 @@ def collect(lab: Lab, recent_events: int = 5) -> dict:
         "baseline": first_baseline,
         "best_on_main": _brief(best_main, lab),
         "best_seen": _brief(best_any, lab),
+        "main_fails": _main_fails(lab, table),
         "recent_events": [{**e, "at": e["at"].isoformat()} for e in tail],
     }
+
+
+def _queue_statuses(lab: Lab) -> Counter:
+    """Queue entries by status, each validated (the queue is small): a broken entry counts as
+    `invalid`, never as the status its text claims."""
+    counts = Counter()
+    for path in lab.queue.glob("*.yaml") if lab.queue.is_dir() else ():
+        try:
+            counts[load_entry(lab, path).status] += 1
+        except LabError:
+            counts["invalid"] += 1
+    return counts
+
+
+def _main_fails(lab: Lab, table) -> str | None:
+    """The record of main's failed baseline when main's target itself fails (nothing runs on it)."""
+    from ..loop.scoring import (  # git: only for a lab that has run
+        base_commit,
+        failed_baseline,
+    )
+    if not table.num_rows or not (lab.root / ".git").exists():
+        return None
+    failed = failed_baseline(lab, base_commit(lab), table)
+    return f"experiments/{failed}/log.txt" if failed else None
 
 
 def _brief(row: dict | None, lab: Lab) -> dict | None:
@@ -79,6 +92,8 @@ def render(info: dict) -> str:
              f"queue: {sum(info['queue'].values())} ({counts(info['queue'])})",
              f"finished: {sum(info['finished'].values())} ({counts(info['finished'])}), "
              f"promoted {info['promoted']}"]
+    if info.get("main_fails"):
+        lines.append(f"main's target fails: see {info['main_fails']} (nothing runs on it until main changes)")
     best = info["best_on_main"]
     if best:
         gain = ""

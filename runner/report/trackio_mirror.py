@@ -19,11 +19,11 @@ import os
 
 import pyarrow.compute as pc
 
-from .anomalies import job_dir, live_entries, read_jsonl
-from ..state.events import read_events
-from ..lab import Lab
 from ..files.tables import METRICS, SCORES, read_table
 from ..files.yamlio import atomic_write
+from ..lab import Lab
+from ..state.events import read_events
+from .anomalies import job_dir, live_entries, read_jsonl
 
 REPORTER_RUN = "reporter"
 

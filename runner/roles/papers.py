@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..lab import Lab
 from ..errors import LabError
-from ..state.timeutil import iso, now, parse_iso
 from ..files.yamlio import atomic_write
+from ..lab import Lab
+from ..state.timeutil import iso, now, parse_iso
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_TTL_S = 24 * 3600.0

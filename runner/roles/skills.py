@@ -20,16 +20,16 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import secrets
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..validation import schema
 from ..errors import LabError, Problem
-from ..state.timeutil import iso
 from ..files.yamlio import atomic_write, parse_yaml, read_text
+from ..state.timeutil import iso
+from ..validation import schema
 
 MANIFEST = ".benchlab-skill.json"
 MAX_LINES = 500

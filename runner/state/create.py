@@ -6,13 +6,13 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import LabError
+from ..files.yamlio import create_new, dump_yaml, load_yaml, write_yaml
+from ..lab import Lab
 from ..validation import schema
 from .fingerprint import fingerprint
 from .ids import is_safe_id, new_file_id
-from ..lab import Lab
-from ..errors import LabError
 from .timeutil import iso
-from ..files.yamlio import create_new, dump_yaml, load_yaml, write_yaml
 
 
 def parse_params(pairs: tuple[str, ...] | list[str]) -> dict:
@@ -81,6 +81,15 @@ def load_hypothesis(lab: Lab, hyp_id: str) -> dict:
         raise LabError(f"unknown hypothesis {hyp_id!r}: no such file (`lab hypothesis new` creates one)",
                        lab.rel(path), "hypothesis")
     return load_yaml(path)[0]
+
+
+def title_of(lab: Lab, hyp_id: str | None) -> str:
+    """A hypothesis's title, '' when it has none or cannot be read (the record still gets written)."""
+    try:
+        data = load_yaml(hypothesis_path(lab, hyp_id))[0] if hyp_id else None
+    except LabError:
+        return ""
+    return str(data.get("title", "")) if isinstance(data, dict) else ""
 
 
 def new_hypothesis(lab: Lab, title: str, change: dict, *, author: str = "human", rationale: str = "",

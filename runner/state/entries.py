@@ -7,6 +7,8 @@ runner restores its own status.
 """
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +109,21 @@ def restore_status(entry: Entry) -> str:
     entry.data["status"] = entry.last_status
     write_yaml(entry.path, entry.data)
     return refused
+
+
+_STATUS_LINE = re.compile(rb"^status:\s*['\"]?([a-z_]+)", re.M)
+
+
+def quick_status(path: Path) -> str | None:
+    """The `status:` of a state file by a regex, without parsing it: 10,000 files in well
+    under a second. None if unreadable or without a status line."""
+    try:
+        found = _STATUS_LINE.search(path.read_bytes())
+    except OSError:
+        return None
+    return found.group(1).decode() if found else None
+
+
+def count_statuses(paths) -> Counter:
+    """{status: files} by `quick_status`; files without a readable status count as `invalid`."""
+    return Counter(quick_status(path) or "invalid" for path in paths)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pyarrow.compute as pc
 
-from ..lab import Lab
 from ..files.tables import SCORES, read_table
+from ..lab import Lab
 
 
 def scores(lab: Lab):
@@ -12,11 +12,12 @@ def scores(lab: Lab):
 
 
 def best_row(lab: Lab, table=None, main_only: bool = True) -> dict | None:
-    """Best valid score; main_only keeps baselines and promotions (what main holds)."""
+    """Best score of a finished run (a failed run may have printed a value: it never counts);
+    main_only keeps baselines and promotions (what main holds)."""
     table = scores(lab) if table is None else table
     if table.num_rows == 0:
         return None
-    mask = pc.is_valid(table["value"])
+    mask = pc.and_(pc.is_valid(table["value"]), pc.equal(table["status"], "finished"))
     if main_only:
         mask = pc.and_(mask, pc.or_(table["promoted"], pc.equal(table["kind"], "baseline")))
     candidates = table.filter(mask)

@@ -1,0 +1,34 @@
+"""The job of an experiment: the JobSpec its backend runs, built from lab.yaml and the entry."""
+from __future__ import annotations
+
+import sys
+
+from ..backends.base import JobSpec
+from ..lab import Lab
+from ..repo import worktrees
+from ..state.entries import Entry
+
+
+def job_spec(lab: Lab, entry: Entry) -> JobSpec:
+    target = lab.config["target"]
+    env = dict(target.get("env") or {})
+    if entry.is_baseline:
+        env["LAB_SEED"] = str(entry.wave)
+    job = entry.job
+    command = list(target["command"])
+    if command[0] in ("python", "python3"):
+        command[0] = sys.executable  # the runner's own interpreter, venv or not
+    return JobSpec(exp_id=entry.id, slot=job.get("slot", "cpu0"), command=command,
+                   cwd=worktrees.path(lab, entry.id), env=env,
+                   job_dir=lab.job_dir(entry.id, job.get("attempts", 1)),
+                   time_limit_s=float(target["time_limit_s"]), stall_timeout_s=float(target["stall_timeout_s"]),
+                   token=job.get("token", ""), secrets=tuple(target.get("secrets") or ()),
+                   labels=labels(lab, entry))
+
+
+def labels(lab: Lab, entry: Entry) -> dict[str, str]:
+    """What a job carries so that it can be found again by lab and experiment."""
+    found = {"benchlab": "1", "lab": lab.config["lab"], "experiment": entry.id, "base": entry.base[:12]}
+    if entry.hypothesis:
+        found["hypothesis"] = entry.hypothesis
+    return found

@@ -1,0 +1,73 @@
+"""What one reconcile pass changed, and the one commit that records it.
+
+Every pass that moves state ends in one commit with a structured message: a
+subject naming the first transition (or the pass's own subject, e.g. a
+promotion), and a body with one line per transition.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..lab import Lab
+from ..repo import gitops
+
+
+@dataclass
+class PassLog:
+    """Paths to commit and lines for the commit message."""
+    paths: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    subject: str = ""
+
+    def add(self, lab: Lab, *paths, line: str = "") -> None:
+        self.paths += [p if isinstance(p, str) else lab.rel(p) for p in paths]
+        if line:
+            self.lines.append(line)
+
+    def message(self) -> str:
+        lines = [line for line in self.lines if line]
+        more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
+        subject = self.subject or (f"lab: {lines[0]}{more}" if lines else "lab: record state files")
+        body = "\n".join(lines)
+        return f"{subject}\n\n{body}\n" if body else subject
+
+    def clear(self) -> None:
+        self.paths.clear()
+        self.lines.clear()
+        self.subject = ""
+
+
+class Committer:
+    """Commits passes; events recorded since the last commit (by anyone) ride along.
+    `on_commit(commit, paths)` hears of each commit (the agents' supervisor, so that the
+    runner's own changes are never taken for an agent's)."""
+
+    def __init__(self, lab: Lab, on_commit: Callable[[str, list[str]], None] | None = None):
+        self.lab = lab
+        self._events_mtime = _mtime(lab.events_path)
+        self.commits = 0
+        self.on_commit = on_commit
+
+    def commit(self, log: PassLog) -> str | None:
+        events_mtime = _mtime(self.lab.events_path)
+        if events_mtime != self._events_mtime:
+            self._events_mtime = events_mtime
+            log.add(self.lab, self.lab.events_path, line="" if log.lines else "runner: events")
+        if not log.paths:
+            return None
+        paths = list(dict.fromkeys(log.paths))
+        commit = gitops.commit_paths(self.lab.root, paths, log.message())
+        if commit is not None:
+            self.commits += 1
+            if self.on_commit:
+                self.on_commit(commit, paths)
+        return commit
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
