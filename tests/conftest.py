@@ -7,7 +7,8 @@
         git(lab.root, "add", "-A"); git(lab.root, "commit", "-qm", "x")
 
 Fixtures: make_lab, lab (a blank lab at tmp_path/"lab"), run_lab, git, write_doc,
-hypothesis_doc, experiment_doc, tree_hashes.
+hypothesis_doc, experiment_doc, tree_hashes; slurm_cluster (session: a private one-node Slurm,
+tests/slurm_cluster.py).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import pytest
 from runner.files.yamlio import write_yaml
 from runner.lab import Lab
 from runner.scaffold import init_lab
+from slurm_cluster import slurm_cluster  # noqa: F401  (one private Slurm per session, for every module)
 
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "lab-tests", "GIT_AUTHOR_EMAIL": "tests@benchlab.invalid",
                 "GIT_COMMITTER_NAME": "lab-tests", "GIT_COMMITTER_EMAIL": "tests@benchlab.invalid"}
