@@ -21,8 +21,9 @@ Execution: the docker image (or space) is IGNORED: command + arguments run on th
 directory (`job.workdir`), in their own process group, with a small base env (PATH with this interpreter's
 bin first, HOME, LANG, TMPDIR, USER) plus the job's environment and secrets as sent. stdout and stderr go,
 merged and line by line, into the job's log, after a "===== Job started at ... =====" line (the client
-hides it). Stages: SCHEDULING -> RUNNING -> COMPLETED (exit 0), ERROR (message "exit code N", or "timed
-out after Ns" once timeoutSeconds pass) or CANCELED (cancel kills the process group).
+hides it). As in a container, Python buffers a pipe: run it with -u or PYTHONUNBUFFERED=1 for lines
+to stream live. Stages: SCHEDULING -> RUNNING -> COMPLETED (exit 0), ERROR (message "exit code N", or
+"timed out after Ns" once timeoutSeconds pass) or CANCELED (cancel kills the process group).
 
 Faults (kept small on purpose):
     hub.fail_route(route, times=1, status=500, retry_after=None, job_id=None)
@@ -204,7 +205,11 @@ def _pump(job: Job, stream) -> None:
 
 
 class StandIn:
-    """The server: `endpoint`, `user`, `jobs`, `hits`, `requests`; `stop()` or use it as a context manager."""
+    """The server: `endpoint`, `user`, `jobs`, `hits`, `requests`; `stop()` or use it as a context manager.
+
+    keepalive: seconds between ": keep-alive" comments on a silent log stream (the Hub's are 30s apart).
+    Keep it above 5: fetch_job_logs(follow=False) stops reading a running job after 5 silent seconds.
+    """
 
     def __init__(self, user: str = "lab-tester", root: Path | None = None, base_env: dict | None = None,
                  keepalive: float = 30.0):
@@ -380,7 +385,8 @@ class StandIn:
         with job.cond:
             job.inspects += 1
             limit = job.faults.vanish_after_inspects
-        if limit is not None and job.inspects >= limit:
+            due = limit is not None and job.inspects >= limit
+        if due:
             self.vanish(job.id)
 
     def visible(self, namespace: str, job_id: str) -> Job | None:
@@ -530,7 +536,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._not_found()
         hub.cancel(job)
         with job.cond:
-            self._send(200, job.to_json())
+            answer = job.to_json()
+        self._send(200, answer)
 
     def _on_logs(self, hub, ns, job_id, body) -> None:
         job = hub.visible(ns, job_id)

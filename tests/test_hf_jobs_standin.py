@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx2
 import pytest
 from huggingface_hub import HfApi, constants, hf_api
 from huggingface_hub.errors import HfHubHTTPError, JobNotFoundError
-from huggingface_hub.utils import _detect_agent
+from huggingface_hub.utils import _detect_agent, _http
 
 from hf_jobs_standin import JobFaults, StandIn, hf_jobs  # noqa: F401 (hf_jobs is a fixture)
 
@@ -24,6 +26,14 @@ TERMINAL = ("COMPLETED", "ERROR", "CANCELED", "DELETED")
 @pytest.fixture
 def api(hf_jobs) -> HfApi:
     return HfApi(endpoint=hf_jobs.endpoint, token=TOKEN)
+
+
+@pytest.fixture
+def naps(monkeypatch) -> list[float]:
+    """The waits huggingface_hub's HTTP retry helper asks for, recorded instead of slept."""
+    asked: list[float] = []
+    monkeypatch.setattr(_http, "time", SimpleNamespace(sleep=asked.append))
+    return asked
 
 
 def until(check, what: str, timeout: float = 30.0):
@@ -97,6 +107,8 @@ def test_a_job_runs_and_the_client_reads_its_state_and_logs(hf_jobs, api):
     assert done.created_at <= done.started_at <= done.finished_at
     assert logs(api, job.id) == ["step 1", "warn", "val_bpb: 1.23"]
     assert logs(api, job.id, follow=True) == ["step 1", "warn", "val_bpb: 1.23"]
+    assert logs(api, job.id, tail=2) == ["warn", "val_bpb: 1.23"]
+    assert api.wait_for_job(job.id, namespace=NS, timeout=30, poll_interval=0.05).status.stage == "COMPLETED"
     sent = hf_jobs.job(job.id)
     assert sent.spec["dockerImage"] == "python:3.12" and sent.command[:2] == ["python", "-u"]
     assert {hit.token for hit in hf_jobs.requests} == {TOKEN}
@@ -112,6 +124,19 @@ def test_following_streams_lines_while_the_job_runs_and_ends_with_it(hf_jobs, ap
     (hf_jobs.job(job.id).workdir / "go").touch()
     assert drain.finish().items == ["before", "after"] and drain.error is None
     assert api.inspect_job(job_id=job.id, namespace=NS).status.stage == "COMPLETED"
+
+
+def test_without_follow_a_running_job_gives_what_it_printed_so_far(hf_jobs, api):
+    code = ("import os, time\nprint('first')\nwhile not os.path.exists('go'):\n    print('tick')\n"
+            "    time.sleep(0.1)")
+    job = python_job(api, code)
+    until(lambda: hf_jobs.job(job.id).output, "the first line")
+    # The client stops at the first line stamped a second past the server's Date header.
+    lines = Drain(api.fetch_job_logs(job_id=job.id, namespace=NS)).finish().items
+    assert lines[0] == "first" and set(lines[1:]) <= {"tick"}
+    assert api.inspect_job(job_id=job.id, namespace=NS).status.stage == "RUNNING"
+    (hf_jobs.job(job.id).workdir / "go").touch()
+    assert finished(api, job.id).status.stage == "COMPLETED"
 
 
 def test_a_git_clone_and_train_command_runs_on_this_machine(hf_jobs, api, tmp_path):
@@ -209,12 +234,23 @@ def test_timeout_seconds_kills_a_long_job(hf_jobs, api):
     assert not alive(hf_jobs.job(job.id).pid)
 
 
-def test_stopping_the_stand_in_kills_running_jobs(tmp_path):
-    with StandIn(root=tmp_path) as hub:
+def test_stopping_the_stand_in_kills_running_jobs(hf_jobs, tmp_path):
+    with StandIn(root=tmp_path) as hub:  # a second one, stopped by the test
         api = HfApi(endpoint=hub.endpoint, token=TOKEN)
         job = python_job(api, "import time\nprint('up')\ntime.sleep(300)")
         until(lambda: hub.job(job.id).output == ["up"], "the job to start")
     until(lambda: not alive(hub.job(job.id).pid), "the job to die")
+
+
+def test_processes_started_by_the_test_reach_the_stand_in_through_the_environment(hf_jobs):
+    code = ("from huggingface_hub import HfApi\n"
+            "api = HfApi(token='hf_child')\n"
+            "print(api.run_job(image='python:3.12', command=['true'], namespace='lab-tester').url)")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr
+    [job] = hf_jobs.jobs
+    assert child.stdout.strip() == f"{hf_jobs.endpoint}/jobs/{NS}/{job.id}"
+    assert hf_jobs.hits == {"run": 1}  # and no user-agent lookup: telemetry is off for children too
 
 
 def test_requests_without_a_token_are_refused(hf_jobs):
@@ -250,7 +286,7 @@ def test_a_500_on_logs_is_not_retried_even_when_following(hf_jobs, api):
     assert logs(api, job.id) == ["1"]
 
 
-def test_a_429_is_retried_by_list_after_retry_after_but_not_by_run(hf_jobs, api):
+def test_a_429_is_retried_by_list_after_retry_after_but_not_by_run(hf_jobs, api, naps):
     hf_jobs.fail_route("run", times=1, status=429, retry_after=5)
     with pytest.raises(HfHubHTTPError) as raised:
         python_job(api, "print(1)")
@@ -258,15 +294,23 @@ def test_a_429_is_retried_by_list_after_retry_after_but_not_by_run(hf_jobs, api)
     assert raised.value.response.headers["Retry-After"] == "5" and hf_jobs.hits["run"] == 1
     job = python_job(api, "print(1)")  # the caller's own retry goes through
 
-    hf_jobs.fail_route("list", times=1, status=429, retry_after=0)
+    hf_jobs.fail_route("list", times=1, status=429, retry_after=7)
     assert [found.id for found in api.list_jobs(namespace=NS)] == [job.id]
     assert [hit.status for hit in hf_jobs.requests if hit.route == "list"] == [429, 200]
+    assert naps == [8]  # Retry-After, plus one second
 
 
-def test_a_500_on_list_is_retried(hf_jobs, api):
-    hf_jobs.fail_route("list", times=1, status=500)
+def test_list_retries_a_500_five_times_with_backoff(hf_jobs, api, naps):
+    hf_jobs.fail_route("list", times=2, status=500)
     assert list(api.list_jobs(namespace=NS)) == []
-    assert [hit.status for hit in hf_jobs.requests if hit.route == "list"] == [500, 200]
+    assert [hit.status for hit in hf_jobs.requests if hit.route == "list"] == [500, 500, 200]
+    assert naps == [1, 2]
+
+    hf_jobs.fail_route("list", times=6, status=500)
+    with pytest.raises(HfHubHTTPError) as raised:
+        list(api.list_jobs(namespace=NS))
+    assert raised.value.response.status_code == 500 and hf_jobs.hits["list"] == 3 + 6
+    assert naps == [1, 2] + [1, 2, 4, 8, 8]
 
 
 def test_a_stream_cut_after_the_job_ended_raises_without_follow_and_truncates_with_it(hf_jobs, api):
