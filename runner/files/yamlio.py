@@ -6,6 +6,7 @@ line so that every problem names file, line and field.
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -176,8 +177,35 @@ def dump_yaml(data: Any) -> str:
 
 
 def atomic_write(path: Path, content: str | bytes) -> None:
-    """Write via a temp file in the same directory, fsync, then rename over."""
-    _publish(path, content, os.replace)
+    """Write via a temp file in the same directory, fsync, then rename over.
+
+    One exception: a sandboxed agent is given its own entry file bind-mounted
+    writable inside a read-only directory, where no temp file can be made and
+    nothing can be renamed over the mount. There, and only for an existing,
+    writable, regular file, the file is rewritten in place (not atomic: the lab
+    re-reads a file younger than a second rather than report it half-written).
+    """
+    try:
+        _publish(path, content, os.replace)
+    except OSError as exc:
+        if exc.errno not in _NO_RENAME or not _writable_in_place(Path(path)):
+            raise
+        _overwrite(Path(path), content.encode("utf-8") if isinstance(content, str) else content)
+
+
+_NO_RENAME = (errno.EROFS, errno.EBUSY)  # a read-only directory; a rename over a mount point
+
+
+def _writable_in_place(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink() and os.access(path, os.W_OK)
+
+
+def _overwrite(path: Path, payload: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def create_new(path: Path, content: str | bytes) -> bool:

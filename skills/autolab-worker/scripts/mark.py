@@ -8,12 +8,14 @@ Run it from the experiment's worktree (.lab/worktrees/<id>) or anywhere with
 LAB_ROOT set to the lab root. It checks, before touching anything, that the
 entry is still `assigned` and (for ready) that the worktree changes something
 and only editable, unprotected files; then it rewrites only the `status:` line
-of queue/<id>.yaml in the lab root, atomically. Exit 0 done, 2 usage, 3 stop
+of queue/<id>.yaml in the lab root, atomically (in place when a sandbox
+leaves only the entry file writable). Exit 0 done, 2 usage, 3 stop
 (the entry moved on, or the change would be refused).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import subprocess
@@ -60,7 +62,14 @@ def set_status(path: Path, status: str) -> None:
     new, count = re.subn(r"(?m)^status:[ \t]*['\"]?assigned['\"]?[ \t]*$", f"status: {status}", text)
     if count != 1:
         sys.exit(f"stop: {path} has no single 'status: assigned' line")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno != errno.EROFS or not os.access(path, os.W_OK):
+            raise
+        # sandboxed: only the entry itself is writable, so no temp file beside it
+        path.write_text(new, encoding="utf-8")
+        return
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(new)
     os.replace(tmp, path)
