@@ -25,7 +25,6 @@ from .commands import (
 from .commands.context import Context
 from .errors import LabError, describe, write_crash_log
 
-
 # optional packages and the extra that installs each (pyproject.toml)
 EXTRAS = {"plotly": "report", "matplotlib": "report", "duckdb": "query", "trackio": "trackio", "torch": "torch",
           "ninja": "torch", "kernels": "kernels", "liger_kernel": "kernels", "transformers": "finetune",

@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from slurm_cluster import slurm_cluster  # noqa: F401  (one private Slurm per session, for every module)
 
 from runner.files.yamlio import write_yaml
 from runner.lab import Lab
 from runner.scaffold import init_lab
-from slurm_cluster import slurm_cluster  # noqa: F401  (one private Slurm per session, for every module)
 
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "lab-tests", "GIT_AUTHOR_EMAIL": "tests@benchlab.invalid",
                 "GIT_COMMITTER_NAME": "lab-tests", "GIT_COMMITTER_EMAIL": "tests@benchlab.invalid"}

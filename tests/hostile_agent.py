@@ -8,13 +8,13 @@ the agent's usual environment. Each attempt prints one JSON line:
 {"what": ..., "ok": bool, "errno": "EROFS" | null, "error": str}.
 
     write PATH TEXT          write TEXT into PATH (creating its directory)
-    atomic PATH TEXT         the same through the lab's own writer (runner.yamlio.atomic_write)
+    atomic PATH TEXT         the same through the lab's own writer (runner.files.yamlio.atomic_write)
     remount DIR PATH TEXT    remount DIR read-write (root's way out of a read-only bind), then write PATH
     forge-job ID             .lab/jobs/ID/attempt-1/{pid,exit.json,log}: dead pid, exit 0, a perfect score
     commit-main EMAIL        commit on main in $LAB_ROOT as committer EMAIL; point main at a forged commit
     detach TOKEN GO PATH     leave a setsid'd grandchild that waits for file GO, then writes PATH
     hang TOKEN               leave a setsid'd grandchild, then sleep (both until killed)
-    work FILE                the honest worker: edit FILE, commit it, set its entry ready (runner.yamlio)
+    work FILE                the honest worker: edit FILE, commit it, set its entry ready (runner.files.yamlio)
 
 TOKEN, in the command line of every process the agent leaves, lets the tests find them in /proc.
 """
@@ -129,7 +129,7 @@ def hang() -> None:
 
 
 def work(file: str) -> None:
-    from runner.yamlio import load_yaml, write_yaml
+    from runner.files.yamlio import load_yaml, write_yaml
 
     attempt(f"edit {file}", lambda: Path(file).write_text(Path(file).read_text() + "LR = 0.002\n"))
     git("git add", "add", file)
@@ -145,7 +145,7 @@ def main(argv: list[str]) -> int:
     if action == "write":
         write(*args)
     elif action == "atomic":
-        from runner.yamlio import atomic_write
+        from runner.files.yamlio import atomic_write
         attempt(f"atomic_write {args[0]}", lambda: atomic_write(Path(args[0]), args[1]))
     elif action == "remount":
         remount(*args)

@@ -2,7 +2,6 @@
 hf_jobs backend will see."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -12,11 +11,10 @@ from types import SimpleNamespace
 
 import httpx2
 import pytest
+from hf_jobs_standin import JobFaults, StandIn, hf_jobs  # noqa: F401 (hf_jobs is a fixture)
 from huggingface_hub import HfApi, constants, hf_api
 from huggingface_hub.errors import HfHubHTTPError, JobNotFoundError
 from huggingface_hub.utils import _detect_agent, _http
-
-from hf_jobs_standin import JobFaults, StandIn, hf_jobs  # noqa: F401 (hf_jobs is a fixture)
 
 NS = "lab-tester"  # the stand-in's default user
 TOKEN = "hf_test_token"

@@ -19,13 +19,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from runner.lab import Lab
-from runner.problems import LabError
-from runner.roles import sandbox
-from runner.yamlio import load_yaml
-
 from conftest import GIT_IDENTITY, lab_executable  # noqa: E402
+
+from runner.errors import LabError
+from runner.files.yamlio import load_yaml
+from runner.lab import Lab
+from runner.roles import sandbox
 
 HOSTILE = Path(__file__).with_name("hostile_agent.py")
 MARK = Path(__file__).resolve().parents[1] / "skills" / "autolab-worker" / "scripts" / "mark.py"

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from slurm_cluster import SlurmCluster, start_cluster, wait_until
 
 JOB_TIMEOUT = 60

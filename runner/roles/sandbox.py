@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..gitops import run_git
-from ..problems import LabError
-from ..worktrees import branch
+from ..errors import LabError
+from ..repo.gitops import run_git
+from ..repo.worktrees import branch
 
 # --as-pid-1: the agent is pid 1 of its namespace, so when it exits the kernel kills everything
 # else in it before bwrap can exit (with bwrap's own init, bwrap may exit first and a detached
