@@ -44,6 +44,7 @@ from pathlib import Path
 
 import yaml
 
+from runner.files.yamlio import write_yaml
 from runner.lab import Lab
 from runner.roles.claims import claim
 from runner.state.fingerprint import fingerprint
@@ -207,9 +208,9 @@ def load(path: Path) -> dict:
 
 
 def write(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    """Through the lab's own writer, as the skills tell agents to (atomic where the directory is
+    writable; in place where a sandbox lets the agent write only this one file)."""
+    write_yaml(path, data)
 
 
 if __name__ == "__main__":

@@ -6,23 +6,25 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 from test_loop import toy_lab
 
 from runner.lab import Lab
 from runner.loop.reconcile import Runner
 from runner.repo import gitops
+from runner.roles import sandbox
 from runner.validation.validate import validate
 
 FAKE = str(Path(__file__).with_name("fake_agent.py"))
 
 
-def agent_lab(root: Path, **scenarios) -> Lab:
+def agent_lab(root: Path, sandbox: str = "bwrap") -> Lab:
     lab = toy_lab(root, slots=1)
     config = yaml.safe_load(lab.config_path.read_text())
     command = [sys.executable, FAKE, "{prompt_file}"]
-    config["roles"] = {role: {"kind": "agent", "command": list(command), "time_limit_s": 20, "every_s": 0.1}
-                       for role in ("researcher", "planner", "worker", "reporter")}
+    config["roles"] = {role: {"kind": "agent", "command": list(command), "time_limit_s": 20, "every_s": 0.1,
+                              "sandbox": sandbox} for role in ("researcher", "planner", "worker", "reporter")}
     config["target"]["env"] = {}
     (lab.root / "lab.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     gitops.commit_paths(lab.root, ["lab.yaml"], "agent roles")
@@ -67,11 +69,27 @@ def test_full_wave_with_agent_roles(tmp_path, monkeypatch):
 
 
 def test_worker_editing_main_instead_of_its_worktree_is_refused(tmp_path, monkeypatch):
+    """Unconfined (sandbox: none), the check after the worker exits catches the write to main."""
     monkeypatch.setenv("FAKE_AGENT_SCENARIO_WORKER", "edit-main")
-    lab = agent_lab(tmp_path / "lab")
+    lab = agent_lab(tmp_path / "lab", sandbox="none")
     drive(lab, lambda lab: any(e.get("kind") != "baseline" for e in experiments_done(lab)))
     [exp] = [e for e in experiments_done(lab) if e.get("kind") != "baseline"][:1]
     assert exp["status"] == "failed"                            # its worktree holds no change
     assert "X = 1.0" in (lab.root / "score.py").read_text()     # main's checkout restored
     events = pq.read_table(lab.events_path).to_pylist()
     assert any(e["kind"] == "refused" and "score.py" in (e["message"] + (e["path"] or "")) for e in events)
+
+
+def test_in_the_sandbox_a_worker_cannot_write_main_at_all(tmp_path, monkeypatch):
+    """Sandboxed, the same worker's write to main fails in the kernel: main never changes."""
+    if sandbox.unavailable():
+        pytest.skip(f"no sandbox here: {sandbox.unavailable()}")
+    monkeypatch.setenv("FAKE_AGENT_SCENARIO_WORKER", "edit-main")
+    lab = agent_lab(tmp_path / "lab")
+    score = (lab.root / "score.py").read_bytes()
+    drive(lab, lambda lab: any(e.get("kind") != "baseline" for e in experiments_done(lab)))
+    [exp] = [e for e in experiments_done(lab) if e.get("kind") != "baseline"][:1]
+    assert exp["status"] == "failed"
+    assert (lab.root / "score.py").read_bytes() == score
+    log = next((lab.logs / "agents").glob(f"worker-{exp['id']}.log")).read_text()
+    assert "Read-only file system" in log                       # refused by the OS, not after the fact

@@ -38,7 +38,8 @@ def make_lab(tmp_path: Path, time_limit: float = 30, **env: str) -> Lab:
     config["target"]["params"] = ["LEARNING_RATE", "BATCH_SIZE"]
     command = [sys.executable, str(FAKE), "{prompt_file}"]
     config["roles"] = {role: {"kind": "agent", "command": list(command), "time_limit_s": time_limit,
-                              "concurrency": 2, "env": dict(env)} for role in machine.AGENT_ROLES}
+                              "concurrency": 2, "env": dict(env), "sandbox": "none"}
+                       for role in machine.AGENT_ROLES}  # the after-exit check (test_sandbox.py: the OS)
     (root / "lab.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     git(root, "add", "-A")
     git(root, "commit", "-q", "--no-verify", "-m", "fake agents")

@@ -188,6 +188,23 @@ def _marker_env(pid: int) -> dict | None:
     return env
 
 
+def processes_with(variable: str, value: str) -> list[int]:
+    """Live processes whose environment holds `variable=value` (children inherit it, setsid or not)."""
+    if not PROC.is_dir():
+        return []
+    wanted = f"{variable}={value}".encode()
+    found = []
+    for entry in os.scandir(PROC):
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                raw = (PROC / entry.name / "environ").read_bytes()
+            except OSError:
+                continue
+            if wanted in raw.split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
 def signal_pids(pids, sig: int) -> list[int]:
     """Send `sig` to each pid; return those that existed."""
     hit = []

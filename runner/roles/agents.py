@@ -50,10 +50,13 @@ from ..repo.snapshot import Snapshot, blobs_at, hash_files, restore, snapshot
 from ..state import machine
 from ..state.events import record_event
 from ..state.timeutil import iso
+from ..backends import jobwrap
 from .ownership import RULE_TEXT, Mark, Ownership
+from . import sandbox
 from .prompts import build_prompt
 
 PLACEHOLDERS = ("prompt_file", "worktree", "entry", "lab", "role", "task")
+AGENT_MARKER = "LAB_AGENT"   # inherited by everything an agent starts, so that nothing outlives it
 KILL_GRACE_S = 2.0
 
 
@@ -71,6 +74,8 @@ class AgentTask:
     started: float = field(default_factory=time.monotonic)
     killed_at: float | None = None
     error: str | None = None
+    sandboxed: bool = False
+    refs_before: dict[str, str] = field(default_factory=dict)   # exp/* refs when a worker started
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,11 @@ class AgentRunner:
                          time.monotonic() + limit)
         values = {"prompt_file": str(prompt), "worktree": str(cwd), "entry": str(entry or ""),
                   "lab": str(self.root), "role": role, "task": task_id}
-        argv = [_fill(arg, values) for arg in cfg["command"]]
+        argv = sandbox.command(self.lab, role, task_id, [_fill(arg, values) for arg in cfg["command"]],
+                               Path(cwd), Path(entry) if entry else None, network=cfg.get("network", True))
+        task.sandboxed = argv[0] == "bwrap"
+        if role == "worker":
+            task.refs_before = sandbox.exp_refs(self.lab)
         self.tasks[(role, task_id)] = task
         try:
             with open(log, "ab") as out:
@@ -158,14 +167,27 @@ class AgentRunner:
         pid = task.process.pid if task.process else None
         atomic_write(home / "run.json", json.dumps({
             "role": role, "task": task_id, "cwd": str(cwd), "entry": str(entry) if entry else None, "pid": pid,
-            "pid_start": _start_time(pid), "argv": argv, "started": iso()}))
+            "pid_start": _start_time(pid), "marker": _marker(task), "argv": argv, "started": iso()}))
         return task
+
+    def _signal(self, task: AgentTask, sig: int) -> None:
+        """Signal the agent's process group and whatever it started: in a sandbox, its pid
+        namespace dies with it; unconfined, processes that left the group (setsid) are found
+        by the marker every agent process inherits."""
+        if task.process is None:
+            return
+        if task.sandboxed:
+            sandbox.stop(task.process.pid, sig)
+        else:
+            _signal_group(task.process.pid, sig)
+        if sig == signal.SIGKILL:
+            jobwrap.signal_pids(jobwrap.processes_with(AGENT_MARKER, _marker(task)), sig)
 
     def _env(self, role: str, task: AgentTask, cfg: dict) -> dict:
         env = {**os.environ, **(cfg.get("env") or {})}
         env.update(LAB_ROLE=role, LAB_ROOT=str(self.root), LAB_ENTRY=str(task.entry or ""),
                    LAB_WORKTREE=str(task.cwd if role == "worker" else ""), LAB_TASK=task.task_id,
-                   LAB_PROMPT_FILE=str(task.prompt))
+                   LAB_PROMPT_FILE=str(task.prompt), **{AGENT_MARKER: _marker(task)})
         return env
 
     # -- polling ------------------------------------------------------------------------------
@@ -180,7 +202,7 @@ class AgentRunner:
                 code = task.process.poll()
             if code is None:
                 continue
-            _kill_group(task.process, signal.SIGKILL)  # leftovers of an agent that exited
+            self._signal(task, signal.SIGKILL)  # leftovers of an agent that exited
             state = ("timed_out" if task.killed_at is not None else
                      "finished" if code == 0 and not task.error else "failed")
             done.append(self._finish(key, task, state, None if task.error else code))
@@ -189,7 +211,7 @@ class AgentRunner:
     def stop_all(self) -> list[AgentOutcome]:
         """Kill every agent (TERM, then KILL after a grace period) and verify what each wrote."""
         for task in self.tasks.values():
-            _kill_group(task.process, signal.SIGTERM)
+            self._signal(task, signal.SIGTERM)
         deadline = time.monotonic() + KILL_GRACE_S
         for task in self.tasks.values():
             if task.process:
@@ -197,7 +219,7 @@ class AgentRunner:
                     task.process.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     pass
-                _kill_group(task.process, signal.SIGKILL)
+                self._signal(task, signal.SIGKILL)
                 task.process.wait()
         return [self._finish(key, task, "stopped", task.process.returncode if task.process else None)
                 for key, task in list(self.tasks.items())]
@@ -205,9 +227,9 @@ class AgentRunner:
     def _kill(self, task: AgentTask, now: float) -> None:
         if task.killed_at is None:
             task.killed_at = now
-            _kill_group(task.process, signal.SIGTERM)
+            self._signal(task, signal.SIGTERM)
         elif now - task.killed_at >= KILL_GRACE_S:
-            _kill_group(task.process, signal.SIGKILL)
+            self._signal(task, signal.SIGKILL)
         try:
             task.process.wait(0.2)
         except subprocess.TimeoutExpired:
@@ -215,6 +237,8 @@ class AgentRunner:
 
     def _finish(self, key, task: AgentTask, state: str, code: int | None) -> AgentOutcome:
         accepted, refused, restored = self._verify(task)
+        if task.role == "worker" and self._refs_tampered(task):
+            state, task.error = "failed", "it moved or redirected git refs it does not own"
         del self.tasks[key]
         if not self.tasks:
             self._set_baseline(None)
@@ -269,6 +293,8 @@ class AgentRunner:
             pid = info.get("pid")
             if pid and _start_time(pid) == info.get("pid_start"):
                 _signal_group(pid, signal.SIGKILL)
+            if info.get("marker"):
+                jobwrap.signal_pids(jobwrap.processes_with(AGENT_MARKER, info["marker"]), signal.SIGKILL)
             records.append(info)
         saved = Path(self.lab.runtime) / "agents" / "baseline.json"
         try:
@@ -342,6 +368,19 @@ class AgentRunner:
                 return True
         return False
 
+    def _refs_tampered(self, task: AgentTask) -> bool:
+        """A worker may move only its own exp/<id> branch, and never into a symbolic ref (the
+        runner's next commit in its worktree would follow it, say onto main): put them back."""
+        workers = {t.task_id for t in self.tasks.values() if t.role == "worker"}
+        problems = sandbox.ref_tampering(self.lab, task.refs_before, workers | {task.task_id})
+        if not problems:
+            return False
+        with FileLock(Path(self.lab.locks) / "git.lock"):
+            sandbox.restore_refs(self.lab, task.refs_before, problems)
+        record_event(self.lab, "error", "refused", f"worker agent {task.task_id}: {'; '.join(problems)}; "
+                     "restored", experiment=task.task_id)
+        return True
+
     def _mark(self, mark: Mark) -> str:
         """Keep a researcher's hypothesis the gates rejected, on the do-not-repeat list with the reason."""
         path = self.root / mark.path
@@ -371,9 +410,8 @@ class AgentRunner:
                      experiment=task.task_id if task.role == "worker" else None, path=path)
 
 
-def _kill_group(process: subprocess.Popen | None, sig: int) -> None:
-    if process is not None:
-        _signal_group(process.pid, sig)
+def _marker(task: AgentTask) -> str:
+    return f"{task.role}/{task.task_id}@{os.getpid()}"
 
 
 def _signal_group(pid: int, sig: int) -> None:

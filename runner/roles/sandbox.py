@@ -116,10 +116,7 @@ def role_binds(lab, role: str, task_id: str, worktree: Path | None = None,
     elif role in ("researcher", "planner"):
         writable, pinned = (_owned_dir(lab.hypotheses, root), _owned_dir(lab.queue, root)), ()
     elif role == "reporter":
-        board = lab.experiments / "LEADERBOARD.md"
-        writable = (_owned_dir(lab.root / "reports", root),)
-        writable += (_checked_file(board, root),) if board.exists() else ()
-        pinned = ()
+        writable, pinned = (_owned_dir(lab.root / "reports", root),), ()
     else:
         raise LabError(f"no sandbox for role {role!r}", "lab.yaml", "roles")
     return Binds(readonly, writable, pinned)
@@ -288,6 +285,22 @@ def exp_refs(lab) -> dict[str, str]:
         name, sha, *target = line.split(" ")
         refs[name] = f"-> {target[0]}" if target and target[0] else sha
     return refs
+
+
+def restore_refs(lab, before: dict[str, str], problems: list[str]) -> None:
+    """Put the exp/* refs named in `problems` back as they were in `before` (deleting new ones)."""
+    for name in {problem.split(" ", 1)[0] for problem in problems}:
+        if (run_git(lab.root, "symbolic-ref", "-q", name) if _is_symbolic(lab, name) else ""):
+            run_git(lab.root, "symbolic-ref", "--delete", name)
+        old = before.get(name)
+        if old and not old.startswith("->"):
+            run_git(lab.root, "update-ref", "--no-deref", name, old)
+        else:
+            run_git(lab.root, "update-ref", "--no-deref", "-d", name)
+
+
+def _is_symbolic(lab, name: str) -> bool:
+    return exp_refs(lab).get(name, "").startswith("->")
 
 
 def ref_tampering(lab, before: dict[str, str], may_move: set[str]) -> list[str]:
