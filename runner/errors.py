@@ -64,6 +64,7 @@ def write_crash_log(exc: BaseException, argv: list[str], start: Path | None = No
     directory = crash_log_dir(start)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    from .secrets import mask
     text = "".join(traceback.format_exception(exc))
-    path.write_text(f"lab {' '.join(argv)}\n\n{text}")
+    path.write_text(mask(f"lab {' '.join(argv)}\n\n{text}"))
     return path

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from . import secrets
 from .errors import LabError
 from .files.yamlio import load_yaml
 from .validation import schema
@@ -94,6 +95,7 @@ class Lab:
         if problems:
             raise LabError(problems[0].message, CONFIG, problems[0].field, problems[0].line)
         config = _merged(DEFAULTS, data)
+        secrets.declare(config["target"].get("secrets") or ())
         for role in config["roles"].values():
             if role.get("kind") is False:
                 role["kind"] = "off"  # YAML 1.1 reads an unquoted `off` as false

@@ -136,6 +136,7 @@ class Job:
     process: subprocess.Popen | None = field(default=None, repr=False)
     kill_timer: threading.Timer | None = field(default=None, repr=False)
     cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    as_submitted: dict = field(default_factory=dict, repr=False)
 
     command = property(lambda self: list(self.spec.get("command") or []))
     arguments = property(lambda self: list(self.spec.get("arguments") or []))
@@ -298,6 +299,7 @@ class StandIn:
             self._jobs[job.id] = job
             runner = threading.Thread(target=self._execute, args=(job,), daemon=True, name=f"job-{job.id}")
             self._runners.append(runner)
+            job.as_submitted = job.to_json()  # what the run route answers: the job before it moves on
         runner.start()
         return job
 
@@ -515,7 +517,7 @@ class _Handler(BaseHTTPRequestHandler):
         spec, problem = _parse_spec(body)
         if problem:
             return self._send(400, {"error": problem})
-        self._send(200, hub.submit(ns, spec).to_json())
+        self._send(200, hub.submit(ns, spec).as_submitted)
 
     def _on_list(self, hub, ns, job_id, body) -> None:
         query = self.hit.query

@@ -244,5 +244,5 @@ def test_near_index_finds_exactly_what_a_full_scan_finds():
         probe = (rng.choice([-1, 1]) * 10 ** rng.uniform(-4, 1),) if rng.random() < 0.9 else (0.0,)
         for tolerance in (0.01, 0.05, 0.5):
             found = {e.id for e in index.near(probe, tolerance)}
-            scan = {e.id for e in entries if gates._close(probe, e.key.numbers, tolerance)}
+            scan = {e.id for e in entries if history._close(probe, e.key.numbers, tolerance)}
             assert found == scan

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import Problem
+from ..secrets import mask_data
 from .yamlio import atomic_write
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -112,7 +113,7 @@ def write_table(path: Path, table: pa.Table) -> None:
 
 def append_rows(path: Path, schema: pa.Schema, rows: list[dict], existing: pa.Table | None = None) -> pa.Table:
     """Rewrite the table with `rows` appended; pass `existing` if the caller has just read it."""
-    new = pa.Table.from_pylist(rows, schema=schema)
+    new = pa.Table.from_pylist(mask_data(rows), schema=schema)
     if existing is None:
         existing = read_table(path, schema)
     table = pa.concat_tables([existing, new]) if existing.num_rows else new

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from ..errors import LabError
+from ..secrets import mask_data
+from . import written
 from .yaml_events import MAX_DEPTH, AliasFound, NotPlain, TooDeep, parse_plain
 
 ALIASES_REFUSED = "YAML anchors/aliases are not allowed in lab files"
@@ -172,7 +174,8 @@ def load_yaml(path: Path) -> tuple[Any, dict[str, int]]:
 
 
 def dump_yaml(data: Any) -> str:
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+    """YAML text of `data`, secrets masked (every lab document is written through here)."""
+    return yaml.dump(mask_data(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
                      default_flow_style=False, width=100)
 
 
@@ -237,6 +240,7 @@ def _publish(path: Path, content: str | bytes, place) -> None:
         except FileNotFoundError:
             pass
     _fsync_dir(path.parent)
+    written.remember(path, payload)  # a commit takes these bytes, whatever the disk says by then
 
 
 def _fsync_dir(directory: Path) -> None:

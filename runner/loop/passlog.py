@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 from ..lab import Lab
+from ..files import written
 from ..repo import gitops
+from ..state.events import record_event
 
 
 @dataclass
@@ -59,11 +61,19 @@ class Committer:
             return None
         paths = list(dict.fromkeys(log.paths))
         commit = gitops.commit_paths(self.lab.root, paths, log.message())
+        self._put_back(paths)
         if commit is not None:
             self.commits += 1
             if self.on_commit:
                 self.on_commit(commit, paths)
         return commit
+
+    def _put_back(self, paths: list[str]) -> None:
+        """A file rewritten after the runner wrote it was committed as the runner wrote it;
+        the disk gets that content back, and an event names the file."""
+        for path in written.settle(self.lab.root / p for p in paths):
+            record_event(self.lab, "error", "refused", f"{self.lab.rel(path)} changed after the runner wrote it: "
+                         "the runner's content was committed and put back", path=self.lab.rel(path))
 
 
 def _mtime(path: Path) -> int | None:

@@ -8,6 +8,7 @@ File events and a periodic tick (run.py) only decide *when* a pass runs.
 from __future__ import annotations
 
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,7 @@ class Runner:
     def reconcile(self) -> bool:
         """One pass over all state. Returns True if anything moved."""
         log, commits = PassLog(), self.committer.commits
+        self._guard_records(log)
         entries = self._scan(log)
         for entry in entries:
             self._step(entry, log)
@@ -116,6 +118,20 @@ class Runner:
         if self.agents is None or self.agents.idle():
             self._adopt_outside_files(log)  # an agent's writes are verified when it exits, not adopted early
         return entries
+
+    def _guard_records(self, log: PassLog) -> None:
+        """experiments/ is written by the runner alone and committed in the pass that writes it:
+        anything else found changed there is put back as committed (a forged table must never
+        be read, let alone swept into the next commit) and reported."""
+        for rel in gitops.dirty(self.lab.root, "experiments"):
+            kept = self.lab.runtime / "refused" / "records" / rel
+            if (self.lab.root / rel).is_file():
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(self.lab.root / rel, kept)
+            gitops.restore_committed(self.lab.root, rel)
+            record_event(self.lab, "error", "refused", f"{rel} changed outside the runner: restored as committed; "
+                         f"the changed file is kept in {self.lab.rel(kept)}", path=rel)
+            log.add(self.lab, rel)
 
     def _report_invalid(self, path: Path, exc: LabError) -> None:
         try:

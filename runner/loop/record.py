@@ -23,6 +23,7 @@ from ..lab import Lab
 from ..repo import worktrees
 from ..state.entries import Entry
 from ..state.timeutil import iso, now, parse_iso
+from ..secrets import mask
 
 LOG_TAIL_BYTES = 64 * 1024
 
@@ -66,8 +67,8 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
     write_yaml(out / "experiment.yaml", data)
     entry.path.unlink(missing_ok=True)
     worktrees.remove(lab, entry.id)
-    rel = lab.rel(out)
-    return [lab.rel(entry.path), rel, lab.rel(lab.scores_path)]
+    files = [out / name for name in ("metrics.parquet", "patch.diff", "log.txt", "experiment.yaml")]
+    return [lab.rel(entry.path), *(lab.rel(f) for f in files if f.exists()), lab.rel(lab.scores_path)]
 
 
 def _result(lab: Lab, o: Outcome) -> dict:
@@ -104,7 +105,7 @@ def _tail(log: Path) -> str:
     with open(log, "rb") as handle:
         if size > LOG_TAIL_BYTES:
             handle.seek(size - LOG_TAIL_BYTES)
-        return handle.read().decode("utf-8", "replace")
+        return mask(handle.read().decode("utf-8", "replace"))  # the lab keeps no secret a job printed
 
 
 def _append_score(lab: Lab, entry: Entry, o: Outcome) -> None:

@@ -38,6 +38,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ from ..state import machine
 from ..state.events import record_event
 from ..state.timeutil import iso
 from ..backends import jobwrap
+from ..secrets import MASK, mask
+from ..secrets import values as secret_values
 from .ownership import RULE_TEXT, Mark, Ownership
 from . import sandbox
 from .prompts import build_prompt
@@ -157,11 +160,11 @@ class AgentRunner:
         self.tasks[(role, task_id)] = task
         try:
             with open(log, "ab") as out:
-                out.write(f"# {iso()} {role} {task_id}: {' '.join(argv)}\n".encode())
-                out.flush()
-                task.process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                                stderr=subprocess.STDOUT, env=self._env(role, task, cfg),
-                                                start_new_session=True)
+                out.write(mask(f"# {iso()} {role} {task_id}: {' '.join(argv)}\n").encode())
+            task.process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, env=self._env(role, task, cfg),
+                                            start_new_session=True)
+            threading.Thread(target=_copy_masked, args=(task.process.stdout, log), daemon=True).start()
         except OSError as exc:
             task.error = f"cannot start {argv[0]!r}: {exc.strerror or exc} (roles.{role}.command)"
         pid = task.process.pid if task.process else None
@@ -408,6 +411,19 @@ class AgentRunner:
                      f"({RULE_TEXT.get(rule, 'see runner/roles/gates.py')}){kept}; restored "
                      f"{'the previous version' if old else 'by removing it'}",
                      experiment=task.task_id if task.role == "worker" else None, path=path)
+
+
+def _copy_masked(stream, log: Path) -> None:
+    """The agent's output into its log, line by line, with every known secret masked: an agent
+    holds the keys of its CLI and may print them."""
+    secrets = [value.encode() for value in secret_values()]
+    with open(log, "ab") as out:
+        for line in iter(stream.readline, b""):
+            for value in secrets:
+                line = line.replace(value, MASK.encode())
+            out.write(line)
+            out.flush()
+    stream.close()
 
 
 def _marker(task: AgentTask) -> str:

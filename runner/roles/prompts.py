@@ -47,5 +47,5 @@ _DEFAULT_TASKS = {
                "queue accepted ones as queue/<id>.yaml (status queued), one change each.",
     "worker": "Make exactly the change of your entry in your worktree (the current directory), then set "
               "status: ready in your entry file.",
-    "reporter": "Update experiments/LEADERBOARD.md and write a report under reports/.",
+    "reporter": "Write a report under reports/ (experiments/ is the runner's: it regenerates the leaderboard).",
 }

@@ -22,9 +22,9 @@ class Reporter:
         self._last_scan = -1e9
 
     def recorded(self, entry, outcome, log) -> None:
-        """After a record: the leaderboard (a view the runner regenerates whoever reports) and,
-        for the builtin reporter, the run's own anomalies."""
-        log.add(self.lab, write_leaderboard(self.lab))
+        """After a record: the leaderboard (a view regenerated from the tables, git-ignored so that
+        labs merge without it) and, for the builtin reporter, the run's own anomalies."""
+        write_leaderboard(self.lab)
         if self.builtin:
             window = self.lab.config["reporting"]["divergence_window"]
             anomalies.record_anomalies(self.lab, anomalies.stream_anomalies(

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..files.locks import FileLock
 from ..files.tables import EVENTS, append_rows, read_table
 from ..lab import Lab
+from ..secrets import mask
 from .timeutil import now
 
 LEVELS = ("info", "warn", "error")
@@ -15,7 +16,7 @@ def record_event(lab: Lab, level: str, kind: str, message: str, *, experiment: s
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}")
     row = {"at": now(), "level": level, "kind": kind, "experiment": experiment,
-           "hypothesis": hypothesis, "path": path, "message": message}
+           "hypothesis": hypothesis, "path": path, "message": mask(message)}  # also what the webhook sends
     with FileLock(lab.locks / "events.lock"):
         append_rows(lab.events_path, EVENTS, [row])
     return row

@@ -25,7 +25,7 @@ from . import schema
 LIVE = {"queued", "assigned", "ready", "running"}
 TERMINAL = {"finished", "failed", "timed_out", "cancelled", "stale"}
 SAFE_ID_RULE = "letters, digits, '-', '_' and single dots; no '/', '..' or spaces"
-_ATOMIC_TMP = re.compile(r"^\.[^/]+\.yaml\.[A-Za-z0-9_]{6,}\.tmp$")  # files.yamlio's temp files
+_ATOMIC_TMP = re.compile(r"^\.[^/]+\.tmp$")  # files.yamlio's temp files (git-ignored, never read)
 PARALLEL_MIN_FILES = 2000  # below this, forking costs more than it saves
 PARQUET_COST = 0.6         # checking a Parquet footer, relative to checking a YAML file (measured)
 
