@@ -174,8 +174,8 @@ def worker(lab: Lab, scenario: str) -> int:
 
 
 def reporter(lab: Lab, scenario: str) -> int:
-    import pyarrow.parquet as pq
-    rows = pq.read_table(lab.scores_path).to_pylist() if lab.scores_path.exists() else []
+    from runner.state.scores import scores
+    rows = scores(lab).to_pylist()
     lines = ["# Leaderboard", "", f"| id | {lab.metric} | status |", "| --- | --- | --- |"]
     lines += [f"| {r['id']} | {r['value']} | {r['status']} |" for r in rows]
     reports = lab.root / "reports"

@@ -1,13 +1,18 @@
-"""The Arrow schemas of every Parquet table, defined once.
+"""The Arrow schemas of every Parquet table and where its files live, defined once;
+reading a table kept in many files as one table.
 
 `schemas/tables.md` is generated from this module (`lab schema tables`) and a
 test checks that it matches, so the documentation cannot drift from the code.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import Problem
@@ -59,20 +64,43 @@ EVENTS = pa.schema([
     pa.field("message", pa.string(), nullable=False),
 ])
 
+@dataclass(frozen=True)
+class Table:
+    """Where a table's files live and what a row is. A table read from many files (one per
+    experiment or runner pass, each written once by one writer, so labs merge as files) is
+    one table to every reader; `key` names the columns that identify a row (None: all of them)."""
+    name: str
+    schema: pa.Schema
+    layout: str                       # lab-relative pattern of its files
+    purpose: str
+    directory: str | None = None      # a table of many files: every *.parquet in it
+    key: tuple[str, ...] | None = None
+    order: tuple[str, ...] = ()       # rows read in this order (files merge in any order)
+    legacy: str | None = None         # the single file an older lab kept the table in
+
+
 TABLES = {
-    "experiments/scores.parquet": ("scores", SCORES, "one row per finished experiment or baseline"),
-    "experiments/<id>/metrics.parquet": ("metrics", METRICS, "step metrics and summary lines of one run"),
-    "experiments/events.parquet": ("events", EVENTS, "anomalies, refusals, failures, promotions"),
+    "scores": Table("scores", SCORES, "experiments/scores/<id>.parquet",
+                    "one row per finished experiment or baseline, in a file of its own written once when "
+                    "the experiment is recorded; `lab compact` folds them into `part-<hash>.parquet` files",
+                    directory="experiments/scores", key=("id",), order=("finished", "id"), legacy="experiments/scores.parquet"),
+    "metrics": Table("metrics", METRICS, "experiments/<id>/metrics.parquet",
+                     "step metrics and summary lines of one run"),
+    "events": Table("events", EVENTS, "experiments/events/<utc>-<random>.parquet",
+                    "anomalies, refusals, failures, promotions: one file per runner pass that recorded any, "
+                    "written by that runner alone; `lab compact` folds them into `part-<hash>.parquet` files",
+                    directory="experiments/events", order=("at",), legacy="experiments/events.parquet"),
 }
+PART_PREFIX = "part-"               # a compacted file: named by its content
 
 
 def schema_for(relpath: str) -> pa.Schema | None:
     """The Arrow schema a Parquet file at this lab-relative path must have."""
     parts = relpath.split("/")
-    if relpath == "experiments/scores.parquet":
-        return SCORES
-    if relpath == "experiments/events.parquet":
-        return EVENTS
+    for table in TABLES.values():
+        if relpath == table.legacy or (table.directory and len(parts) == 3 and parts[-1].endswith(".parquet")
+                                       and "/".join(parts[:2]) == table.directory):
+            return table.schema
     if len(parts) == 3 and parts[0] == "experiments" and parts[2] == "metrics.parquet":
         return METRICS
     return None
@@ -104,29 +132,117 @@ def read_table(path: Path, schema: pa.Schema) -> pa.Table:
     return pq.read_table(path, schema=schema)
 
 
-def write_table(path: Path, table: pa.Table) -> None:
-    """Atomic write: a reader never sees a half-written Parquet file."""
+def parquet_bytes(table: pa.Table) -> bytes:
+    """The file's bytes; the same rows always give the same bytes (for one pyarrow version)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    atomic_write(path, sink.getvalue().to_pybytes())
+    return sink.getvalue().to_pybytes()
 
 
-def append_rows(path: Path, schema: pa.Schema, rows: list[dict], existing: pa.Table | None = None) -> pa.Table:
-    """Rewrite the table with `rows` appended; pass `existing` if the caller has just read it."""
-    new = pa.Table.from_pylist(mask_data(rows), schema=schema)
-    if existing is None:
-        existing = read_table(path, schema)
-    table = pa.concat_tables([existing, new]) if existing.num_rows else new
-    write_table(path, table)
-    return table
+def write_table(path: Path, table: pa.Table) -> None:
+    """Atomic write: a reader never sees a half-written Parquet file."""
+    atomic_write(path, parquet_bytes(table))
+
+
+def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows as a table of `schema`, secret values masked."""
+    return pa.Table.from_pylist(mask_data(rows), schema=schema)
+
+
+# -- tables of many files ------------------------------------------------------------------------
+class UnreadableTable(Exception):
+    """A file of a table that pyarrow cannot read as that table."""
+
+    def __init__(self, path: Path, detail: str):
+        super().__init__(f"{path}: {detail}")
+        self.path, self.detail = path, detail
+
+
+_FILES: dict[str, tuple[tuple, pa.Table]] = {}    # path -> (stat key, rows): files are written once
+_TABLES: dict[str, tuple[tuple, pa.Table]] = {}   # directory -> (its files' stat keys, the table)
+
+
+def table_files(root: Path, table: Table) -> list[Path]:
+    """The table's files in read order: the legacy file, then the directory's by name."""
+    files = [root / table.legacy] if table.legacy and (root / table.legacy).is_file() else []
+    try:
+        with os.scandir(root / table.directory) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(".parquet") and not e.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    return files + [root / table.directory / name for name in names]
+
+
+def read_many(root: Path, table: Table, skipped: list[str] | None = None) -> pa.Table:
+    """Every file of a table as one table, each row once. Unchanged files are not read again.
+    An unreadable file raises UnreadableTable, or with `skipped` is listed there and left out."""
+    keys, parts = [], []
+    for path in table_files(root, table):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue  # compacted away while we listed
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        keys.append(key)
+        cached = _FILES.get(key[0])
+        if cached is None or cached[0] != key:
+            try:
+                cached = (key, pq.read_table(path, schema=table.schema))
+            except Exception as exc:  # pyarrow raises several types for a bad file
+                if skipped is None:
+                    raise UnreadableTable(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                skipped.append(f"{path.relative_to(root).as_posix()}: {str(exc).splitlines()[0] if str(exc) else exc}")
+                continue
+            _FILES[key[0]] = cached
+        parts.append(cached[1])
+    whole = _TABLES.get(str(root / table.directory))
+    if whole is not None and whole[0] == tuple(keys):
+        return whole[1]
+    result = unique_rows(pa.concat_tables(parts) if parts else table.schema.empty_table(), table.key)
+    if table.order and result.num_rows > 1:
+        result = result.take(pc.sort_indices(result, sort_keys=[(c, "ascending") for c in table.order]))
+    _TABLES[str(root / table.directory)] = (tuple(keys), result)
+    return result
+
+
+def unique_rows(table: pa.Table, key: tuple[str, ...] | None) -> pa.Table:
+    """Each row once (the first of equal keys): rows are immutable, so a row found in two
+    files (two labs compacted the same rows into different parts) is the same row."""
+    columns = list(key or table.column_names)
+    if table.num_rows < 2 or (len(columns) == 1 and pc.count_distinct(table[columns[0]]).as_py() == table.num_rows):
+        return table
+    seen, keep = set(), []
+    for index, row in enumerate(zip(*(table[c].to_pylist() for c in columns))):
+        if row not in seen:
+            seen.add(row)
+            keep.append(index)
+    return table if len(keep) == table.num_rows else table.take(pa.array(keep, pa.int64()))
+
+
+def write_part(directory: Path, table: pa.Table) -> Path:
+    """Write rows as `part-<hash of the bytes>.parquet`: two labs that write the same rows write
+    the same file under the same name, so git sees one file, never a conflict."""
+    data = parquet_bytes(table)
+    path = directory / f"{PART_PREFIX}{hashlib.sha256(data).hexdigest()[:20]}.parquet"
+    if not path.exists():
+        atomic_write(path, data)
+    return path
 
 
 def tables_markdown() -> str:
     lines = ["# Parquet tables", "",
-             "Generated by `lab schema tables` from `runner/files/tables.py`; do not edit by hand.", ""]
-    for relpath, (name, schema, purpose) in TABLES.items():
-        lines += [f"## {name}: `{relpath}`", "", purpose + ".", "",
-                  "| column | Arrow type | nullable |", "| --- | --- | --- |"]
-        lines += [f"| {f.name} | {f.type} | {'yes' if f.nullable else 'no'} |" for f in schema]
+             "Generated by `lab schema tables` from `runner/files/tables.py`; do not edit by hand.", "",
+             "A table of many files is one table to every reader (`lab query`, the report, DuckDB's",
+             "`read_parquet('experiments/scores/*.parquet')`, `pyarrow.dataset`): each file is written once by",
+             "one writer, so two labs' results merge as new files. A row may appear in two compacted parts",
+             "after two labs compacted the same rows: rows are immutable, so read each once (by `id` for",
+             "scores, by the whole row for events).", ""]
+    for table in TABLES.values():
+        lines += [f"## {table.name}: `{table.layout}`", "", table.purpose + ".", ""]
+        if table.legacy:
+            lines += [f"A lab made by an earlier version kept it in `{table.legacy}`: still read, and folded "
+                      "into the directory by `lab run` and `lab compact`.", ""]
+        lines += ["| column | Arrow type | nullable |", "| --- | --- | --- |"]
+        lines += [f"| {f.name} | {f.type} | {'yes' if f.nullable else 'no'} |" for f in table.schema]
         lines.append("")
     return "\n".join(lines)

@@ -17,12 +17,11 @@ from ..files.metrics import (
     read_log,
     read_stream,
 )
-from ..files.yamlio import load_yaml
 from ..lab import Lab
 from ..repo import gitops, worktrees
 from ..roles.reporter import Reporter
 from ..state import machine
-from ..state.create import new_experiment, title_of, write_checked
+from ..state.create import new_experiment, title_of
 from ..state.entries import Entry
 from ..state.events import record_event
 from ..state.scores import scores
@@ -59,6 +58,7 @@ class Finisher:
         self.lab, self.backends, self.reporter, self.committer = lab, backends, reporter, committer
         self.on_event = on_event
         self.recorded = 0
+        self.promoted = 0
         self.durations: list[float] = []
 
     def finish(self, entry: Entry, outcome: Outcome, log: PassLog, log_path: Path | None = None) -> None:
@@ -82,7 +82,6 @@ class Finisher:
         if outcome.status in (machine.FAILED, machine.TIMED_OUT):
             record_event(self.lab, "error" if outcome.status == machine.FAILED else "warn", outcome.status,
                          outcome.reason, experiment=entry.id, hypothesis=entry.hypothesis)
-            log.add(self.lab, self.lab.events_path)
         self.on_event("recorded", {"entry": entry, "outcome": outcome})
 
     def _measured(self, entry: Entry, o: Outcome) -> None:
@@ -108,17 +107,15 @@ class Finisher:
 
     def _requeue(self, entry: Entry, main: str, log: PassLog) -> str:
         """The same change again, on today's main, ahead of new work."""
-        new_id, path = new_experiment(self.lab, entry.hypothesis, entry.change, main,
-                                      priority=entry.priority + 10, wave=entry.wave, by="runner")
-        data = load_yaml(path)[0]
-        data["requeued_from"] = entry.id
-        write_checked(path, "experiment", data, self.lab)
+        new_id, path = new_experiment(self.lab, entry.hypothesis, entry.change, main, priority=entry.priority + 10,
+                                      wave=entry.wave, by="runner", requeued_from=entry.id)
         log.add(self.lab, path, line=f"{entry.id}: stale, re-queued as {new_id}")
         return new_id
 
     def _promote(self, entry: Entry, o: Outcome, log: PassLog) -> None:
         changed = merge_into_main(self.lab, worktrees.branch(entry.id))
         o.promoted = True
+        self.promoted += 1
         log.add(self.lab, *changed)
         pct = 100 * (o.value - o.base_value) / o.base_value
         log.subject = (f"lab: promote {entry.id}: {self.lab.metric} {o.base_value:.6g} -> {o.value:.6g} "

@@ -7,13 +7,12 @@ promotion), and a body with one line per transition.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from ..lab import Lab
 from ..files import written
 from ..repo import gitops
-from ..state.events import record_event
+from ..state import events
 
 
 @dataclass
@@ -42,25 +41,26 @@ class PassLog:
 
 
 class Committer:
-    """Commits passes; events recorded since the last commit (by anyone) ride along.
+    """Commits passes; the events this process recorded since the last commit ride along
+    (their file is then sealed: the next event starts a new one).
     `on_commit(commit, paths)` hears of each commit (the agents' supervisor, so that the
     runner's own changes are never taken for an agent's)."""
 
     def __init__(self, lab: Lab, on_commit: Callable[[str, list[str]], None] | None = None):
         self.lab = lab
-        self._events_mtime = _mtime(lab.events_path)
         self.commits = 0
         self.on_commit = on_commit
 
     def commit(self, log: PassLog) -> str | None:
-        events_mtime = _mtime(self.lab.events_path)
-        if events_mtime != self._events_mtime:
-            self._events_mtime = events_mtime
-            log.add(self.lab, self.lab.events_path, line="" if log.lines else "runner: events")
+        batch = events.pending(self.lab)
+        if batch is not None:
+            log.add(self.lab, batch, line="" if log.lines else "runner: events")
         if not log.paths:
             return None
         paths = list(dict.fromkeys(log.paths))
         commit = gitops.commit_paths(self.lab.root, paths, log.message())
+        if batch is not None:
+            events.seal(self.lab, batch)
         self._put_back(paths)
         if commit is not None:
             self.commits += 1
@@ -72,12 +72,6 @@ class Committer:
         """A file rewritten after the runner wrote it was committed as the runner wrote it;
         the disk gets that content back, and an event names the file."""
         for path in written.settle(self.lab.root / p for p in paths):
-            record_event(self.lab, "error", "refused", f"{self.lab.rel(path)} changed after the runner wrote it: "
-                         "the runner's content was committed and put back", path=self.lab.rel(path))
+            events.record_event(self.lab, "error", "refused", f"{self.lab.rel(path)} changed after the runner "
+                                "wrote it: the runner's content was committed and put back", path=self.lab.rel(path))
 
-
-def _mtime(path: Path) -> int | None:
-    try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return None

@@ -16,7 +16,8 @@ from typing import Callable
 
 from ..backends import default_backend, make_backends
 from ..errors import LabError
-from ..files.yamlio import write_yaml
+from ..files import written
+from ..files.yamlio import atomic_write, write_yaml
 from ..lab import Lab
 from ..repo import gitops, worktrees
 from ..roles import builtin, gates
@@ -35,6 +36,7 @@ from .finish import Finisher, outcome_of
 from .jobs import job_spec
 from .passlog import Committer, PassLog
 from .record import Outcome
+from .sync import Sharing, runner_id
 from .scoring import base_commit, failed_baseline, score_of, target_key
 
 FRESH_S = 1.0        # a file younger than this may be half-written by an agent: retry, don't report
@@ -56,7 +58,8 @@ class DispatchLimit:
 
 class Runner:
     def __init__(self, lab: Lab, on_event: Callable[[str, dict], None] | None = None,
-                 max_experiments: int | None = None, plan: bool = True):
+                 max_experiments: int | None = None, plan: bool = True, remote: str | None = None,
+                 sync_every: float = 60.0):
         self.lab = lab
         self.backends = make_backends(lab.config)
         self.default_backend = default_backend(lab.config)
@@ -67,6 +70,8 @@ class Runner:
         self.committer = Committer(lab, on_commit=self.agents.runner_committed if self.agents else None)
         self.finisher = Finisher(lab, self.backends, self.reporter, self.committer, self.on_event)
         self.planning = Planning(lab, self.agents) if plan else None
+        self.me = runner_id(lab)
+        self.sharing = Sharing(lab, self.committer, remote, sync_every) if remote else None
         self._reported: dict[str, float] = {}
         self._workers_started: set[str] = set()
 
@@ -81,6 +86,23 @@ class Runner:
 
     def recover(self) -> None:
         recovery.recover(self)
+        if self.sharing:
+            self.sharing.adopt()
+
+    def _mine(self, entry: Entry) -> bool:
+        """With a shared remote, another runner's entries are its own to work on."""
+        return self.sharing is None or self.sharing.mine(entry)
+
+    def store(self, paths: list[str], why: str) -> None:
+        """Commit what a table's storage changed (a compaction, a migration)."""
+        if paths:
+            self.committer.commit(PassLog(list(paths), subject=f"lab: {why} ({len(paths)} files)"))
+
+    def sync(self, now: bool = False) -> bool:
+        """One round with the shared remote when one is due; True if the merge moved the checkout."""
+        if not self.sharing or not (now or self.sharing.due(self.finisher.promoted)):
+            return False
+        return self.sharing.round(self.finisher.promoted, on_lost=lambda exp_id: worktrees.remove(self.lab, exp_id))
 
     # -- one pass -------------------------------------------------------------
     def reconcile(self) -> bool:
@@ -121,15 +143,23 @@ class Runner:
 
     def _guard_records(self, log: PassLog) -> None:
         """experiments/ is written by the runner alone and committed in the pass that writes it:
-        anything else found changed there is put back as committed (a forged table must never
-        be read, let alone swept into the next commit) and reported."""
+        anything else found changed there (another experiment's score file rewritten, a file
+        added) is put back as committed, or as the runner wrote it when not committed yet (a
+        forged table must never be read, let alone swept into the next commit) and reported."""
         for rel in gitops.dirty(self.lab.root, "experiments"):
+            path, ours = self.lab.root / rel, written.content(self.lab.root / rel)
+            if ours is not None and path.is_file() and path.read_bytes() == ours:
+                continue  # the runner's own write, not committed yet (events recorded after a commit)
             kept = self.lab.runtime / "refused" / "records" / rel
-            if (self.lab.root / rel).is_file():
+            if path.is_file():
                 kept.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(self.lab.root / rel, kept)
-            gitops.restore_committed(self.lab.root, rel)
-            record_event(self.lab, "error", "refused", f"{rel} changed outside the runner: restored as committed; "
+                shutil.copy2(path, kept)
+            if ours is not None:
+                atomic_write(path, ours)
+            else:
+                gitops.restore_committed(self.lab.root, rel)
+            how = "as the runner wrote it" if ours is not None else "as committed"
+            record_event(self.lab, "error", "refused", f"{rel} changed outside the runner: restored {how}; "
                          f"the changed file is kept in {self.lab.rel(kept)}", path=rel)
             log.add(self.lab, rel)
 
@@ -162,6 +192,8 @@ class Runner:
 
     # -- one step of one entry ----------------------------------------------------
     def _step(self, entry: Entry, log: PassLog) -> None:
+        if not self._mine(entry) or (self.sharing and entry.id in self.sharing.unconfirmed):
+            return  # another runner's, or claimed here but not on the remote yet
         try:
             if entry.status == machine.CANCELLED:
                 self.finisher.finish(entry, Outcome(machine.CANCELLED, reason="cancelled"), log)
@@ -175,13 +207,13 @@ class Runner:
             self.finisher.finish(entry, Outcome(machine.FAILED, reason=str(exc.problem.message)), log)
 
     def _dispatch(self, entries: list[Entry], log: PassLog) -> None:
-        active = [e for e in entries if e.status in machine.ACTIVE]
+        active = [e for e in entries if e.status in machine.ACTIVE and self._mine(e)]
         used = {(e.job.get("backend", "local"), e.slot) for e in active}
         free = [(name, slot) for name, backend in self.backends.items() if name == self.default_backend
                 for slot in backend.slots if (name, slot) not in used]
         room = self.lab.config["limits"]["max_running"] - len(active)
         queued = [e for e in entries if e.status == machine.QUEUED]
-        if not (queued and free):
+        if not (queued and free) or (self.sharing and self.sharing.paused()):
             return
         main, table = base_commit(self.lab), scores(self.lab)
         for entry in [e for e in queued if not e.is_baseline]:
@@ -195,12 +227,15 @@ class Runner:
                 continue
             backend, slot = free.pop(0)
             room -= 1
-            worktrees.ensure(self.lab, entry.id, entry.base)
             transition(entry, machine.ASSIGNED, "runner", branch=worktrees.branch(entry.id),
-                       worker=self._worker_kind(), job={"backend": backend, "slot": slot})
+                       worker=self._worker_kind(), job={"backend": backend, "slot": slot, "runner": self.me})
             self.limit.dispatched += 1
             log.add(self.lab, entry.path, line=f"{entry.id}: queued -> assigned ({slot})")
             self.on_event("assigned", {"entry": entry})
+            if self.sharing:
+                self.sharing.claimed(entry)
+                continue  # it starts once the claim is on the remote (loop/sync.py)
+            worktrees.ensure(self.lab, entry.id, entry.base)
             self._work(entry, log)
             if entry.status == machine.READY:
                 self._launch(entry, log)

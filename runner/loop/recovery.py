@@ -11,9 +11,9 @@ from ..files.yamlio import load_yaml
 from ..repo import gitops, worktrees
 from ..state import machine
 from ..state.entries import load as load_entry
+from ..state.scores import recorded_ids
 from .passlog import PassLog
 from .promotion import merge_into_main
-from .record import recorded_ids
 
 
 def recover(runner) -> None:

@@ -15,9 +15,11 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from ..files.metrics import loss_name
-from ..files.tables import EVENTS, METRICS, SCORES, read_table
+from ..files.tables import METRICS, read_table
 from ..files.yamlio import load_yaml
 from ..lab import Lab
+from ..state.events import read_events
+from ..state.scores import scores
 from ..state.timeutil import now
 
 OUTCOMES = ("promoted", "baseline", "worse", "failed", "timed out", "stale", "cancelled")
@@ -98,7 +100,7 @@ def change_text(change_json: str | None, limit: int = 80) -> str:
 
 def load(lab: Lab, curves_top: int = CURVES_TOP) -> ReportData:
     objective = lab.config["objective"]
-    table = read_table(lab.scores_path, SCORES)
+    table = scores(lab)
     rows = _ordered(table.to_pylist())
     for index, row in enumerate(rows):
         row["index"] = index
@@ -121,7 +123,7 @@ def _ordered(rows: list[dict]) -> list[dict]:
 
 
 def _events(lab: Lab) -> list[dict]:
-    table = read_table(lab.events_path, EVENTS)
+    table = read_events(lab)
     if table.num_rows == 0:
         return []
     order = pc.sort_indices(table, sort_keys=[("at", "descending")])

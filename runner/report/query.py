@@ -3,8 +3,8 @@
 Views (each built only when the SQL names it, so a query on `scores` never
 parses ten thousand YAML files):
 
-- scores       experiments/scores.parquet
-- events       experiments/events.parquet
+- scores       experiments/scores/*.parquet, each experiment once (state/scores.py)
+- events       experiments/events/*.parquet, each event once (state/events.py)
 - metrics      every experiments/<id>/metrics.parquet, plus an `experiment` column
 - hypotheses   hypotheses/*.yaml, flattened (change/params as JSON text)
 - queue        queue/*.yaml, flattened
@@ -29,10 +29,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import LabError
-from ..files.tables import EVENTS, METRICS, SCORES, read_table
+from ..files.tables import METRICS
 from ..files.yamlio import atomic_write, load_yaml
 from ..lab import Lab
+from ..state.events import read_events
 from ..state.fingerprint import fingerprint
+from ..state.scores import scores
 from ..state.params import is_number
 
 _S, _F, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
@@ -121,9 +123,9 @@ def one_line(message: str) -> str:
 
 def build_view(lab: Lab, name: str, skipped: list[str]) -> pa.Table:
     if name == "scores":
-        return _parquet(lab, lab.scores_path, SCORES, skipped)
+        return scores(lab, skipped)  # a corrupt file must not hide the others: it is skipped, named
     if name == "events":
-        return _parquet(lab, lab.events_path, EVENTS, skipped)
+        return read_events(lab, skipped)
     if name == "metrics":
         return metrics_table(lab, skipped)
     if name == "hypotheses":
@@ -145,14 +147,6 @@ def _listing(lab: Lab, sub: str, inner: str | None = None) -> list[str]:
     if inner is None:
         return [f"{sub}/{n}" for n in names if n.endswith(".yaml")]
     return [f"{sub}/{n}/{inner}" for n in names]
-
-
-def _parquet(lab: Lab, path: Path, schema: pa.Schema, skipped: list[str]) -> pa.Table:
-    try:
-        return read_table(path, schema)
-    except Exception as exc:  # a corrupt table must not hide the others
-        skipped.append(f"{path.relative_to(lab.root).as_posix()}: {one_line(str(exc))}")
-        return schema.empty_table()
 
 
 def metrics_table(lab: Lab, skipped: list[str]) -> pa.Table:

@@ -107,13 +107,16 @@ def new_hypothesis(lab: Lab, title: str, change: dict, *, author: str = "human",
 
 
 def new_experiment(lab: Lab, hypothesis: str | None, change: dict, base: str, *, priority: int = 0,
-                   wave: int = 0, kind: str = "experiment", by: str = "planner") -> tuple[str, Path]:
-    """Create queue/<new id>.yaml, an id used neither in queue/ nor in experiments/."""
+                   wave: int = 0, kind: str = "experiment", by: str = "planner",
+                   requeued_from: str | None = None) -> tuple[str, Path]:
+    """Create queue/<new id>.yaml, an id used neither in queue/ nor in experiments/;
+    `requeued_from`: the experiment whose change this measures again on a newer base."""
     created = iso()
 
     def build(exp_id: str) -> dict:
         data = {"id": exp_id} | ({"hypothesis": hypothesis} if hypothesis else {})
-        return data | {"kind": kind, "status": "queued", "base": base, "priority": priority, "wave": wave,
-                       "change": change, "fingerprint": fingerprint(change) if change else "",
-                       "created": created, "history": [{"status": "queued", "at": created, "by": by}]}
+        data |= {"kind": kind, "status": "queued", "base": base, "priority": priority, "wave": wave,
+                 "change": change, "fingerprint": fingerprint(change) if change else "",
+                 "created": created, "history": [{"status": "queued", "at": created, "by": by}]}
+        return data | ({"requeued_from": requeued_from} if requeued_from else {})
     return create_checked(lab, "e", lab.queue, "experiment", build, also=(lab.experiments,))
