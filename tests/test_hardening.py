@@ -226,7 +226,8 @@ ATTACKS = {
             table = pq.read_table(path)
             pq.write_table(table.set_column(table.schema.get_field_index("value"), "value",
                                             pa.array([0.0001] * table.num_rows)), path)
-        pq.write_table(table.set_column(0, "id", pa.array(["e-forged"])), Path(root, "experiments", "scores", "e-forged.parquet"))
+        pq.write_table(table.set_column(0, "id", pa.array(["e-forged"])),
+                       Path(root, "experiments", "scores", "e-forged.parquet"))
     ''',
     # commit a change to lab.yaml on main, dressed as the runner
     "spoof-commit": '''

@@ -168,8 +168,9 @@ def test_sync_without_a_remote_is_one_line(tmp_path):
 def test_two_runners_share_a_queue_of_20_through_one_remote(tmp_path):
     runs = tmp_path / "runs.log"
     a = toy_lab(tmp_path / "a", max_queue=60)
-    (a.root / "score.py").write_text(TOY.replace('time.sleep(SLEEP)', 'time.sleep(SLEEP)\nwith open(os.environ["RUNLOG"], "a") as log:\n'
-                                                '    log.write(os.path.basename(os.getcwd()) + "\\n")'))
+    logged = ('time.sleep(SLEEP)\nwith open(os.environ["RUNLOG"], "a") as log:\n'   # each run names itself
+              '    log.write(os.path.basename(os.getcwd()) + "\\n")')
+    (a.root / "score.py").write_text(TOY.replace("time.sleep(SLEEP)", logged))
     config = yaml.safe_load(a.config_path.read_text())
     config["target"]["env"] = {"RUNLOG": str(runs)}
     a.config_path.write_text(yaml.safe_dump(config, sort_keys=False))

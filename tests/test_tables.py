@@ -1,6 +1,7 @@
 """Parquet tables written by runner.files.tables, read back by pyarrow and DuckDB; docs cannot drift."""
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import datetime, timedelta, timezone
@@ -12,6 +13,7 @@ import pytest
 
 from runner.assets import asset_path
 from runner.files import tables
+from runner.files.tabledir import UnreadableTable
 from runner.state.events import pending, read_events, record_event, seal
 from runner.state.scores import scores, write_score, write_scores
 
@@ -102,7 +104,7 @@ def test_an_unreadable_file_is_named_or_skipped(lab):
     write_score(lab, score_rows()[0])
     bad = lab.root / "experiments" / "scores" / "e-bad.parquet"
     bad.write_bytes(b"PAR1 not parquet")
-    with pytest.raises(tables.UnreadableTable) as caught:
+    with pytest.raises(UnreadableTable) as caught:
         scores(lab)
     assert caught.value.path == bad
     skipped = []
@@ -143,7 +145,8 @@ def test_events_go_to_one_file_per_writer_until_it_is_committed(lab):
     assert events[0]["at"].tzinfo is not None and events[0]["at"] <= events[1]["at"]
     assert pq.read_schema(first).equals(tables.EVENTS)
     glob = f"{lab.root}/experiments/events/*.parquet"
-    assert duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{glob}') WHERE level = 'error'").fetchone() == (1,)
+    errors = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{glob}') WHERE level = 'error'")
+    assert errors.fetchone() == (1,)
 
 
 def test_schema_for_paths():
@@ -166,3 +169,24 @@ def test_tables_md_matches_the_code(run_lab, tmp_path):
     assert result.returncode == 0 and result.stdout == documented
     for name in tables.SCORES.names + tables.METRICS.names + tables.EVENTS.names:
         assert f"| {name} |" in documented
+
+
+def test_views_keep_a_snapshot_the_runner_never_reads(lab, run_lab):
+    rows = score_rows()
+    for row in rows[:2]:
+        write_score(lab, row)
+    query = ["query", "SELECT id, value FROM scores ORDER BY id", "--json"]
+    assert [r["id"] for r in json.loads(run_lab(*query, cwd=lab.root).stdout)] == ["e-1", "e-base"]
+    snapshot = lab.runtime / "cache" / "tables" / "scores.parquet"
+    covered = json.loads(pq.read_schema(snapshot).metadata[b"benchlab.files"])
+    assert sorted(key[0] for key in covered) == ["experiments/scores/e-1.parquet", "experiments/scores/e-base.parquet"]
+    write_score(lab, rows[2])                                           # a new file: read, snapshot extended
+    assert [r["id"] for r in json.loads(run_lab(*query, cwd=lab.root).stdout)] == ["e-1", "e-2", "e-base"]
+    assert len(json.loads(pq.read_schema(snapshot).metadata[b"benchlab.files"])) == 3
+    forged = pq.read_table(snapshot)                                    # the snapshot is what a view reads...
+    values = pa.array([0.0001] * forged.num_rows)
+    pq.write_table(forged.set_column(forged.schema.get_field_index("value"), "value", values), snapshot)
+    assert {r["value"] for r in json.loads(run_lab(*query, cwd=lab.root).stdout)} == {0.0001}
+    assert 0.0001 not in scores(lab)["value"].to_pylist()               # ...never what the runner decides on
+    (lab.root / "experiments" / "scores" / "e-2.parquet").unlink()      # a file it covers is gone: read afresh
+    assert [r["value"] for r in json.loads(run_lab(*query, cwd=lab.root).stdout)] == [1.2, 1.25]

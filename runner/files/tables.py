@@ -1,5 +1,5 @@
 """The Arrow schemas of every Parquet table and where its files live, defined once;
-reading a table kept in many files as one table.
+reading and writing one Parquet file (files/tabledir.py reads a table of many files).
 
 `schemas/tables.md` is generated from this module (`lab schema tables`) and a
 test checks that it matches, so the documentation cannot drift from the code.
@@ -7,12 +7,10 @@ test checks that it matches, so the documentation cannot drift from the code.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import Problem
@@ -83,7 +81,8 @@ TABLES = {
     "scores": Table("scores", SCORES, "experiments/scores/<id>.parquet",
                     "one row per finished experiment or baseline, in a file of its own written once when "
                     "the experiment is recorded; `lab compact` folds them into `part-<hash>.parquet` files",
-                    directory="experiments/scores", key=("id",), order=("finished", "id"), legacy="experiments/scores.parquet"),
+                    directory="experiments/scores", key=("id",), order=("finished", "id"),
+                    legacy="experiments/scores.parquet"),
     "metrics": Table("metrics", METRICS, "experiments/<id>/metrics.parquet",
                      "step metrics and summary lines of one run"),
     "events": Table("events", EVENTS, "experiments/events/<utc>-<random>.parquet",
@@ -147,76 +146,6 @@ def write_table(path: Path, table: pa.Table) -> None:
 def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Rows as a table of `schema`, secret values masked."""
     return pa.Table.from_pylist(mask_data(rows), schema=schema)
-
-
-# -- tables of many files ------------------------------------------------------------------------
-class UnreadableTable(Exception):
-    """A file of a table that pyarrow cannot read as that table."""
-
-    def __init__(self, path: Path, detail: str):
-        super().__init__(f"{path}: {detail}")
-        self.path, self.detail = path, detail
-
-
-_FILES: dict[str, tuple[tuple, pa.Table]] = {}    # path -> (stat key, rows): files are written once
-_TABLES: dict[str, tuple[tuple, pa.Table]] = {}   # directory -> (its files' stat keys, the table)
-
-
-def table_files(root: Path, table: Table) -> list[Path]:
-    """The table's files in read order: the legacy file, then the directory's by name."""
-    files = [root / table.legacy] if table.legacy and (root / table.legacy).is_file() else []
-    try:
-        with os.scandir(root / table.directory) as entries:
-            names = sorted(e.name for e in entries if e.name.endswith(".parquet") and not e.name.startswith("."))
-    except (FileNotFoundError, NotADirectoryError):
-        names = []
-    return files + [root / table.directory / name for name in names]
-
-
-def read_many(root: Path, table: Table, skipped: list[str] | None = None) -> pa.Table:
-    """Every file of a table as one table, each row once. Unchanged files are not read again.
-    An unreadable file raises UnreadableTable, or with `skipped` is listed there and left out."""
-    keys, parts = [], []
-    for path in table_files(root, table):
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue  # compacted away while we listed
-        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-        keys.append(key)
-        cached = _FILES.get(key[0])
-        if cached is None or cached[0] != key:
-            try:
-                cached = (key, pq.read_table(path, schema=table.schema))
-            except Exception as exc:  # pyarrow raises several types for a bad file
-                if skipped is None:
-                    raise UnreadableTable(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                skipped.append(f"{path.relative_to(root).as_posix()}: {str(exc).splitlines()[0] if str(exc) else exc}")
-                continue
-            _FILES[key[0]] = cached
-        parts.append(cached[1])
-    whole = _TABLES.get(str(root / table.directory))
-    if whole is not None and whole[0] == tuple(keys):
-        return whole[1]
-    result = unique_rows(pa.concat_tables(parts) if parts else table.schema.empty_table(), table.key)
-    if table.order and result.num_rows > 1:
-        result = result.take(pc.sort_indices(result, sort_keys=[(c, "ascending") for c in table.order]))
-    _TABLES[str(root / table.directory)] = (tuple(keys), result)
-    return result
-
-
-def unique_rows(table: pa.Table, key: tuple[str, ...] | None) -> pa.Table:
-    """Each row once (the first of equal keys): rows are immutable, so a row found in two
-    files (two labs compacted the same rows into different parts) is the same row."""
-    columns = list(key or table.column_names)
-    if table.num_rows < 2 or (len(columns) == 1 and pc.count_distinct(table[columns[0]]).as_py() == table.num_rows):
-        return table
-    seen, keep = set(), []
-    for index, row in enumerate(zip(*(table[c].to_pylist() for c in columns))):
-        if row not in seen:
-            seen.add(row)
-            keep.append(index)
-    return table if len(keep) == table.num_rows else table.take(pa.array(keep, pa.int64()))
 
 
 def write_part(directory: Path, table: pa.Table) -> Path:

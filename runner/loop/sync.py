@@ -38,6 +38,7 @@ PUSH_TRIES = 8
 PAUSE_S = 0.2        # the first pause after a lost push race; doubles, with jitter, up to MAX_PAUSE_S
 MAX_PAUSE_S = 8.0
 _REJECTED = ("[rejected]", "non-fast-forward", "fetch first", "stale info")
+_QUIET = {"GIT_TERMINAL_PROMPT": "0"}   # a remote that asks for a password fails instead of waiting
 
 
 def runner_id(lab: Lab) -> str:
@@ -69,7 +70,11 @@ class Sync:
     def __init__(self, lab: Lab, committer: Committer, remote: str = "origin"):
         self.lab, self.committer, self.remote = lab, committer, remote
         self.me = runner_id(lab)
-        self.branch = run_git(lab.root, "symbolic-ref", "--short", "HEAD")
+        try:
+            self.branch = run_git(lab.root, "symbolic-ref", "--short", "HEAD")
+        except git.GitCommandError:
+            raise LabError("the lab's checkout is on no branch: check out the branch to share, then sync",
+                           str(lab.root)) from None
 
     def run(self) -> Round:
         """Fetch, merge, judge again, push; until a push lands (or PUSH_TRIES lost races)."""
@@ -88,7 +93,8 @@ class Sync:
     def _fetch(self) -> str | None:
         tracking = f"refs/remotes/{self.remote}/{self.branch}"
         try:
-            run_git(self.lab.root, "fetch", "--quiet", self.remote, f"+refs/heads/{self.branch}:{tracking}")
+            run_git(self.lab.root, "fetch", "--quiet", self.remote, f"+refs/heads/{self.branch}:{tracking}",
+                    env=_QUIET)
         except git.GitCommandError as exc:
             if "couldn't find remote ref" in exc.stderr:
                 return None  # an empty remote: the push creates the branch
@@ -97,7 +103,7 @@ class Sync:
 
     def _push(self) -> bool:
         try:
-            run_git(self.lab.root, "push", "--quiet", self.remote, f"HEAD:refs/heads/{self.branch}")
+            run_git(self.lab.root, "push", "--quiet", self.remote, f"HEAD:refs/heads/{self.branch}", env=_QUIET)
             return True
         except git.GitCommandError as exc:
             if any(mark in exc.stderr for mark in _REJECTED):
@@ -197,11 +203,12 @@ class Sharing:
         self.last = time.monotonic()
         try:
             done = self.sync.run()
-        except LabError as exc:
-            if str(exc) != self.error:
-                record_event(self.lab, "warn", "sync-failed", f"{exc} (running jobs go on; nothing new starts "
-                             "until a push lands)", path=exc.problem.path)
-                self.error = str(exc)
+        except (LabError, git.GitCommandError) as exc:
+            message = str(exc.problem.message if isinstance(exc, LabError) else exc).strip()
+            if message != self.error:
+                record_event(self.lab, "warn", "sync-failed", f"{message} (running jobs go on; nothing new "
+                             "starts until a push lands)")
+                self.error = message
             return False
         self.error, self.promoted = None, promoted
         for exp_id in done.lost:

@@ -105,8 +105,13 @@ def _changed(root: Path, since: str, until: str) -> set[str]:
 
 def _merge_tree(root: Path, ours: str, theirs: str) -> tuple[str, set[str]]:
     """git's merge of the two commits as a tree (conflicted files hold markers) and the conflicted paths."""
-    out = run_git(root, "merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", ours, theirs,
-                  check_ok=(0, 1)).split("\0")
+    try:
+        out = run_git(root, "merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", ours, theirs,
+                      check_ok=(0, 1)).split("\0")
+    except git.GitCommandError as exc:
+        if "write-tree" in exc.stderr or "usage:" in exc.stderr:
+            raise LabError("merging needs git 2.38 or newer (git merge-tree --write-tree)", str(root)) from None
+        raise
     return out[0], set(out[1:]) - {""}
 
 

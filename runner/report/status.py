@@ -6,7 +6,7 @@ from collections import Counter
 import pyarrow.compute as pc
 
 from ..errors import LabError
-from ..files.tables import UnreadableTable
+from ..files.tabledir import UnreadableTable
 from ..lab import Lab
 from ..state.entries import count_statuses
 from ..state.entries import load as load_entry

@@ -50,7 +50,7 @@ def derive(change: dict) -> Key:
 
 @lru_cache(maxsize=1 << 16)
 def _derive_json(raw: str) -> Key | None:
-    """Key of a change stored as JSON (scores.parquet); cached across passes."""
+    """Key of a change stored as JSON (the scores table); cached across passes."""
     try:
         change = json.loads(raw)
     except ValueError:

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..files.tables import PART_PREFIX, TABLES, Table, table_files, unique_rows, write_part
+from ..files.tabledir import table_files, unique_rows
+from ..files.tables import PART_PREFIX, TABLES, Table, write_part
 from ..lab import Lab
 from ..repo import gitops
 

@@ -11,7 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..files.tables import EVENTS, TABLES, read_many, rows_table, write_part, write_table
+from ..files.tabledir import read_many
+from ..files.tables import EVENTS, TABLES, rows_table, write_part, write_table
 from ..lab import Lab
 from ..secrets import mask
 from .timeutil import now

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from ..files.tables import SCORES, TABLES, read_many, rows_table, write_part, write_table
+from ..files.tabledir import read_many
+from ..files.tables import SCORES, TABLES, rows_table, write_part, write_table
 from ..lab import Lab
 
 TABLE = TABLES["scores"]
@@ -17,7 +18,7 @@ def scores_dir(lab: Lab) -> Path:
 
 
 def scores(lab: Lab, skipped: list[str] | None = None):
-    """Every score row once, in the order the experiments finished (see files/tables.read_many)."""
+    """Every score row once, in the order the experiments finished (files/tabledir.py)."""
     return read_many(lab.root, TABLE, skipped)
 
 
