@@ -4,6 +4,7 @@ toy target of test_loop.py."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -207,3 +208,33 @@ def test_two_runners_share_a_queue_of_20_through_one_remote(tmp_path):
     assert lab_cli(a, "validate").returncode == 0
     owners = {records[i]["job"]["runner"] for i in records}
     assert len(owners) == 2                                           # both runners ran some of it
+
+
+def test_a_sync_killed_while_it_moved_the_checkout_is_finished_on_restart(tmp_path):
+    a = toy_lab(tmp_path / "a")
+    remote = shared(tmp_path, a)
+    b = clone(remote, tmp_path / "b")
+    queue(a, None, baseline=True)
+    run(a, until_idle=True, plan=False, tick=0.1)
+    _git(a.root, "push", "-q", "origin", "main")
+    queue(b, {"X": 2.0})
+    gitops.commit_paths(b.root, ["queue", "hypotheses"], "b queues one")     # b has a line of its own
+    bin_dir = tmp_path / "bin"                                               # a git that kills its caller
+    bin_dir.mkdir()                                                          # just before HEAD moves
+    real_git = subprocess.run(["which", "git"], capture_output=True, text=True).stdout.strip()
+    (bin_dir / "git").write_text(f'#!/bin/sh\ncase "$*" in *"update-ref -m lab: sync"*) kill -9 $PPID; exit 1;; esac\n'
+                                 f'exec {real_git} "$@"\n')
+    (bin_dir / "git").chmod(0o755)
+    killed = subprocess.run([lab_executable(), "sync"], cwd=b.root, capture_output=True, text=True,
+                            env=_env({"PATH": f"{bin_dir}:{os.environ['PATH']}"}))
+    assert killed.returncode == -9
+    [baseline] = recorded(a)
+    assert (b.experiments / baseline / "experiment.yaml").exists()           # the files moved...
+    assert gitops.head(b.root) != gitops.head(a.root) and not _git(b.root, "log", "--merges", "--format=%H")
+    result = lab_cli(b, "run", "--once", "--sync-every", "60", "--quiet")    # ...the next runner finishes the move
+    assert result.returncode == 0, result.stderr
+    assert _git(b.root, "log", "--merges", "--format=%H").strip()
+    assert "interrupted runner" not in _git(b.root, "log", "--format=%B")     # nothing taken for its own
+    assert not gitops.dirty(b.root, "experiments", "queue", "hypotheses", "score.py")
+    assert baseline in recorded(b) and lab_cli(b, "validate").returncode == 0
+    assert not (b.runtime / "locks" / "sync-move").exists()

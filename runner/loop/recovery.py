@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import LabError
 from ..files.yamlio import load_yaml
-from ..repo import gitops, worktrees
+from ..repo import gitops, merge, worktrees
 from ..state import machine
 from ..state.entries import load as load_entry
 from ..state.scores import recorded_ids
@@ -19,6 +19,7 @@ from .promotion import merge_into_main
 def recover(runner) -> None:
     lab = runner.lab
     log = PassLog()
+    merge.resume(lab.root)  # a sync killed while it moved the checkout: its files first
     live = _live_entries(lab, log)
     for exp_id in worktrees.listed(lab):
         if exp_id not in live:
@@ -66,7 +67,8 @@ def _finish_uncommitted_records(lab, log: PassLog) -> None:
             exp_yaml = lab.experiments / parts[1] / "experiment.yaml"
             if exp_yaml.exists() and parts[1] in done:
                 data = load_yaml(exp_yaml)[0]
-                if (data.get("result") or {}).get("promoted"):
-                    log.add(lab, *merge_into_main(lab, worktrees.branch(parts[1])))
+                branch = worktrees.branch(parts[1])  # none for a record another runner made
+                if (data.get("result") or {}).get("promoted") and gitops.run_git(lab.root, "branch", "--list", branch):
+                    log.add(lab, *merge_into_main(lab, branch))
     if log.paths:
         log.lines.append("runner: commit records left by an interrupted runner")

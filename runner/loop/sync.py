@@ -79,6 +79,7 @@ class Sync:
     def run(self) -> Round:
         """Fetch, merge, judge again, push; until a push lands (or PUSH_TRIES lost races)."""
         done = Round()
+        merging.resume(self.lab.root)
         for attempt in range(PUSH_TRIES):
             theirs = self._fetch()
             if theirs:

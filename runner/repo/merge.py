@@ -6,7 +6,8 @@ except a queue entry this side recorded (its record wins). Editable target files
 keep the remote's version too; the caller judges this side's promotions again. Anything else
 that conflicts stops the merge: a person resolves it. The merge commit is built in a private
 index like every lab commit, the checkout follows (`git read-tree -m -u`, which refuses to
-overwrite local changes), then HEAD moves by compare-and-swap.
+overwrite local changes), then HEAD moves by compare-and-swap; a marker left by a process killed
+in between lets `resume` finish the move.
 """
 from __future__ import annotations
 
@@ -79,9 +80,13 @@ def integrate(root: Path, theirs: str, editable: list[str], message: str) -> Mer
 def _move(root: Path, old: str, new: str) -> None:
     """The checkout and its index from `old` to `new`, then HEAD (compare-and-swap)."""
     run_git(root, "update-index", "-q", "--refresh", check_ok=(0, 1))
+    marker = _marker(root)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{old} {new}\n")  # read by `resume` only once the move may have begun
     try:
         run_git(root, "read-tree", "-m", "-u", old, new)
     except git.GitCommandError as exc:
+        marker.unlink()
         raise LabError(f"local changes would be overwritten by the merge: {exc.stderr.strip()}; "
                        "commit or remove them, then sync again", str(root)) from None
     try:
@@ -89,6 +94,35 @@ def _move(root: Path, old: str, new: str) -> None:
     except git.GitCommandError:
         run_git(root, "read-tree", "-m", "-u", new, old)
         raise LabError("HEAD moved while syncing; sync again", str(root)) from None
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def resume(root: Path) -> None:
+    """Finish a move of the checkout that a killed process left half done: the merged files
+    are written out and HEAD moved, so that no half-merged file is ever taken for a change."""
+    try:
+        old, new = _marker(root).read_text().split()
+    except FileNotFoundError:
+        return
+    except ValueError:  # killed while writing the marker: nothing was moved yet
+        _marker(root).unlink()
+        return
+    changed = sorted(_changed(root, old, new))
+    kept = set(run_git(root, "ls-tree", "-r", "-z", "--name-only", new, "--", *changed).split("\0")) - {""} \
+        if changed else set()
+    if kept:
+        run_git(root, "checkout", new, "--", *sorted(kept))
+    for path in set(changed) - kept:
+        (Path(root) / path).unlink(missing_ok=True)
+        run_git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", path)
+    if head(root) == old:
+        run_git(root, "update-ref", "-m", "lab: sync (resumed)", "HEAD", new, old)
+    _marker(root).unlink(missing_ok=True)
+
+
+def _marker(root: Path) -> Path:
+    return Path(root) / ".lab" / "locks" / "sync-move"
 
 
 def _is_ancestor(root: Path, older: str, newer: str) -> bool:
