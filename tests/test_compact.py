@@ -87,7 +87,11 @@ def test_an_earlier_versions_single_file_tables_are_read_then_moved(tmp_path):
     write_table(lab.experiments / "events.parquet", pa.Table.from_pylist(
         [{"at": T0, "level": "info", "kind": "promoted", "message": "e-001 promoted", "experiment": "e-001"}],
         schema=EVENTS))
-    gitops.commit_paths(lab.root, ["experiments"], "a lab of the earlier version")
+    (lab.experiments / "LEADERBOARD.md").write_text("# Leaderboard\n")          # committed, as it once was
+    gitignore = lab.root / ".gitignore"
+    gitignore.write_text(gitignore.read_text().replace("experiments/LEADERBOARD.md\n", ""))
+    gitops.commit_paths(lab.root, ["experiments", ".gitignore"], "a lab of the earlier version")
+    assert _git(lab.root, "ls-files", "experiments/LEADERBOARD.md").strip()
     query = _run_lab("query", "SELECT count(*) AS n FROM scores", "--json", cwd=lab.root)
     assert '"n": 3' in query.stdout                                           # read as it is
     result = _run_lab("run", "--once", "--quiet", cwd=lab.root)
@@ -98,6 +102,8 @@ def test_an_earlier_versions_single_file_tables_are_read_then_moved(tmp_path):
     assert read_events(lab)["message"].to_pylist()[0] == "e-001 promoted"
     assert not gitops.dirty(lab.root, "experiments")
     assert "experiments/scores.parquet" not in _git(lab.root, "ls-files", "experiments")
+    assert not _git(lab.root, "ls-files", "experiments/LEADERBOARD.md").strip()   # a view: out of git
+    assert "experiments/LEADERBOARD.md" in gitignore.read_text() and not gitops.dirty(lab.root, ".gitignore")
     assert _run_lab("validate", cwd=lab.root).returncode == 0
 
 

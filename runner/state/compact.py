@@ -1,5 +1,5 @@
 """Compaction: a table's small files folded into one part named by its content, and an older
-lab's single-file tables (experiments/scores.parquet, events.parquet) moved into their directory.
+lab's layout (experiments/scores.parquet, events.parquet, a committed LEADERBOARD.md) updated.
 
 Deterministic: the rows of the folded files, each once, in a fixed order, written with fixed
 options, in a file named by a hash of its bytes. Two labs that compact the same files write the
@@ -19,20 +19,27 @@ from ..files.tabledir import table_files, unique_rows
 from ..files.tables import PART_PREFIX, TABLES, Table, write_part
 from ..lab import Lab
 from ..repo import gitops
+from ..scaffold import merge_gitignore
 
 SMALL_FILES = 32    # the owner's runner compacts a table once it holds this many small files
 MAX_PARTS = 8       # ... and folds its parts into one once this many piled up
 FOLDED = tuple(name for name, table in TABLES.items() if table.directory)
+LEADERBOARD = "experiments/LEADERBOARD.md"
 
 
 def migrate(lab: Lab) -> list[str]:
-    """Move each committed single-file table of an older lab into its directory as one part."""
+    """An earlier version's layout brought up to date: each committed single-file table moved into
+    its directory as one part, and a committed LEADERBOARD.md (a view the runner regenerates: in
+    git it would make every merge conflict) removed from git and ignored. The paths to commit."""
     changed = []
     for name in FOLDED:
         table = TABLES[name]
         legacy = lab.root / table.legacy
         if legacy.is_file() and table.legacy in _committed(lab, [table.legacy]):
             changed += _fold(lab, table, [legacy])
+    if gitops.run_git(lab.root, "ls-files", "--", LEADERBOARD):
+        (lab.root / LEADERBOARD).unlink(missing_ok=True)
+        changed += [LEADERBOARD, merge_gitignore(lab.root / ".gitignore")]
     return changed
 
 
