@@ -55,7 +55,7 @@ def runner_id(lab: Lab) -> str:
 
 @dataclass
 class Round:
-    pushed: bool = False
+    """What one sync did (it always ends with a push that landed)."""
     merged: list[merging.Merge] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)           # claims of ours the remote gave to another runner
     requeued: list[str] = field(default_factory=list)       # promotions of ours queued again on the merged main
@@ -85,9 +85,8 @@ class Sync:
             if theirs:
                 self._merge(theirs, done)
             if self._push():
-                done.pushed = True
                 return done
-            time.sleep(min(MAX_PAUSE_S, PAUSE_S * 2 ** attempt) * (0.5 + random.random()))
+            time.sleep(_pause(attempt))
         raise LabError(f"{self.remote} kept moving: {PUSH_TRIES} pushes lost the race; sync again later",
                        self.remote)
 
@@ -119,7 +118,7 @@ class Sync:
         if not merged.moved:
             return
         done.merged.append(merged)
-        log = PassLog(subject="")
+        log = PassLog()
         if self.committer.on_commit:
             self.committer.on_commit(merged.after, sorted(_changed(self.lab, before, merged.after)))
         done.lost += self._lost_claims(merged)
@@ -219,9 +218,14 @@ class Sharing:
                          experiment=exp_id)
         self.losses = self.losses + 1 if done.lost else 0
         if done.lost:
-            self.pause_until = time.monotonic() + min(MAX_PAUSE_S, PAUSE_S * 2 ** self.losses) * (0.5 + random.random())
-        self.unconfirmed.clear()  # the rest are on the remote now: theirs to start
+            self.pause_until = time.monotonic() + _pause(self.losses)
+        self.unconfirmed.clear()  # the rest are on the remote now: this runner starts them
         return done.moved
+
+
+def _pause(times: int) -> float:
+    """A growing random pause, so that runners that raced do not race again in step."""
+    return min(MAX_PAUSE_S, PAUSE_S * 2 ** times) * (0.5 + random.random())
 
 
 def _changed(lab: Lab, before: str, after: str) -> set[str]:

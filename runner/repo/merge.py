@@ -46,6 +46,8 @@ def integrate(root: Path, theirs: str, editable: list[str], message: str) -> Mer
         if _is_ancestor(root, theirs, ours):
             return Merge(ours, ours)
         incoming = run_git(root, "rev-list", f"{ours}..{theirs}").split()
+        for made in incoming:
+            remember(root, made)  # another runner's commits: not an agent's doing (gitops.changed_by_others)
         if _is_ancestor(root, ours, theirs):
             _move(root, ours, theirs)
             return Merge(ours, theirs, ours, incoming)
@@ -70,10 +72,9 @@ def integrate(root: Path, theirs: str, editable: list[str], message: str) -> Mer
                            "(git merge), then sync again", unresolved[0])
         commit = run_git(root, "commit-tree", _with(root, tree, picks), "-p", ours, "-p", theirs,
                          stdin=message.encode())
+        remember(root, commit)
         _move(root, ours, commit)
         merge.after = commit
-        for made in (*incoming, commit):
-            remember(root, made)  # their runner's commits and ours: not an agent's doing
         return merge
 
 
