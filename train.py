@@ -4,7 +4,8 @@ Hyper-parameters are top-level constants, one per line, so a change is a one-lin
 `name: value` summary lines come last; a NaN loss prints `val_bpb: nan` and exits 1. Env:
 LAB_MAX_STEPS, LAB_TIME_BUDGET (s), LAB_SEED, LAB_METRICS (JSON lines per step), LAB_CACHE.
 Data: docstrings of this machine's Python stdlib (sorted walk; a module is held out for
-validation when CRC-32(path) % 10 == 0), cached atomically under $LAB_CACHE or
+validation when CRC-32(path) % 10 == 0), cached atomically under $LAB_CACHE (the runner sets it to
+the lab's .lab/cache for jobs and agents) or
 ~/.cache/benchlab by a hash of the file list. Evaluation: fixed windows, independent of SEED.
 Budget: MAX_STEPS steps (CUDA_MAX_STEPS on a GPU), with TIME_BUDGET_S as a safety cap set
 far above the normal run time, so the result does not depend on machine load (if the cap
@@ -82,12 +83,16 @@ def build_corpus():
                 n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
             text = "".join(d + "\n\n" for d in docs if d).encode("utf-8", "replace")
             splits[zlib.crc32(os.path.relpath(f, root).encode()) % 10 == 0].append(text)
-        os.makedirs(cache, exist_ok=True)
-        for path, parts in zip(paths, splits):
-            fd, tmp = tempfile.mkstemp(dir=cache, prefix=".corpus-")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(b"".join(parts))
-            os.replace(tmp, path)
+        data = [b"".join(parts) for parts in splits]
+        try:
+            os.makedirs(cache, exist_ok=True)
+            for path, blob in zip(paths, data):
+                fd, tmp = tempfile.mkstemp(dir=cache, prefix=".corpus-")
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(blob)
+                os.replace(tmp, path)
+        except OSError:  # a read-only cache (a sandboxed agent's smoke run): use the corpus uncached
+            return [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in data]
     return [torch.frombuffer(bytearray(open(p, "rb").read()), dtype=torch.uint8) for p in paths]
 
 

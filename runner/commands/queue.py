@@ -1,14 +1,13 @@
 """`lab queue add`: one experiment against one base commit."""
 from __future__ import annotations
 
-import os
-
 import click
 
 from ..errors import LabError
 from ..lab import Lab
 from .changes import change_from_options
 from .context import pass_ctx
+from .hypothesis import acting_as
 
 
 @click.group("queue")
@@ -23,7 +22,8 @@ def queue_group() -> None:
 @click.option("--instructions")
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--wave", type=int, default=0)
-@click.option("--base", default=None, help="Base commit (default: main's HEAD).")
+@click.option("--base", default=None,
+              help="Base commit [default: the commit on main that last changed the target's editable files].")
 @pass_ctx
 def queue_add(ctx, hyp_id, params, instructions, priority, wave, base):
     """Queue one experiment against one base commit."""
@@ -37,7 +37,7 @@ def queue_add(ctx, hyp_id, params, instructions, priority, wave, base):
         from ..loop.scoring import base_commit
         base = base_commit(lab, base)  # the commit that last changed the target: "same base" = same code
     exp_id, path = new_experiment(lab, hyp_id, change, base, priority=priority, wave=wave,
-                                  by=os.environ.get("LAB_ROLE", "human"))
+                                  by=acting_as("human"))
     click.echo(f"{exp_id}\t{lab.rel(path)}")
 
 

@@ -106,6 +106,12 @@ class Finisher:
         elif verdict.action == PROMOTE:
             self._promote(entry, o, log)
 
+    def stale(self, entry: Entry, main: str, log: PassLog) -> None:
+        """An entry whose base main moved past before it ran: recorded stale, re-queued on main."""
+        new_id = self._requeue(entry, main, log)
+        self.finish(entry, Outcome(machine.STALE, reason=f"main moved before it ran: re-queued on main as "
+                                                         f"{new_id}"), log)
+
     def _requeue(self, entry: Entry, main: str, log: PassLog) -> str:
         """The same change again, on today's main, ahead of new work."""
         new_id, path = new_experiment(self.lab, entry.hypothesis, entry.change, main,

@@ -11,7 +11,7 @@ from ..state.entries import Entry
 
 def job_spec(lab: Lab, entry: Entry) -> JobSpec:
     target = lab.config["target"]
-    env = dict(target.get("env") or {})
+    env = {"LAB_CACHE": str(lab.runtime / "cache"), **(target.get("env") or {})}  # caches stay in the lab
     if entry.is_baseline:
         env["LAB_SEED"] = str(entry.wave)
     job = entry.job

@@ -69,6 +69,7 @@ class Runner:
         self.planning = Planning(lab, self.agents) if plan else None
         self._reported: dict[str, float] = {}
         self._workers_started: set[str] = set()
+        self._main: str | None = None
 
     @property
     def recorded(self) -> int: return self.finisher.recorded
@@ -86,6 +87,7 @@ class Runner:
     def reconcile(self) -> bool:
         """One pass over all state. Returns True if anything moved."""
         log, commits = PassLog(), self.committer.commits
+        self._main = None   # main's base commit, read once per pass when needed
         self._guard_records(log)
         entries = self._scan(log)
         for entry in entries:
@@ -151,19 +153,21 @@ class Runner:
         log.add(self.lab, entry.path, line=f"{entry.id}: refused {entry.last_status} -> {wrong}")
 
     def _adopt_outside_files(self, log: PassLog) -> None:
-        """Commit valid hypotheses/queue files that humans (or agents the runner did not start) wrote."""
-        status = gitops.run_git(self.lab.root, "status", "--porcelain", "--no-renames", "-uall", "--",
-                                "hypotheses", "queue")
-        for line in status.splitlines():
-            rel = line[3:].strip().strip('"')
-            if rel.endswith(".yaml") and (self.lab.root / rel).exists() and rel not in log.paths \
-                    and validate(self.lab.root, [str(self.lab.root / rel)]).ok:
+        """Commit what humans (or agents the runner did not start) wrote: valid hypotheses and
+        queue files, and reports (a reporter's own files)."""
+        for rel in gitops.dirty(self.lab.root, "hypotheses", "queue", "reports"):
+            if rel in log.paths or not (self.lab.root / rel).is_file():
+                continue
+            if rel.startswith("reports/") or (rel.endswith(".yaml") and
+                                              validate(self.lab.root, [str(self.lab.root / rel)]).ok):
                 log.add(self.lab, rel)
 
     # -- one step of one entry ----------------------------------------------------
     def _step(self, entry: Entry, log: PassLog) -> None:
         try:
-            if entry.status == machine.CANCELLED:
+            if entry.status in (machine.ASSIGNED, machine.READY) and self._base_moved(entry):
+                self._stale_before_running(entry, log)
+            elif entry.status == machine.CANCELLED:
                 self.finisher.finish(entry, Outcome(machine.CANCELLED, reason="cancelled"), log)
             elif entry.status == machine.ASSIGNED:
                 self._work(entry, log)
@@ -204,6 +208,22 @@ class Runner:
             self._work(entry, log)
             if entry.status == machine.READY:
                 self._launch(entry, log)
+
+    def _base_moved(self, entry: Entry) -> bool:
+        """Main's target changed since this entry's base: its result could only be stale."""
+        if entry.is_baseline:
+            return False
+        if self._main is None:
+            self._main = base_commit(self.lab)
+        return target_key(self.lab, entry.base) != target_key(self.lab, self._main)
+
+    def _stale_before_running(self, entry: Entry, log: PassLog) -> None:
+        """Stop its worker, record it stale and queue the same change on today's main at once,
+        rather than spend a slot on a result that could only be stale."""
+        if self.agents and self.agents.is_running("worker", entry.id):
+            for outcome in self.agents.stop("worker", entry.id):
+                log.add(self.lab, *outcome.to_commit)
+        self.finisher.stale(entry, self._main, log)
 
     def _missing_baselines(self, queued: list[Entry], entries: list[Entry], table, log: PassLog) -> list[Entry]:
         """A baseline for every base that experiments wait on and nobody measures yet, so that an

@@ -21,9 +21,9 @@ from ..files.tables import METRICS, SCORES, append_rows, read_table, write_table
 from ..files.yamlio import atomic_write, write_yaml
 from ..lab import Lab
 from ..repo import worktrees
+from ..secrets import mask
 from ..state.entries import Entry
 from ..state.timeutil import iso, now, parse_iso
-from ..secrets import mask
 
 LOG_TAIL_BYTES = 64 * 1024
 

@@ -18,6 +18,7 @@ from ..files.metrics import loss_name
 from ..files.tables import EVENTS, METRICS, SCORES, read_table
 from ..files.yamlio import load_yaml
 from ..lab import Lab
+from ..roles.review import self_reviewed
 from ..state.timeutil import now
 
 OUTCOMES = ("promoted", "baseline", "worse", "failed", "timed out", "stale", "cancelled")
@@ -34,6 +35,7 @@ class ReportData:
     rows: list[dict]                       # scores, ordered by finish time, with derived fields
     events: list[dict]
     curves: dict[str, dict[str, tuple[list, list]]] = field(default_factory=dict)
+    self_reviewed: list[str] = field(default_factory=list)  # hypotheses accepted by their own author agent
     generated: datetime = field(default_factory=now)
 
     def better(self, a: float, b: float) -> bool:
@@ -110,6 +112,7 @@ def load(lab: Lab, curves_top: int = CURVES_TOP) -> ReportData:
     _fill_titles(lab, leaderboard(data, 50))
     _running_best(data)
     data.curves = _curves(lab, data, curves_top)
+    data.self_reviewed = self_reviewed(lab)
     return data
 
 
@@ -215,6 +218,8 @@ def overview_line(data: ReportData) -> str:
         text += f"; best {data.metric} {o['best']:.6g} ({o['best_id']})"
     if o["gain_pct"] is not None:
         text += f", {o['gain_pct']:+.2f}% vs first baseline {o['first_baseline']:.6g}"
+    if data.self_reviewed:
+        text += f"; {len(data.self_reviewed)} hypotheses accepted by the agent that wrote them (no second look)"
     return text
 
 

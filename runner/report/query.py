@@ -301,11 +301,15 @@ def jsonable(value):
 
 
 def render_table(result: Result, max_width: int = 60) -> str:
-    """Aligned text table; long cells are cut with '…'."""
+    """Aligned text table; a cell longer than `max_width` (0: no limit) is cut at a word
+    boundary and ends with '…', so a cut is never silent."""
     def cell(value) -> str:
         text = "NULL" if value is None else str(jsonable(value))
         text = text.replace("\n", " ")
-        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+        if max_width <= 0 or len(text) <= max_width:
+            return text
+        cut = text[: max_width - 1]
+        return (cut.rsplit(" ", 1)[0] if " " in cut[max_width // 2:] else cut) + "…"
 
     header = list(result.columns)
     body = [[cell(v) for v in row] for row in result.rows]

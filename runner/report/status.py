@@ -8,6 +8,7 @@ import pyarrow.compute as pc
 from ..errors import LabError
 from ..files.tables import EVENTS, read_table
 from ..lab import Lab
+from ..roles.review import self_reviewed
 from ..state.entries import count_statuses
 from ..state.entries import load as load_entry
 from ..state.scores import best_row, scores
@@ -47,6 +48,7 @@ def collect(lab: Lab, recent_events: int = 5) -> dict:
         "best_on_main": _brief(best_main, lab),
         "best_seen": _brief(best_any, lab),
         "main_fails": _main_fails(lab, table),
+        "self_reviewed": self_reviewed(lab),
         "recent_events": [{**e, "at": e["at"].isoformat()} for e in tail],
     }
 
@@ -94,6 +96,9 @@ def render(info: dict) -> str:
              f"promoted {info['promoted']}"]
     if info.get("main_fails"):
         lines.append(f"main's target fails: see {info['main_fails']} (nothing runs on it until main changes)")
+    if info.get("self_reviewed"):
+        ids = ", ".join(info["self_reviewed"][:5]) + (" ..." if len(info["self_reviewed"]) > 5 else "")
+        lines.append(f"accepted by the agent that wrote them (no second look): {len(info['self_reviewed'])} ({ids})")
     best = info["best_on_main"]
     if best:
         gain = ""

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 
 from ..state import machine
+from ..state.params import is_number
 from .history import History, Key, base_key, derive, is_change, same_base
 
 # "stale" is a planner's verdict on an idea written against a best main no longer holds (the runner
@@ -76,12 +77,25 @@ def _single_change(lab, change: dict, cfg: dict) -> Rejection | None:
     if cfg["max_params"] and len(params) > cfg["max_params"]:
         return Rejection("single-change", f"the change sets {len(params)} parameters ({', '.join(params)}); "
                          f"one experiment changes at most {cfg['max_params']} (gates.max_params)")
-    declared = lab.config["target"].get("params") or []
+    declared = lab.params
     if cfg["declared_only"] and declared:
         unknown = [p for p in params if p not in declared]
         if unknown:
             return Rejection("single-change", f"{', '.join(unknown)} is not a declared parameter "
                              f"(target.params: {', '.join(declared)})")
+    for name, value in params.items():
+        outside = out_of_range(declared.get(name) or {}, value)
+        if outside:
+            return Rejection("single-change", f"{name} = {value!r} is {outside} (target.params.{name})")
+    return None
+
+
+def out_of_range(spec: dict, value) -> str | None:
+    """Why a value is outside its declared range or choices, None when it is inside."""
+    if "choices" in spec and value not in spec["choices"]:
+        return f"not one of {spec['choices']}"
+    if "low" in spec and is_number(value) and not spec["low"] <= value <= spec["high"]:
+        return f"outside [{spec['low']}, {spec['high']}]"
     return None
 
 

@@ -94,10 +94,10 @@ def title_of(lab: Lab, hyp_id: str | None) -> str:
 
 def new_hypothesis(lab: Lab, title: str, change: dict, *, author: str = "human", rationale: str = "",
                    source: dict | None = None, expected: str = "", status: str = "proposed",
-                   tags: list[str] | None = None) -> tuple[str, Path]:
+                   tags: list[str] | None = None, agent: str | None = None) -> tuple[str, Path]:
     """Create hypotheses/<new id>.yaml (validated; raises LabError naming the bad field)."""
     created = iso()
-    optional = {"rationale": rationale, "source": source, "expected": expected, "tags": tags}
+    optional = {"rationale": rationale, "source": source, "expected": expected, "tags": tags, "agent": agent}
 
     def build(hyp_id: str) -> dict:
         data = {"id": hyp_id, "title": title, "status": status, "author": author, "created": created,
