@@ -62,21 +62,21 @@ class Follower(threading.Thread):
     def __init__(self, api, namespace: str, job_id: str, files: OutputFiles):
         super().__init__(daemon=True, name=f"hf-logs-{job_id[:12]}")
         self.api, self.namespace, self.job_id, self.files = api, namespace, job_id, files
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.error: str | None = None
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
         pause = 0.5
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self._stream()
                 return                       # the stream ended: the job is over (the backend checks)
             except Exception as exc:  # noqa: BLE001 - any failure: pause, then follow again
                 self.error = describe(exc)
-                self._stop.wait(pause)
+                self._halt.wait(pause)
                 pause = min(2 * pause, 30.0)
 
     def _stream(self) -> None:
@@ -84,7 +84,7 @@ class Follower(threading.Thread):
         try:
             for line in self.api.fetch_job_logs(job_id=self.job_id, namespace=self.namespace, follow=True):
                 files.write(line)
-                if self._stop.is_set():
+                if self._halt.is_set():
                     return
         finally:
             files.close()
