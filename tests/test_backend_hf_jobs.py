@@ -106,6 +106,15 @@ def test_a_lab_runs_on_hf_jobs_end_to_end(tmp_path, hf_jobs, run_lab):
     assert "val_bpb: 1.250000" in (lab.experiments / better / "log.txt").read_text()
     assert all(len(jobs_of(hf_jobs, e)) == 1 for e in (base, better, leak))        # nothing submitted twice
     assert "token=***" in (lab.experiments / leak / "log.txt").read_text()
+    status = run_lab("-C", lab.root, "status", cwd=lab.root)
+    line = next(line for line in status.stdout.splitlines() if line.strip().startswith(better))
+    assert "hf_jobs" in line and record["job"]["url"] in line and "waited" in line and "ran" in line
+    report = run_lab("-C", lab.root, "report", "--out", tmp_path / "report", cwd=lab.root)
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert 'id="jobs"' in page and f'<a href="{record["job"]["url"]}">' in page
+    lanes = {row["slot"] for row in scores_by_id(lab).values()}
+    assert lanes <= {"hf0", "hf1"} and lanes                          # the Gantt's lanes: the remote slots
     assert_no_secret(lab)
 
 

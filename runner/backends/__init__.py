@@ -25,6 +25,14 @@ def make_backends(config: dict) -> dict[str, Backend]:
     return {name: BACKENDS[name](config) for name in dict.fromkeys(["local", *configured])}
 
 
+def slot_count(config: dict) -> int:
+    """Jobs the lab can have in flight: every configured backend's slots, capped by limits.max_running."""
+    backends = config.get("backends", {})
+    total = sum(int((backends.get(name) or {}).get("slots", 1)) for name in BACKENDS
+                if name == "local" or name in backends)
+    return min(total, int(config["limits"]["max_running"]))
+
+
 def default_backend(config: dict) -> str:
     """Where experiments run unless an entry names another (lab.yaml `backends.default`)."""
     chosen = config.get("backends", {}).get("default") or "local"
@@ -38,4 +46,4 @@ def default_backend(config: dict) -> str:
 
 
 __all__ = ["BACKENDS", "Backend", "HfJobsBackend", "JobSpec", "JobStartError", "JobStatus", "LocalBackend",
-           "SlurmBackend", "Unreachable", "default_backend", "make_backends"]
+           "SlurmBackend", "Unreachable", "default_backend", "make_backends", "slot_count"]
