@@ -301,3 +301,24 @@ def test_the_trackio_mirror_leaves_the_hub_online(hf_jobs, tmp_path, monkeypatch
     trackio_mirror._import_trackio(str(tmp_path / "trackio"))
     assert not constants.HF_HUB_OFFLINE and "HF_HUB_OFFLINE" not in os.environ
     assert HfApi(endpoint=hf_jobs.endpoint, token="t").whoami()["name"] == hf_jobs.user
+
+
+def test_lab_yaml_backends_are_validated_with_clear_errors(tmp_path, make_lab, run_lab):
+    lab = make_lab(tmp_path)
+    config = yaml.safe_load((lab.root / "lab.yaml").read_text())
+    config["backends"].update(default="hf_jobs", hf_jobs={"flavor": "h100-mega", "slots": -2, "secrets": [SECRET]},
+                              slurm={"slots": 0, "workdir": "scratch"})
+    (lab.root / "lab.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    out = run_lab("-C", lab.root, "validate", cwd=lab.root)
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    for field in ("backends.hf_jobs.flavor", "backends.hf_jobs.slots", "backends.hf_jobs.secrets[0]",
+                  "backends.slurm.slots", "backends.slurm.workdir"):
+        assert f"lab.yaml:" in text and field in text, (field, text)
+    assert "'h100-mega' is not one of" in text
+    assert "not such a name" in text and SECRET not in text and SECRET[:20] not in text   # never echoed
+
+    config["backends"] = {"default": "slurm", "local": {"slots": 1}}      # valid, but slurm is not configured
+    (lab.root / "lab.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    out = run_lab("-C", lab.root, "run", "--once", cwd=lab.root)
+    assert out.returncode != 0 and "backends.default" in out.stderr and "add a backends.slurm section" in out.stderr

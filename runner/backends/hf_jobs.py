@@ -19,25 +19,22 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
 
 from .. import secrets as lab_secrets
-from ..files.locks import FileLock
-from ..state.timeutil import iso
 from . import hf_logs, remote
-from .base import Backend, JobSpec, JobStartError, JobStatus, Unreachable, breach
-from .remote import Backoff, OutputFiles, retrying, status
+from .base import JobSpec, JobStartError, JobStatus, Unreachable
+from .remote import Backoff, OutputFiles, RemoteBackend, retrying, status
 
 LIVE = ("SCHEDULING", "RUNNING")
 POLL_S = 2.0                 # one list_jobs per this long serves every live job's poll
-RECANCEL_S = 10.0            # a stop the Hub has not carried out yet is asked again this often
 DEFAULT_IMAGE = "pytorch/pytorch:latest"
 
 
-class HfJobsBackend(Backend):
+class HfJobsBackend(RemoteBackend):
     name = "hf_jobs"
 
     def __init__(self, config: dict):
+        super().__init__()
         conf = config.get("backends", {}).get("hf_jobs") or {}
         self.lab_name = str(config.get("lab", "lab"))
         self.conf = conf
@@ -50,7 +47,6 @@ class HfJobsBackend(Backend):
         self._namespace = conf.get("namespace")
         self._listing: tuple[float, dict] = (0.0, {})
         self._followers: dict[str, hf_logs.Follower] = {}
-        self._cancelled_at: dict[str, float] = {}
         self.backoff = Backoff()
 
     # -- the client ------------------------------------------------------------------------
@@ -84,15 +80,6 @@ class HfJobsBackend(Backend):
         return labels
 
     # -- start -------------------------------------------------------------------------------
-    def start(self, spec: JobSpec) -> dict:
-        job_dir = spec.job_dir.resolve()
-        job_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(job_dir / ".start.lock"):
-            rec = remote.read_record(job_dir, spec.token) or self._adopt(spec)
-            if rec is None:
-                rec = self._submit(spec)
-        return self._job_record(spec, rec)
-
     def _adopt(self, spec: JobSpec) -> dict | None:
         """This attempt's job, submitted by a runner killed before it recorded it."""
         found = self._list(labels={"lab": remote.label_value(self.lab_name), "token": spec.token})
@@ -145,11 +132,6 @@ class HfJobsBackend(Backend):
         return {"id": info.id, "token": spec.token, "url": info.url, "flavor": info.flavor or spec.flavor or
                 self.flavor, "namespace": self.namespace, "submitted": submitted}
 
-    def _job_record(self, spec: JobSpec, rec: dict) -> dict:
-        submitted = datetime.fromtimestamp(rec["submitted"], timezone.utc)
-        return {"backend": self.name, "slot": spec.slot, "id": rec["id"], "url": rec["url"],
-                "flavor": rec["flavor"], "started": iso(submitted), "log": str(spec.job_dir.resolve() / "log")}
-
     # -- poll --------------------------------------------------------------------------------
     def poll(self, spec: JobSpec) -> JobStatus:
         job_dir, now = spec.job_dir.resolve(), time.time()
@@ -197,18 +179,6 @@ class HfJobsBackend(Backend):
         except JobNotFoundError:
             return None
 
-    def _running(self, spec: JobSpec, rec: dict, started: float, now: float) -> JobStatus:
-        job_dir = spec.job_dir.resolve()
-        stop = remote.stop_of(job_dir)
-        if stop is None:
-            found = breach(spec, started, now)
-            if found is None:
-                return status(spec, "running", None, "running", started, None)
-            stop = remote.request_stop(job_dir, *found)
-        if now - self._cancelled_at.get(rec["id"], 0.0) > RECANCEL_S:
-            self._cancel_job(rec["id"])
-        return status(spec, "running", None, f"stopping: {stop['reason']}", started, None)
-
     def _ended(self, spec: JobSpec, rec: dict, info, stage: str, started: float) -> JobStatus:
         self._unfollow(rec["id"])
         files = OutputFiles(spec.job_dir.resolve(), self._masker())
@@ -246,23 +216,8 @@ class HfJobsBackend(Backend):
             follower.join(timeout=2.0)
 
     # -- stopping ------------------------------------------------------------------------------
-    def _cancel_job(self, job_id: str) -> None:
-        self._cancelled_at[job_id] = time.time()
-        try:
-            self._call("cancel_job", self.api.cancel_job, job_id=job_id)
-        except Unreachable:
-            pass  # asked again on a later poll (RECANCEL_S)
-
-    def cancel(self, spec: JobSpec, reason: str, state: str = "killed") -> None:
-        """Record why, then cancel_job (a no-op on a finished job). An unreachable Hub leaves the job to
-        the Hub's own timeout; the stop reason stays recorded."""
-        job_dir = spec.job_dir.resolve()
-        rec = remote.read_record(job_dir, spec.token)
-        if rec is None:
-            return
-        remote.request_stop(job_dir, state, reason)
-        self._unfollow(rec["id"])
-        self._cancel_job(rec["id"])
+    def _stop_job(self, job_id: str) -> None:
+        self._call("cancel_job", self.api.cancel_job, job_id=job_id)
 
     def reattach(self, live: set[str], jobs_root) -> list[str]:
         """Cancel this lab's live jobs on the Hub whose experiment is not live; return their ids."""
@@ -270,7 +225,7 @@ class HfJobsBackend(Backend):
         keep = {remote.label_value(exp_id) for exp_id in live}
         orphans = [job.id for job in jobs if (job.labels or {}).get("experiment") not in keep]
         for job_id in orphans:
-            self._cancel_job(job_id)
+            self._stop(job_id)
         return orphans
 
 

@@ -21,14 +21,78 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from . import relay
-from .base import LOG_FILE, METRICS_FILE, JobSpec, JobStartError, JobStatus, Unreachable
+from datetime import datetime, timezone
+
+from ..files.locks import FileLock
+from ..state.timeutil import iso
+from .base import LOG_FILE, METRICS_FILE, Backend, JobSpec, JobStartError, JobStatus, Unreachable, breach
 from .jobwrap import STOP_FILE, read_json, write_json
 
 RECORD_FILE = "remote.json"
+RECANCEL_S = 10.0                 # a stop the engine has not carried out yet is asked again this often
 RETRY_WAITS = (0.2, 0.5, 1.0)     # a call is tried 1 + len(RETRY_WAITS) times within one pass
 BACKOFF_MAX_S = 60.0              # then the job is left alone for up to this long between passes
 LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 T = TypeVar("T")
+
+
+class RemoteBackend(Backend):
+    """start, the running job's limits and cancel, shared by hf_jobs and slurm; each says how to
+    find (`_adopt`), submit (`_submit`) and stop (`_stop_job`) a job of its engine."""
+
+    def __init__(self):
+        self._stopped_at: dict[str, float] = {}
+
+    def start(self, spec: JobSpec) -> dict:
+        """Adopt this attempt's job (its record, or the engine's listing by token), else submit it."""
+        job_dir = spec.job_dir.resolve()
+        job_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(job_dir / ".start.lock"):
+            rec = read_record(job_dir, spec.token) or self._adopt(spec)
+            if rec is None:
+                rec = self._submit(spec)
+        record = {"backend": self.name, "slot": spec.slot, "id": rec["id"], "flavor": rec["flavor"],
+                  "started": iso(datetime.fromtimestamp(rec["submitted"], timezone.utc)),
+                  "log": str(job_dir / LOG_FILE)}
+        return {**record, "url": rec["url"]} if rec.get("url") else record
+
+    def _running(self, spec: JobSpec, rec: dict, started: float, now: float) -> JobStatus:
+        """A running job: stopped (and reported running until the engine ends it) once it breaches
+        its time limit or stall timeout, or the runner asked it to stop."""
+        job_dir = spec.job_dir.resolve()
+        stop = stop_of(job_dir)
+        if stop is None:
+            found = breach(spec, started, now)
+            if found is None:
+                return status(spec, "running", None, "running", started, None)
+            stop = request_stop(job_dir, *found)
+        if now - self._stopped_at.get(rec["id"], 0.0) > RECANCEL_S:
+            self._stop(rec["id"])
+        return status(spec, "running", None, f"stopping: {stop['reason']}", started, None)
+
+    def _stop(self, job_id: str) -> None:
+        self._stopped_at[job_id] = time.time()
+        try:
+            self._stop_job(job_id)
+        except Unreachable:
+            pass  # asked again on a later poll; the engine's own time limit is the backstop
+
+    def cancel(self, spec: JobSpec, reason: str, state: str = "killed") -> None:
+        """Record why, then ask the engine to stop the job (a no-op on a finished one)."""
+        job_dir = spec.job_dir.resolve()
+        rec = read_record(job_dir, spec.token)
+        if rec is not None:
+            request_stop(job_dir, state, reason)
+            self._stop(rec["id"])
+
+    def _adopt(self, spec: JobSpec) -> dict | None:
+        raise NotImplementedError
+
+    def _submit(self, spec: JobSpec) -> dict:
+        raise NotImplementedError
+
+    def _stop_job(self, job_id: str) -> None:
+        raise NotImplementedError
 
 
 # -- the attempt's record ------------------------------------------------------------------

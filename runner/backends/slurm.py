@@ -22,15 +22,12 @@ import re
 import shlex
 import subprocess
 import time
-from datetime import datetime, timezone
 
-from ..files.locks import FileLock
-from ..state.timeutil import iso
 from . import remote
-from .base import METRICS_FILE, Backend, JobSpec, JobStartError, JobStatus, Unreachable, breach
+from .base import METRICS_FILE, JobSpec, JobStartError, JobStatus, Unreachable
 from .environment import job_environment
 from .local import THREAD_VARS
-from .remote import Backoff, retrying, status
+from .remote import Backoff, RemoteBackend, retrying, status
 
 POLL_S = 1.0                  # one squeue listing per this long serves every poll
 CALL_TIMEOUT_S = 30.0
@@ -45,10 +42,11 @@ class SlurmError(RuntimeError):
     """A Slurm client answered with an error that is not a passing one."""
 
 
-class SlurmBackend(Backend):
+class SlurmBackend(RemoteBackend):
     name = "slurm"
 
     def __init__(self, config: dict):
+        super().__init__()
         conf = config.get("backends", {}).get("slurm") or {}
         self.conf = conf
         self.lab_name = remote.label_value(str(config.get("lab", "lab")))
@@ -93,16 +91,6 @@ class SlurmBackend(Backend):
         return jobs
 
     # -- start ---------------------------------------------------------------------------------
-    def start(self, spec: JobSpec) -> dict:
-        job_dir = spec.job_dir.resolve()
-        job_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(job_dir / ".start.lock"):
-            rec = remote.read_record(job_dir, spec.token) or self._adopt(spec)
-            if rec is None:
-                rec = self._submit(spec)
-        return {"backend": self.name, "slot": spec.slot, "id": rec["id"], "flavor": rec["flavor"],
-                "started": iso(datetime.fromtimestamp(rec["submitted"], timezone.utc)), "log": str(job_dir / "log")}
-
     def _adopt(self, spec: JobSpec) -> dict | None:
         for job_id, job in self._listing(fresh=True).items():
             if job["token"] == spec.token:
@@ -192,17 +180,6 @@ class SlurmBackend(Backend):
             return remote.ended_by_runner(spec, code, started, now, "the job was cancelled")
         return status(spec, "lost", code, f"lost: Slurm says {state}", started, now)
 
-    def _running(self, spec: JobSpec, rec: dict, started: float, now: float) -> JobStatus:
-        job_dir = spec.job_dir.resolve()
-        stop = remote.stop_of(job_dir)
-        if stop is None:
-            found = breach(spec, started, now)
-            if found is None:
-                return status(spec, "running", None, "running", started, None)
-            stop = remote.request_stop(job_dir, *found)
-            self._run("scancel", rec["id"])
-        return status(spec, "running", None, f"stopping: {stop['reason']}", started, None)
-
     def _final(self, job_id: str) -> tuple[str, int | None] | None:
         """(state, exit code) of a job that left the queue, from whichever tool still knows it."""
         fields = ["-j", job_id, "-P", "-n", "-X", "-o", "JobID,State,ExitCode"]
@@ -220,16 +197,8 @@ class SlurmBackend(Backend):
         return None
 
     # -- stopping ------------------------------------------------------------------------------
-    def cancel(self, spec: JobSpec, reason: str, state: str = "killed") -> None:
-        job_dir = spec.job_dir.resolve()
-        rec = remote.read_record(job_dir, spec.token)
-        if rec is None:
-            return
-        remote.request_stop(job_dir, state, reason)
-        try:
-            self._run("scancel", rec["id"])
-        except Unreachable:
-            pass  # Slurm's own time limit (--time) ends it; the reason stays recorded
+    def _stop_job(self, job_id: str) -> None:
+        self._run("scancel", job_id)
 
     def reattach(self, live: set[str], jobs_root) -> list[str]:
         """scancel this lab's queued or running jobs whose experiment is not live; return their ids."""
