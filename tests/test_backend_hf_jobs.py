@@ -284,6 +284,19 @@ def test_cancel_and_an_unknown_job(hf_jobs, backend_spec):
     assert status.state == "lost" and "unknown to the Hub" in status.reason
 
 
+def test_a_job_that_never_starts_ends_in_error_or_cancelled(hf_jobs, backend_spec):
+    backend, spec = backend_spec
+    hf_jobs.queue_job_faults(JobFaults(fail_to_start="image pull failed"), JobFaults(schedule_delay=30))
+    broken, waiting = spec(), spec(token="cd" * 8)
+    backend.start(broken)
+    status = until_terminal(backend, broken)
+    assert (status.state, status.exit_code) == ("exited", 1)
+    assert "the job ended in ERROR: image pull failed" in broken.job_dir.joinpath("log").read_text()
+    backend.start(waiting)
+    backend.cancel(waiting, "cancelled while scheduling")
+    assert until_terminal(backend, waiting).state == "killed"
+
+
 def test_reattach_cancels_jobs_of_experiments_no_longer_live(hf_jobs, backend_spec):
     backend, spec = backend_spec
     job_id = backend.start(spec(nap=60))["id"]

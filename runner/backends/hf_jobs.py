@@ -26,6 +26,7 @@ from .base import JobSpec, JobStartError, JobStatus, Unreachable
 from .remote import Backoff, OutputFiles, RemoteBackend, retrying, status
 
 LIVE = ("SCHEDULING", "RUNNING")
+ENDED = ("COMPLETED", "ERROR", "CANCELED", "DELETED")
 POLL_S = 2.0                 # one list_jobs per this long serves every live job's poll
 DEFAULT_IMAGE = "pytorch/pytorch:latest"
 
@@ -151,6 +152,9 @@ class HfJobsBackend(RemoteBackend):
                           rec["submitted"], now)
         self.backoff.ok(job_id)
         stage = str(getattr(info.status.stage, "value", info.status.stage))
+        if stage in ENDED:     # also a job that never started (cancelled while scheduling, failed to start)
+            started = info.started_at.timestamp() if info.started_at else rec["submitted"]
+            return self._ended(spec, rec, info, stage, started)
         if stage == "SCHEDULING" or info.started_at is None:
             return status(spec, "running", None, f"scheduling (waiting {now - rec['submitted']:.0f}s)",
                           rec["submitted"], None)
@@ -159,9 +163,7 @@ class HfJobsBackend(RemoteBackend):
         if stage in LIVE:
             self._follow(spec, rec)
             return self._running(spec, rec, started, now)
-        if stage not in ("COMPLETED", "ERROR", "CANCELED", "DELETED"):
-            return status(spec, "running", None, f"stage {stage}", started, None)
-        return self._ended(spec, rec, info, stage, started)
+        return status(spec, "running", None, f"stage {stage}", started, None)
 
     def _info(self, job_id: str):
         """The job's JobInfo (None if the Hub does not know it): from the shared listing of live jobs,
