@@ -126,8 +126,8 @@ def _fleet(backend, specs, go: Path, engine_count) -> dict:
 def _report(name: str, result: dict, n: int) -> None:
     print(f"{name} backend, {n} jobs")
     print(f"| submit latency, start()                          | {ms(result['submits'])} |")
-    print(f"| poll() per job, all in flight and running         | {ms(result['steady'])} |")
-    print(f"| poll() per job, every round (ends: final log read)| {ms(result['polls'])} |")
+    print(f"| poll() per job, all of them in flight            | {ms(result['steady'])} |")
+    print(f"| poll() per job, every round (incl. final reads)  | {ms(result['polls'])} |")
     print(f"| jobs in flight at once (one backend instance)    | {result['peak']:8d}    |")
     print(f"| missed results / duplicated submissions          | {len(result['missed']):8d} / "
           f"{result['duplicated']} |")
