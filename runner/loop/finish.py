@@ -115,7 +115,8 @@ class Finisher:
     def _requeue(self, entry: Entry, main: str, log: PassLog) -> str:
         """The same change again, on today's main, ahead of new work."""
         new_id, path = new_experiment(self.lab, entry.hypothesis, entry.change, main,
-                                      priority=entry.priority + 10, wave=entry.wave, by="runner")
+                                      priority=entry.priority + 10, wave=entry.wave, by="runner",
+                                      backend=entry.data.get("backend"), flavor=entry.data.get("flavor"))
         data = load_yaml(path)[0]
         data["requeued_from"] = entry.id
         write_checked(path, "experiment", data, self.lab)

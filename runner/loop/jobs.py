@@ -9,6 +9,19 @@ from ..repo import worktrees
 from ..state.entries import Entry
 
 
+def backend_of(lab: Lab, entry: Entry) -> str:
+    """Where an entry runs: its own `backend`, a baseline's backends.baseline, else backends.default."""
+    backends = lab.config["backends"]
+    chosen = entry.data.get("backend") or (entry.is_baseline and (backends.get("baseline") or {}).get("backend"))
+    return chosen or backends.get("default") or "local"
+
+
+def flavor_of(lab: Lab, entry: Entry) -> str:
+    """The hardware an entry asks for ("" = its backend's default)."""
+    baseline = (lab.config["backends"].get("baseline") or {}) if entry.is_baseline else {}
+    return entry.data.get("flavor") or baseline.get("flavor") or ""
+
+
 def job_spec(lab: Lab, entry: Entry) -> JobSpec:
     target = lab.config["target"]
     env = {"LAB_CACHE": str(lab.runtime / "cache"), **(target.get("env") or {})}  # caches stay in the lab
@@ -23,7 +36,7 @@ def job_spec(lab: Lab, entry: Entry) -> JobSpec:
                    job_dir=lab.job_dir(entry.id, job.get("attempts", 1)),
                    time_limit_s=float(target["time_limit_s"]), stall_timeout_s=float(target["stall_timeout_s"]),
                    token=job.get("token", ""), secrets=tuple(target.get("secrets") or ()),
-                   labels=labels(lab, entry))
+                   labels=labels(lab, entry), job_id=str(job.get("id") or ""), flavor=flavor_of(lab, entry))
 
 
 def labels(lab: Lab, entry: Entry) -> dict[str, str]:

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from . import charts
+from . import charts, jobs
 from .data import ReportData, leaderboard, overview_line, relative_link
 from .leaderboard import fmt_delta, fmt_seconds, fmt_value
 
 LEADERBOARD_ROWS = 200
 EVENT_ROWS = 300
+JOB_ROWS = 20           # recorded experiments in the Jobs table (after the running ones)
 EXPERIMENT_FILES = ("experiment.yaml", "metrics.parquet", "patch.diff", "log.txt")
 
 STYLE = """
@@ -136,6 +137,7 @@ def render(data: ReportData, out_dir: Path, poll_ms: int = 3000) -> str:
         "<h2>Timeline</h2>", _chart(charts.gantt(data), "chart-gantt"),
         "<h2>Loss curves</h2>", _chart(charts.loss_curves(data), "chart-loss"),
         "<h2>Leaderboard</h2>", _leaderboard_html(data, out_dir),
+        "<h2>Jobs</h2>", jobs.html(jobs.rows(data.lab, [r["id"] for r in data.rows][::-1][:JOB_ROWS])),
         "<h2>Events</h2>", _events_html(data, out_dir),
     ]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -12,6 +12,7 @@ from ..roles.review import self_reviewed
 from ..state.entries import count_statuses
 from ..state.entries import load as load_entry
 from ..state.scores import best_row, scores
+from . import jobs
 
 
 def _read(lab: Lab, path, read):
@@ -23,7 +24,7 @@ def _read(lab: Lab, path, read):
         raise LabError(f"cannot read ({detail}); run `lab validate`", lab.rel(path)) from None
 
 
-def collect(lab: Lab, recent_events: int = 5) -> dict:
+def collect(lab: Lab, recent_events: int = 5, recent_jobs: int = 5) -> dict:
     hyps = count_statuses(lab.hypotheses.glob("*.yaml")) if lab.hypotheses.is_dir() else Counter()
     queue = _queue_statuses(lab)
     table = _read(lab, lab.scores_path, lambda: scores(lab))
@@ -50,6 +51,7 @@ def collect(lab: Lab, recent_events: int = 5) -> dict:
         "main_fails": _main_fails(lab, table),
         "self_reviewed": self_reviewed(lab),
         "recent_events": [{**e, "at": e["at"].isoformat()} for e in tail],
+        "jobs": jobs.rows(lab, table["id"].to_pylist()[::-1][:recent_jobs] if table.num_rows else []),
     }
 
 
@@ -107,6 +109,9 @@ def render(info: dict) -> str:
         lines.append(f"best on main: {info['metric']} {best['value']:.6g} ({best['id']}{gain})")
     else:
         lines.append("best on main: none yet (run `lab baseline`)")
+    if info.get("jobs"):
+        lines.append("jobs (running, then the latest recorded):")
+        lines.extend(jobs.lines(info["jobs"]))
     for event in info["recent_events"]:
         lines.append(f"  [{event['level']}] {event['at'][:19]} {event['kind']}: {event['message']}")
     return "\n".join(lines)

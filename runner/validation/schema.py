@@ -133,6 +133,8 @@ def _message(error) -> str:
     """jsonschema's message, with long values abbreviated and our descriptions used as hints."""
     description = error.schema.get("description") if isinstance(error.schema, dict) else None
     keyword, value, limit = error.validator, error.instance, error.validator_value
+    if keyword == "pattern" and description and description.startswith("the NAME of"):
+        return f"expected {description}: this is not such a name (a value? it is not repeated here)"
     if keyword == "pattern" and description:
         article = description.startswith(("a ", "an "))
         return (f"{_short(value)} is not {description}" if article
