@@ -59,7 +59,7 @@ LABEL_SMOOTHING = 0.0
 SEED = 1337
 FLOP_BUDGET = 5.7e11  # training FLOPs on CPU (~1500 steps of the baseline)
 CUDA_FLOP_BUDGET = 2.3e12  # training FLOPs on a GPU (~6000 steps of the baseline)
-TIME_BUDGET_S = 90.0  # wall-clock safety cap on training; the FLOP budget should bind
+TIME_BUDGET_S = 180.0  # wall-clock safety cap on training; the FLOP budget should bind
 EVAL_TOKENS = 65536  # validation bytes scored (fixed windows)
 CORPUS_VERSION = 1  # bump when the corpus recipe changes
 
@@ -181,6 +181,12 @@ def flops_per_token(model):
     return 6 * matmul + 6 * N_LAYER * BLOCK_SIZE * N_EMBD
 
 
+def budget_steps(model, device):
+    """Optimiser steps that fit in the FLOP budget: a dearer step gets fewer of them."""
+    budget = CUDA_FLOP_BUDGET if device == "cuda" else FLOP_BUDGET
+    return max(1, int(budget // (flops_per_token(model) * BATCH_SIZE * BLOCK_SIZE)))
+
+
 def lr_at(progress, steps):
     """LR at training progress in [0, 1]: linear warmup, then the chosen decay."""
     warm = min(WARMUP_STEPS / steps, 1.0)
@@ -259,9 +265,7 @@ def main():
     torch.manual_seed(seed)
     train_data, val_data = build_corpus()
     model = GPT().to(device)
-    step_flops = flops_per_token(model) * BATCH_SIZE * BLOCK_SIZE
-    budget = CUDA_FLOP_BUDGET if device == "cuda" else FLOP_BUDGET
-    steps = int(os.environ.get("LAB_MAX_STEPS") or max(1, budget // step_flops))
+    steps = int(os.environ.get("LAB_MAX_STEPS") or budget_steps(model, device))
     t0 = time.time()
     done, losses = train(model, train_data, device, steps, seconds, seed)
     train_seconds = time.time() - t0
@@ -273,7 +277,7 @@ def main():
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     summary = {"val_bpb": f"{val_bpb:.6f}", "train_loss": f"{sum(losses[-20:]) / len(losses[-20:]):.6f}",
                "steps": done, "tokens_per_s": f"{done * BATCH_SIZE * BLOCK_SIZE / train_seconds:.0f}",
-               "params": sum(p.numel() for p in model.parameters()), "train_flops": done * step_flops,
+               "params": sum(p.numel() for p in model.parameters()), "train_flops": done * flops_per_token(model) * BATCH_SIZE * BLOCK_SIZE,
                "train_seconds": f"{train_seconds:.2f}",
                "seconds": f"{time.time() - started:.2f}", "peak_mem_mb": f"{peak:.1f}"}
     print("\n".join(f"{name}: {value}" for name, value in summary.items()), flush=True)

@@ -149,7 +149,7 @@ def _message(error) -> str:
     if keyword == "enum":
         return f"{_short(value)} is not one of {', '.join(map(repr, limit))}"
     if keyword in ("minProperties", "maxProperties") and description and isinstance(value, dict):
-        return f"{description}; this one has {', '.join(map(str, value)) or 'none'}"
+        return f"{description} (given: {', '.join(map(str, value)) or 'nothing'})"
     if keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") and description:
         return f"{_short(value)} is out of range: {description}"
     message = error.message
