@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from test_loop import finished, queue
+from test_noise import script_lab
 
 from runner.errors import LabError
 from runner.lab import Lab
@@ -19,7 +20,6 @@ from runner.loop.run import run
 from runner.repo import gitops
 from runner.roles import gates
 from runner.roles.history import History
-from runner.scaffold import init_lab
 from runner.validation.validate import validate
 
 # A kernel-like target: X near 3 is fastest. The crafted changes are faster for a forbidden reason:
@@ -42,21 +42,9 @@ RULES = [{"metric": "correct", "eq": 1}, {"metric": "flops", "le_base": 1.05}]
 
 
 def kernel_lab(root: Path, constraints=None, **objective) -> Lab:
-    init_lab(root, template="blank", commit=False)
-    (root / "kernel.py").write_text(KERNEL)
-    config = yaml.safe_load((root / "lab.yaml").read_text())
-    config["objective"] = {"metric": "latency_us", "direction": "minimize", "noise_margin": 0.01,
-                           "constraints": RULES if constraints is None else constraints, **objective}
-    config["target"].update(command=["python", "kernel.py"], editable=["kernel.py"],
-                            params=["X", "WRONG", "WORK", "SILENT", "COST"], time_limit_s=20, stall_timeout_s=5)
-    config["backends"]["local"].update(slots=2, threads_per_slot=1)
-    config["roles"] = {"researcher": {"kind": "off"}, "planner": {"kind": "off"},
-                       "worker": {"kind": "builtin"}, "reporter": {"kind": "builtin"}}
-    (root / "lab.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    gitops.run_git_init(root)
-    gitops.run_git(root, "add", "-A")
-    gitops.run_git(root, "commit", "-q", "-m", "a kernel-like lab")
-    return Lab(root)
+    return script_lab(root, "kernel.py", KERNEL, {"metric": "latency_us", "direction": "minimize", "noise_margin": 0.01,
+                      "constraints": RULES if constraints is None else constraints, **objective},
+                      ["X", "WRONG", "WORK", "SILENT", "COST"])
 
 
 def rows(lab: Lab) -> dict:

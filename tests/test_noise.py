@@ -102,24 +102,31 @@ NOISY = textwrap.dedent('''\
 SIGMA = 0.1154701
 
 
-def noisy_lab(root: Path, luck: float = 0.0, **objective) -> Lab:
+def script_lab(root: Path, script: str, source: str, objective: dict, params: list[str], **target) -> Lab:
+    """A blank lab around one script (builtin worker, other roles off, 2 slots), committed."""
     init_lab(root, template="blank", commit=False)
-    (root / "score.py").write_text(NOISY.replace("LUCK = 0.0", f"LUCK = {luck}"))
-    marks = root.parent / f"{root.name}-marks"
-    marks.mkdir()
+    (root / script).write_text(source)
     config = yaml.safe_load((root / "lab.yaml").read_text())
-    config["objective"] = {"metric": "val_bpb", "direction": "minimize", "noise_margin": 0.01,
-                           "false_promotion_rate": 0.05, **objective}
-    config["target"].update(command=["python", "score.py"], editable=["score.py"], params=["X", "LUCK"],
-                            time_limit_s=20, stall_timeout_s=5, env={"MARKS": str(marks)})
+    config["objective"] = objective
+    config["target"].update(command=["python", script], editable=[script], params=params, time_limit_s=20,
+                            stall_timeout_s=5, **target)
     config["backends"]["local"].update(slots=2, threads_per_slot=1)
     config["roles"] = {"researcher": {"kind": "off"}, "planner": {"kind": "off"},
-                       "worker": {"kind": "builtin"}, "reporter": {"kind": "off"}}
+                       "worker": {"kind": "builtin"}, "reporter": {"kind": "builtin"}}
     (root / "lab.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     gitops.run_git_init(root)
     gitops.run_git(root, "add", "-A")
-    gitops.run_git(root, "commit", "-q", "-m", "noisy lab")
-    lab = Lab(root)
+    gitops.run_git(root, "commit", "-q", "-m", f"a lab around {script}")
+    return Lab(root)
+
+
+def noisy_lab(root: Path, luck: float = 0.0, **objective) -> Lab:
+    """The noisy target, with four baselines measured."""
+    marks = root.parent / f"{root.name}-marks"
+    marks.mkdir()
+    lab = script_lab(root, "score.py", NOISY.replace("LUCK = 0.0", f"LUCK = {luck}"),
+                     {"metric": "val_bpb", "direction": "minimize", "noise_margin": 0.01,
+                      "false_promotion_rate": 0.05, **objective}, ["X", "LUCK"], env={"MARKS": str(marks)})
     for seed in range(4):
         queue(lab, None, baseline=True, seed=seed)
     run(lab, until_idle=True, plan=False, tick=0.1)

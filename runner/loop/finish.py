@@ -72,9 +72,9 @@ class Finisher:
             self.backends[entry.job.get("backend", "local")].cancel(spec, "cancelled")
         self._measured(entry, outcome)
         if outcome.status == machine.FINISHED:
-            self._check_constraints(entry, outcome)
+            base_broken = self._check_constraints(entry, outcome)
             if not entry.is_baseline:
-                self._judge(entry, outcome, log)
+                self._judge(entry, outcome, log, base_broken)
         patch = worktrees.changes(self.lab, entry.id, entry.base)[1] if outcome.commit else ""
         paths = record(self.lab, entry, outcome, log_path, patch)
         shutil.rmtree(self.lab.jobs / entry.id, ignore_errors=True)
@@ -104,24 +104,25 @@ class Finisher:
         cost = self.lab.config["objective"].get("cost")
         o.cost = o.summary.get(cost) if cost else None
 
-    def _check_constraints(self, entry: Entry, o: Outcome) -> None:
-        """The rule a finished result breaks; a baseline is held to the absolute rules only."""
+    def _check_constraints(self, entry: Entry, o: Outcome) -> str | None:
+        """Sets the rule a finished result breaks (a baseline: the absolute rules only); returns the
+        absolute rule an experiment's base breaks."""
         rules = constraints.rules(self.lab.config["objective"])
         if not rules:
-            return
-        relative = any(rule.relative for rule in rules) and not entry.is_baseline
-        base = base_metrics(self.lab, entry.base) if relative else None
-        o.constraint = constraints.broken(constraints.absolute(rules) if entry.is_baseline else rules,
-                                          o.summary, base)
-        if o.constraint and entry.is_baseline:
-            o.reason = f"main breaks the constraint {o.constraint}: a result that keeps every rule replaces it"
-            record_event(self.lab, "warn", "base-violates", o.reason, experiment=entry.id)
+            return None
+        if entry.is_baseline:
+            o.constraint = constraints.broken(constraints.absolute(rules), o.summary)
+            if o.constraint:
+                o.reason = f"main breaks the constraint {o.constraint}: a result that keeps every rule replaces it"
+                record_event(self.lab, "warn", "base-violates", o.reason, experiment=entry.id)
+            return None
+        base = base_metrics(self.lab, entry.base)
+        o.constraint = constraints.broken(rules, o.summary, base)
+        return constraints.broken(constraints.absolute(rules), base)
 
-    def _judge(self, entry: Entry, o: Outcome, log: PassLog) -> None:
+    def _judge(self, entry: Entry, o: Outcome, log: PassLog, base_broken: str | None) -> None:
         main, table = base_commit(self.lab), scores(self.lab)
         value, runs = self._candidate(entry, o, table)
-        rules = constraints.absolute(constraints.rules(self.lab.config["objective"]))
-        base_broken = constraints.broken(rules, base_metrics(self.lab, entry.base, table)) if rules else None
         verdict = judge(self.lab, value, o.base_value, noise(self.lab, table, runs_of(self.lab, entry.base, table),
                                                              len(runs)),
                         base_is_main=target_key(self.lab, main) == target_key(self.lab, entry.base),

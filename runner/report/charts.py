@@ -50,7 +50,7 @@ def progression(data: ReportData, x_axis: str) -> go.Figure:
         fig.add_trace(go.Scatter(x=xs, y=[b + sign * data.margin for b in best], mode="lines",
                                  line=dict(width=0, shape="hv"), fill="tonexty",
                                  fillcolor="rgba(44,160,44,0.12)", hoverinfo="skip",
-                                 name=f"noise margin ±{data.margin:g}"))
+                                 name=f"noise margin ±{data.margin:.4g}"))
         fig.add_trace(go.Scatter(x=xs, y=best, mode="lines", name="best on main",
                                  line=dict(color=COLOURS["promoted"], shape="hv", width=2)))
     for name in OUTCOMES:

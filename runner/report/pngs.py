@@ -36,7 +36,7 @@ def progression_png(data: ReportData, path: Path) -> Path:
             xs, best = [x_of(r) for r in best_rows], [r["best"] for r in best_rows]
             ax.fill_between(xs, [b - data.margin for b in best], [b + data.margin for b in best],
                             step="post", color=COLOURS["promoted"], alpha=0.12,
-                            label=f"noise margin ±{data.margin:g}")
+                            label=f"noise margin ±{data.margin:.4g}")
             ax.step(xs, best, where="post", color=COLOURS["promoted"], label="best on main")
         for name in OUTCOMES:
             rows = [r for r in data.rows if r["outcome"] == name and r["value"] is not None
