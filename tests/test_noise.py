@@ -198,3 +198,21 @@ def test_a_lucky_run_that_the_second_seed_does_not_confirm_stays_off_main(tmp_pa
     assert not table[confirm_id]["promoted"] and "not better than its base" in table[confirm_id]["reason"]
     assert not any(r["promoted"] for r in table.values())
     assert "X = 1.0" in (lab.root / "score.py").read_text()
+
+
+def test_lab_baseline_repeats_on_fresh_seeds_and_states_the_noise(tmp_path, run_lab):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    lab = script_lab(tmp_path / "lab", "score.py", NOISY, {"metric": "val_bpb", "direction": "minimize",
+                     "noise_margin": 0.01, "false_promotion_rate": 0.05}, ["X", "LUCK"], env={"MARKS": str(marks)})
+    first = run_lab("baseline", "--repeats", "2", cwd=lab.root, timeout=180)
+    assert first.returncode == 0, first.stderr
+    assert "(seeds 0..1)" in first.stdout
+    again = run_lab("baseline", "--repeats", "2", cwd=lab.root, timeout=180)
+    assert "(seeds 2..3)" in again.stdout                      # a repeated seed would repeat its number
+    assert sorted(r["seed"] for r in rows(lab).values()) == [0, 1, 2, 3]
+    margin = 2.353363 * SIGMA * math.sqrt(1 / 1 + 1 / 4)
+    assert (f"margin {margin:.4g}, seed stdev {SIGMA:.4g} over 4 runs, base of 4 run(s): a change with no effect "
+            "is promoted with probability 5.0%") in again.stdout
+    status = run_lab("status", cwd=lab.root)
+    assert f"noise: margin {margin:.4g}, seed stdev {SIGMA:.4g} over 4 runs" in status.stdout
