@@ -62,7 +62,8 @@ def test_the_fixed_margin_of_the_issue_implies_about_17_percent():
 def test_z_score_is_the_gain_in_stdevs_of_the_difference():
     assert diff_sd(0.02, 4, 1) == pytest.approx(0.02 * math.sqrt(1.25))
     assert z_score(0.05, 0.02, 4, 1) == pytest.approx(0.05 / 0.0223607, rel=1e-5)     # 2.23607
-    assert z_score(0.05, None, 4) is None and z_score(0.05, 0.0, 4) is None
+    assert z_score(0.05, None, 4) is None
+    assert z_score(0.05, 0.0, 4) == math.inf and z_score(-0.05, 0.0, 4) == -math.inf   # no noise at all
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.5, 1.2, -0.1])

@@ -77,7 +77,10 @@ def implied_rate(margin: float, sigma: float, n_base: int, n_cand: int = 1, df: 
 
 
 def z_score(gain: float, sigma: float | None, n_base: int, n_cand: int = 1) -> float | None:
-    """A gain (positive = better) in stdevs of the difference; None when σ is unknown or zero."""
-    if not sigma:
+    """A gain (positive = better) in stdevs of the difference; None when σ is unknown, ±inf
+    when the seeds measured no noise at all (a deterministic target: one run is exact)."""
+    if sigma is None:
         return None
+    if sigma == 0:
+        return math.copysign(math.inf, gain) if gain else 0.0
     return gain / diff_sd(sigma, n_base, n_cand)
