@@ -20,7 +20,7 @@ from .loop.run import run
 from .loop.scoring import base_commit, key_values, main_noise, target_key
 from .repo import gitops
 from .report.progress import progress_line
-from .report.status import noise_info, noise_line
+from .report.status import EVIDENCE, evidence_counts, noise_info, noise_line
 from .scaffold import init_lab
 from .state.create import new_experiment
 from .state.scores import best_row, scores
@@ -79,9 +79,9 @@ def _summary(lab: Lab, first_main: str, runner, elapsed: float) -> None:
         click.echo(f"  baseline {lab.metric}: {statistics.fmean(base_values):.4f} "
                    f"(mean of {len(base_values)} seeds{spread})")
     click.echo(f"  noise: {noise_line(noise_info(main_noise(lab, table)))}")
-    promoted = [e for e in table.filter(table["promoted"])["evidence"].to_pylist()] if table.num_rows else []
+    promoted = table.filter(table["promoted"])["evidence"].to_pylist() if table.num_rows else []
     if promoted:
-        counts = {kind: promoted.count(kind) for kind in ("confirmed", "strong", "single-run")}
+        counts = {**dict.fromkeys(EVIDENCE, 0), **evidence_counts(promoted)}
         click.echo(f"  promotions: {len(promoted)} ({counts['confirmed']} confirmed on a second seed, "
                    f"{counts['strong']} strong (z >= 3) on one run, {counts['single-run']} single-run evidence)")
     best = best_row(lab, table, main_only=True)

@@ -19,6 +19,7 @@ from ..files.tables import EVENTS, METRICS, SCORES, read_table
 from ..files.yamlio import load_yaml
 from ..lab import Lab
 from ..state.timeutil import now
+from .status import evidence_counts, evidence_phrase, noise_summary
 
 OUTCOMES = ("promoted", "baseline", "worse", "violates", "failed", "timed out", "stale", "cancelled")
 CURVES_TOP = 5          # loss curves of this many best experiments (plus the first baseline)
@@ -113,8 +114,6 @@ def change_text(change_json: str | None, limit: int = 80) -> str:
 
 
 def load(lab: Lab, curves_top: int = CURVES_TOP) -> ReportData:
-    from .status import noise_summary
-
     table = read_table(lab.scores_path, SCORES)
     rows = _ordered(table.to_pylist())
     for index, row in enumerate(rows):
@@ -231,7 +230,7 @@ def overview(data: ReportData) -> dict:
     return {
         "run": len(data.rows),
         "promoted": sum(1 for r in data.rows if r["promoted"]),
-        "evidence": _evidence_counts(data),
+        "evidence": evidence_counts([r.get("evidence") for r in data.rows if r["promoted"]]),
         "failed": statuses.count("failed"),
         "timed_out": statuses.count("timed_out"),
         "stale": statuses.count("stale"),
@@ -245,7 +244,7 @@ def overview(data: ReportData) -> dict:
 
 def overview_line(data: ReportData) -> str:
     o = overview(data)
-    evidence = ", ".join(f"{n} {kind}" for kind, n in o["evidence"].items())
+    evidence = evidence_phrase(o["evidence"])
     promoted = f"{o['promoted']} promoted" + (f" ({evidence})" if evidence else "")
     text = (f"{o['run']} experiments run, {promoted}, {o['failed']} failed, "
             f"{o['timed_out']} timed out; compute {_duration(o['compute_s'])}")
@@ -254,15 +253,6 @@ def overview_line(data: ReportData) -> str:
     if o["gain_pct"] is not None:
         text += f", {o['gain_pct']:+.2f}% vs first baseline {o['first_baseline']:.6g}"
     return text
-
-
-def _evidence_counts(data: ReportData) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in data.rows:
-        if row["promoted"] and row.get("evidence"):
-            name = "single-run evidence" if row["evidence"] == "single-run" else row["evidence"]
-            counts[name] = counts.get(name, 0) + 1
-    return counts
 
 
 def _duration(seconds: float) -> str:

@@ -105,12 +105,21 @@ def noise_line(info: dict) -> str:
             f"{info['rate']:.1%}")
 
 
+EVIDENCE = ("confirmed", "strong", "single-run")   # runner.loop.promotion's evidence of a promotion
+
+
+def evidence_counts(evidence: list) -> dict[str, int]:
+    """Promotions by evidence, in a fixed order (records older than the evidence column carry none)."""
+    return {kind: evidence.count(kind) for kind in EVIDENCE if kind in evidence}
+
+
+def evidence_phrase(counts: dict[str, int]) -> str:
+    """`1 confirmed, 2 strong, 1 single-run evidence`."""
+    return ", ".join(f"{n} {'single-run evidence' if kind == 'single-run' else kind}" for kind, n in counts.items())
+
+
 def _evidence(table) -> dict:
-    """Promotions by evidence: strong (z >= 3), single-run, confirmed (older records carry none)."""
-    if not table.num_rows:
-        return {}
-    promoted = table.filter(table["promoted"])
-    return dict(Counter(e for e in promoted["evidence"].to_pylist() if e))
+    return evidence_counts(table.filter(table["promoted"])["evidence"].to_pylist()) if table.num_rows else {}
 
 
 def _brief(row: dict | None, lab: Lab) -> dict | None:
@@ -129,7 +138,8 @@ def render(info: dict) -> str:
              f"hypotheses: {sum(info['hypotheses'].values())} ({counts(info['hypotheses'])})",
              f"queue: {sum(info['queue'].values())} ({counts(info['queue'])})",
              f"finished: {sum(info['finished'].values())} ({counts(info['finished'])}), "
-             f"promoted {info['promoted']}" + (f" ({counts(info['evidence'])})" if info.get("evidence") else ""),
+             f"promoted {info['promoted']}" + (f" ({evidence_phrase(info['evidence'])})" if info.get("evidence")
+                                               else ""),
              f"noise: {noise_line(info['noise'])}"]
     if info.get("main_fails"):
         lines.append(f"main's target fails: see {info['main_fails']} (nothing runs on it until main changes)")
