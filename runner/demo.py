@@ -19,17 +19,15 @@ from .backends.local import detect_gpus
 from .errors import LabError
 from .lab import Lab
 from .loop.run import run
-from .loop.scoring import base_commit, key_values, target_key
+from .loop.scoring import base_commit, key_values, main_noise, target_key
 from .repo import gitops
 from .report.progress import progress_line
+from .report.status import EVIDENCE, evidence_counts, noise_info, noise_line
 from .scaffold import init_lab
 from .state.create import new_experiment
 from .state.scores import best_row, scores
 
-
-# A GPU timing's noise is mostly between runs, so the kernel lab measures it over several
-# baselines (two slots run only two at a time) before its margin means anything.
-BASELINE_SEEDS = {"kernel": 4}
+BASE_SEEDS = 4   # baseline runs of the first main: its score and the seed noise the margin follows from
 
 
 def run_demo(directory: str | None, *, template: str = "tiny-gpt", minutes: float = 9.5, experiments: int = 40,
@@ -46,7 +44,7 @@ def run_demo(directory: str | None, *, template: str = "tiny-gpt", minutes: floa
     click.echo(f"  {slots} {'GPU' if template == 'kernel' else 'CPU'} slots, up to {experiments} experiments, "
                f"done within {minutes:g} min; builtin roles (no LLM)")
     main = base_commit(lab)
-    seeds = max(slots, BASELINE_SEEDS.get(template, 0))
+    seeds = max(BASE_SEEDS, slots)
     for seed in range(seeds):
         new_experiment(lab, None, {}, main, priority=100, wave=seed, kind="baseline", by="demo")
     gitops.commit_paths(root, ["queue"], f"demo: queue {seeds} baseline runs (seeds 0..{seeds - 1})")
@@ -86,6 +84,12 @@ def _summary(lab: Lab, first_main: str, runner, elapsed: float) -> None:
         spread = f", stdev {statistics.stdev(base_values):.4f}" if len(base_values) > 1 else ""
         click.echo(f"  baseline {lab.metric}: {statistics.fmean(base_values):.4f} "
                    f"(mean of {len(base_values)} seeds{spread})")
+    click.echo(f"  noise: {noise_line(noise_info(main_noise(lab, table)))}")
+    promoted = table.filter(table["promoted"])["evidence"].to_pylist() if table.num_rows else []
+    if promoted:
+        counts = {**dict.fromkeys(EVIDENCE, 0), **evidence_counts(promoted)}
+        click.echo(f"  promotions: {len(promoted)} ({counts['confirmed']} confirmed on a second seed, "
+                   f"{counts['strong']} strong (z >= 3) on one run, {counts['single-run']} single-run evidence)")
     best = best_row(lab, table, main_only=True)
     if best and base_values and best["kind"] != "baseline":
         base = statistics.fmean(base_values)
