@@ -22,6 +22,7 @@ from .commands import (
     status,
     sync,
     validate,
+    work,
 )
 from .commands.context import Context
 from .errors import LabError, describe, write_crash_log
@@ -73,7 +74,7 @@ def main(ctx: click.Context, directory: str | None) -> None:
 for command in (init.init_command, validate.validate_command, status.status_command, hypothesis.hypothesis_group,
                 queue.queue_group, run.run_command, run.baseline_command, demo.demo_command, query.query_command,
                 papers.papers_group, skills.skills_group, report.report_command, report.serve_command,
-                kernel.kernel, schema.schema_group, sync.sync_command, sync.compact_command):
+                work.work_group, kernel.kernel, schema.schema_group, sync.sync_command, sync.compact_command):
     main.add_command(command)
 
 

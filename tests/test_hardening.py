@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import GIT_IDENTITY
 
 from runner.lab import Lab
 from runner.loop.run import run

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..lab import Lab
 from ..files import written
+from ..lab import Lab
 from ..repo import gitops
 from ..state import events
 

@@ -103,6 +103,7 @@ class Entry:
     title: str | None = None
     created: str = ""
     mtime_ns: int = 0        # tie-break for two files created in the same second
+    constraint: str | None = None  # the objective.constraints rule its result broke
 
     def describe(self) -> str:
         what = "hypothesis " if self.kind == "hypothesis" else ""
@@ -167,6 +168,8 @@ class History:
     by_fingerprint: dict[str, list[Entry]] = field(default_factory=dict)
     near_experiments: dict[tuple, NearIndex] = field(default_factory=dict)   # (base[:7], shape)
     near_rejected: dict[tuple, NearIndex] = field(default_factory=dict)      # shape, do-not-repeat only
+    violated: dict[str, Entry] = field(default_factory=dict)                 # fingerprint -> broke a constraint
+    near_violated: dict[tuple, NearIndex] = field(default_factory=dict)      # shape, broke a constraint
     hypotheses: dict[str, Entry] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
 
@@ -183,12 +186,14 @@ class History:
         skipped: list[str] = []
         table = scores(lab, skipped)  # a corrupt file is reported by `lab validate`, not here
         self.unreadable += skipped
-        cols = {c: table[c].to_pylist() for c in ("id", "status", "change", "base", "value", "metric", "title")}
+        cols = {c: table[c].to_pylist()
+                for c in ("id", "status", "change", "base", "value", "metric", "title", "constraint")}
         for i, raw in enumerate(cols["change"]):
             key = _derive_json(raw) if raw else None
             if key is not None:
                 self._index(Entry(cols["id"][i], "experiment", cols["status"][i] or "", cols["base"][i], key,
-                                  cols["value"][i], cols["metric"][i], cols["title"][i]))
+                                  cols["value"][i], cols["metric"][i], cols["title"][i],
+                                  constraint=cols["constraint"][i]))
 
     def _load_yaml_dir(self, directory: Path, kind: str) -> None:
         if not directory.is_dir():
@@ -227,6 +232,10 @@ class History:
             self.hypotheses[entry.id] = entry
         self.by_fingerprint.setdefault(entry.key.fingerprint, []).append(entry)
         shape = entry.key.shape
+        if entry.constraint:  # on any base: a change that broke a rule is not proposed again
+            self.violated.setdefault(entry.key.fingerprint, entry)
+            if shape is not None:
+                self.near_violated.setdefault(shape, NearIndex()).add(entry)
         if shape is None:
             return
         if entry.kind == "experiment":
