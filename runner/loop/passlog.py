@@ -1,4 +1,5 @@
-"""What one reconcile pass changed, and the one commit that records it.
+"""What one reconcile pass changed, and the one commit that records it; what the runner
+alone writes under experiments/ put back when anything else changed it.
 
 Every pass that moves state ends in one commit with a structured message: a
 subject naming the first transition (or the pass's own subject, e.g. a
@@ -6,10 +7,12 @@ promotion), and a body with one line per transition.
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from typing import Callable
 
 from ..files import written
+from ..files.yamlio import atomic_write
 from ..lab import Lab
 from ..repo import gitops
 from ..state import events
@@ -75,3 +78,25 @@ class Committer:
             events.record_event(self.lab, "error", "refused", f"{self.lab.rel(path)} changed after the runner "
                                 "wrote it: the runner's content was committed and put back", path=self.lab.rel(path))
 
+
+def guard_records(lab: Lab, log: PassLog) -> None:
+    """experiments/ is written by the runner alone and committed in the pass that writes it:
+    anything else found changed there (another experiment's score file rewritten, a file
+    added) is put back as committed, or as the runner wrote it when not committed yet (a
+    forged table must never be read, let alone swept into the next commit) and reported."""
+    for rel in gitops.dirty(lab.root, "experiments"):
+        path, ours = lab.root / rel, written.content(lab.root / rel)
+        if ours is not None and path.is_file() and path.read_bytes() == ours:
+            continue  # the runner's own write, not committed yet (events recorded after a commit)
+        kept = lab.runtime / "refused" / "records" / rel
+        if path.is_file():
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, kept)
+        if ours is not None:
+            atomic_write(path, ours)
+        else:
+            gitops.restore_committed(lab.root, rel)
+        how = "as the runner wrote it" if ours is not None else "as committed"
+        events.record_event(lab, "error", "refused", f"{rel} changed outside the runner: restored {how}; "
+                            f"the changed file is kept in {lab.rel(kept)}", path=rel)
+        log.add(lab, rel)

@@ -8,7 +8,6 @@ File events and a periodic tick (run.py) only decide *when* a pass runs.
 from __future__ import annotations
 
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,8 +22,7 @@ from ..backends import (
     make_backends,
 )
 from ..errors import LabError
-from ..files import written
-from ..files.yamlio import atomic_write, write_yaml
+from ..files.yamlio import write_yaml
 from ..lab import Lab
 from ..repo import gitops, worktrees
 from ..roles import builtin, gates
@@ -41,7 +39,7 @@ from ..validation.validate import validate
 from . import baselines, recovery, smoke
 from .finish import Finisher, outcome_of
 from .jobs import backend_of, job_spec
-from .passlog import Committer, PassLog
+from .passlog import Committer, PassLog, guard_records
 from .record import Outcome
 from .scoring import base_commit, target_key
 from .sync import Sharing, runner_id
@@ -119,7 +117,7 @@ class Runner:
         """One pass over all state. Returns True if anything moved."""
         log, commits = PassLog(), self.committer.commits
         self._main = None   # main's base commit, read once per pass when needed
-        self._guard_records(log)
+        guard_records(self.lab, log)
         entries = self._scan(log)
         for entry in entries:
             self._step(entry, log)
@@ -151,28 +149,6 @@ class Runner:
         if self.agents is None or self.agents.idle():
             self._adopt_outside_files(log)  # an agent's writes are verified when it exits, not adopted early
         return entries
-
-    def _guard_records(self, log: PassLog) -> None:
-        """experiments/ is written by the runner alone and committed in the pass that writes it:
-        anything else found changed there (another experiment's score file rewritten, a file
-        added) is put back as committed, or as the runner wrote it when not committed yet (a
-        forged table must never be read, let alone swept into the next commit) and reported."""
-        for rel in gitops.dirty(self.lab.root, "experiments"):
-            path, ours = self.lab.root / rel, written.content(self.lab.root / rel)
-            if ours is not None and path.is_file() and path.read_bytes() == ours:
-                continue  # the runner's own write, not committed yet (events recorded after a commit)
-            kept = self.lab.runtime / "refused" / "records" / rel
-            if path.is_file():
-                kept.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, kept)
-            if ours is not None:
-                atomic_write(path, ours)
-            else:
-                gitops.restore_committed(self.lab.root, rel)
-            how = "as the runner wrote it" if ours is not None else "as committed"
-            record_event(self.lab, "error", "refused", f"{rel} changed outside the runner: restored {how}; "
-                         f"the changed file is kept in {self.lab.rel(kept)}", path=rel)
-            log.add(self.lab, rel)
 
     def _report_invalid(self, path: Path, exc: LabError) -> None:
         try:
