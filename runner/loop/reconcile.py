@@ -16,6 +16,7 @@ from typing import Callable
 
 from ..backends import default_backend, make_backends
 from ..errors import LabError
+from ..faults import crash_point
 from ..files.yamlio import write_yaml
 from ..lab import Lab
 from ..repo import gitops, worktrees
@@ -200,8 +201,10 @@ class Runner:
             backend, slot = free.pop(0)
             room -= 1
             worktrees.ensure(self.lab, entry.id, entry.base)
+            crash_point("dispatch.after-worktree")
             transition(entry, machine.ASSIGNED, "runner", branch=worktrees.branch(entry.id),
                        worker=self._worker_kind(), job={"backend": backend, "slot": slot})
+            crash_point("dispatch.after-assigned")
             self.limit.dispatched += 1
             log.add(self.lab, entry.path, line=f"{entry.id}: queued -> assigned ({slot})")
             self.on_event("assigned", {"entry": entry})
@@ -309,6 +312,7 @@ class Runner:
             entry.data["job"] = job
             write_yaml(entry.path, entry.data)
         job.update(self.backends[job.get("backend", "local")].start(job_spec(self.lab, entry)))
+        crash_point("dispatch.after-job-start")
         transition(entry, machine.RUNNING, "runner", job=job)
         log.add(self.lab, entry.path, line=f"{entry.id}: ready -> running ({job.get('slot')})")
         self.on_event("running", {"entry": entry})
