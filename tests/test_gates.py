@@ -246,3 +246,27 @@ def test_near_index_finds_exactly_what_a_full_scan_finds():
             found = {e.id for e in index.near(probe, tolerance)}
             scan = {e.id for e in entries if history._close(probe, e.key.numbers, tolerance)}
             assert found == scan
+
+
+def test_a_diff_touching_a_frozen_constant_is_refused_naming_it(tmp_path):
+    lab = make_lab(tmp_path)
+    config = yaml.safe_load(lab.config_path.read_text())
+    config["target"]["frozen"] = ["BATCH_SIZE"]
+    lab.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    git(lab.root, "commit", "-qam", "freeze BATCH_SIZE")
+    lab = Lab(lab.root)
+    text = TRAIN.replace("LEARNING_RATE = 0.001", "LEARNING_RATE = 0.002").replace("BATCH_SIZE = 16", "BATCH_SIZE = 8")
+    rejection = check_diff(lab, *diff_of(lab, text), LR)
+    assert (rejection.rule, rejection.message) == (
+        "protected", "train.py: BATCH_SIZE is frozen (target.frozen): it defines the budget or the evaluation")
+    assert check_diff(lab, *diff_of(lab, TRAIN.replace("LEARNING_RATE = 0.001", "LEARNING_RATE = 0.002")), LR) is None
+
+
+def test_an_entry_added_within_a_pass_is_described_like_a_loaded_one(lab):
+    base = gitops.head(lab.root)
+    history = History.load(lab)
+    history.add("e-new", LR, base, "finished", value=1.5, metric="val_bpb", title="faster")
+    assert review_change(lab, history, LR, base=base).message == "duplicate of e-new (finished, val_bpb 1.5)"
+    history.add("h-new", {"params": {"BATCH_SIZE": 8}}, None, "rejected", kind="hypothesis", title="smaller")
+    rejection = review_change(lab, history, {"params": {"BATCH_SIZE": 8}}, base=base)
+    assert rejection.rule == "do-not-repeat" and "hypothesis h-new (rejected: smaller)" in rejection.message
