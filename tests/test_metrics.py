@@ -10,6 +10,7 @@ import pytest
 
 from runner.files.metrics import (
     is_finite,
+    loss_name,
     metrics_rows,
     objective,
     parse_summary,
@@ -182,3 +183,12 @@ def test_integers_too_large_for_a_double_are_signed_infinities():
 def test_summary_rows_have_every_metrics_column():
     assert metrics_rows([], {"val_bpb": 1.0}) == [
         {"step": None, "time_s": None, "name": "val_bpb", "value": 1.0, "summary": True}]
+
+
+@pytest.mark.parametrize("names, expected", [
+    (["val_bpb", "loss", "train_loss"], "train_loss"), (iter(["loss", "val_loss"]), "loss"),
+    (["val_loss", "aux_loss", "lr"], "aux_loss"), (["lr", "val_bpb"], None), ([], None),
+    (["Loss", "LOSS"], None),
+])
+def test_loss_name_prefers_train_loss_then_loss_then_the_first_lossy_name(names, expected):
+    assert loss_name(names) == expected
