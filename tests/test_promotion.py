@@ -16,7 +16,7 @@ from runner.files.tables import SCORES, append_rows
 from runner.lab import Lab
 from runner.loop.promotion import KEEP, PROMOTE, REQUEUE, Verdict, judge, merge_into_main
 from runner.loop.run import run
-from runner.loop.scoring import base_commit, key_values, noise_margin, score_of, target_key
+from runner.loop.scoring import base_commit, failed_baseline, key_values, noise_margin, score_of, target_key
 from runner.repo import gitops
 from runner.scaffold import init_lab
 from runner.state.create import new_experiment, new_hypothesis
@@ -96,12 +96,12 @@ def test_judge_keeps_promotes_or_requeues(tmp_path):
     assert judge(high, 4.5, 5.0, 0.1, True).action == KEEP
 
 
-def rows(*specs) -> pa.Table:
-    """Scores rows from (kind, target, value, promoted)."""
+def rows(*specs, status: str = "finished") -> pa.Table:
+    """Scores rows from (kind, target, value, promoted) or (kind, target, value, promoted, status)."""
     at = dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc)
-    return pa.Table.from_pylist([{"id": f"e-{i}", "kind": kind, "status": "finished", "target": target,
-                                  "value": value, "promoted": promoted, "finished": at}
-                                 for i, (kind, target, value, promoted) in enumerate(specs)], schema=SCORES)
+    return pa.Table.from_pylist([{"id": f"e-{i}", "kind": spec[0], "status": (*spec, status)[4], "target": spec[1],
+                                  "value": spec[2], "promoted": spec[3], "finished": at}
+                                 for i, spec in enumerate(specs)], schema=SCORES)
 
 
 def test_noise_margin_is_the_configured_one_without_a_baseline_set(tmp_path):
@@ -180,9 +180,32 @@ def test_merge_into_main_brings_only_the_editable_files(tmp_path):
     gitops.run_git(lab.root, "add", "-A")
     gitops.run_git(lab.root, "commit", "-q", "-m", "experiment")
     gitops.run_git(lab.root, "checkout", "-q", "main")
+    gitops.run_git(lab.root, "branch", "score.py")          # a branch named like the file: paths stay paths
     assert merge_into_main(lab, "exp/e-1") == ["score.py"]
     assert "A = 1.0" in (lab.root / "score.py").read_text() and not (lab.root / "other.txt").exists()
     assert merge_into_main(Lab(lab.root), "main") == []
+
+
+def test_a_failed_baseline_is_named_until_a_measurement_of_its_target_succeeds(tmp_path):
+    lab = value_lab(tmp_path / "lab")
+    head = gitops.head(lab.root)
+    key = target_key(lab, head)
+    assert failed_baseline(lab, head, rows()) is None
+    assert failed_baseline(lab, head) is None                                  # no scores table yet
+    assert failed_baseline(lab, head, rows(("baseline", key, None, False, "failed"))) == "e-0"
+    assert failed_baseline(lab, head, rows(("baseline", key, None, False, "timed_out"))) == "e-0"
+    assert failed_baseline(lab, head, rows(("baseline", key, None, False, "failed"),
+                                           ("baseline", key, None, False, "timed_out"))) == "e-1"   # the latest
+    assert failed_baseline(lab, head, rows(("baseline", key, None, False, "failed"),
+                                           ("baseline", key, 5.0, False))) is None      # it succeeded since
+    assert failed_baseline(lab, head, rows(("baseline", key, None, False, "failed"),
+                                           ("experiment", key, None, False, "failed"))) == "e-0"
+    assert failed_baseline(lab, head, rows(("baseline", key, None, False, "failed"),
+                                           ("baseline", "other", 5.0, False))) == "e-0"  # another target's
+    assert failed_baseline(lab, head, rows(("baseline", "other", None, False, "failed"))) is None
+    assert failed_baseline(lab, head, rows(("experiment", key, None, False, "failed"))) is None
+    assert failed_baseline(lab, head, rows(("baseline", key, None, False, "cancelled"))) is None
+    assert failed_baseline(lab, head, rows(("baseline", key, 5.0, False, "failed"))) is None
 
 
 # -- end to end through the runner ----------------------------------------------------------------
