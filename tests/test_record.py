@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import replace
 
@@ -13,7 +14,9 @@ import pytest
 import yaml
 from test_loop import queue, toy_lab
 
+from runner import faults
 from runner.backends import jobwrap
+from runner.files.tables import METRICS
 from runner.loop.jobs import job_spec
 from runner.loop.reconcile import Runner
 from runner.loop.record import LOG_TAIL_BYTES, Outcome, record, recorded_ids
@@ -65,6 +68,7 @@ def test_record_writes_every_file_then_removes_the_queue_entry_and_worktree(tmp_
         "metrics.parquet", "patch.diff", "log.txt", "experiment.yaml")), "experiments/scores.parquet"]
     out = lab.experiments / exp
     assert (out / "patch.diff").read_text() == "the patch\n" and (out / "log.txt").read_text() == log.read_text()
+    assert pq.read_schema(out / "metrics.parquet").equals(METRICS)
     metrics = pq.read_table(out / "metrics.parquet").to_pylist()
     assert [(m["name"], m["summary"]) for m in metrics] == [("loss", False), ("val_bpb", True)]
     data = yaml.safe_load((out / "experiment.yaml").read_text())
@@ -87,6 +91,40 @@ def test_record_writes_every_file_then_removes_the_queue_entry_and_worktree(tmp_
     assert recorded_ids(lab) == {exp}
 
 
+class Killed(Exception):
+    """Stands in for the SIGKILL of runner/faults.py, so the state at a crash point can be read."""
+
+
+@pytest.mark.parametrize("point, done", [
+    ("record.after-files", {"files"}), ("record.after-score", {"files", "score"}),
+    ("record.after-experiment-yaml", {"files", "score", "record"}),
+    ("record.after-queue-removal", {"files", "score", "record", "dequeued"})])
+def test_each_recording_step_is_done_before_its_crash_point_and_none_after(tmp_path, monkeypatch, point, done):
+    lab = toy_lab(tmp_path / "lab")
+    entry, wt = assigned(lab, {"X": 2.0})
+    monkeypatch.setenv("LAB_CRASH_AT", point)
+    monkeypatch.setattr(faults, "_hits", {})
+    monkeypatch.setattr(faults, "die", lambda: (_ for _ in ()).throw(Killed(point)))
+    with pytest.raises(Killed):
+        record(lab, entry, outcome(), None, "the patch\n")
+    out = lab.experiments / entry.id
+    reached = {"files": (out / "patch.diff").exists() and (out / "metrics.parquet").exists(),
+               "score": lab.scores_path.exists() and recorded_ids(lab) == {entry.id},
+               "record": (out / "experiment.yaml").exists(), "dequeued": not entry.path.exists()}
+    assert {step for step, yes in reached.items() if yes} == done
+    assert wt.exists()                                     # the worktree goes last
+
+
+def test_the_second_hit_of_a_crash_point_is_the_one_named_by_n(monkeypatch):
+    monkeypatch.setenv("LAB_CRASH_AT", "here:2")
+    monkeypatch.setattr(faults, "_hits", {})
+    hits = []
+    monkeypatch.setattr(faults, "die", lambda: hits.append(dict(faults._hits)))
+    for name in ("here", "elsewhere", "here", "here"):
+        faults.crash_point(name)
+    assert hits == [{"here": 2}]
+
+
 def test_a_second_recording_of_the_same_experiment_adds_no_score_row(tmp_path):
     lab = toy_lab(tmp_path / "lab")
     entry, _ = assigned(lab, {"X": 2.0})
@@ -103,9 +141,11 @@ def test_a_second_recording_of_the_same_experiment_adds_no_score_row(tmp_path):
 def test_a_result_without_a_finite_value_has_no_value_and_no_delta(tmp_path, value):
     lab = toy_lab(tmp_path / "lab")
     entry, _ = assigned(lab, {"X": 2.0})
-    record(lab, entry, outcome(status="failed", value=value, reason="x" * 800, commit="", title=""), None, "")
+    record(lab, entry, outcome(status="failed", value=value, reason="x" * 800, commit="", title="", metric_rows=[]),
+           None, "")
     data = yaml.safe_load((lab.experiments / entry.id / "experiment.yaml").read_text())
     assert data["result"]["value"] is None and data["result"]["delta"] is None
+    assert pq.read_schema(lab.experiments / entry.id / "metrics.parquet").equals(METRICS)
     assert "commit" not in data["result"] and data["result"]["reason"] == "x" * 800
     assert data["history"][-1]["note"] == "x" * 500
     [row] = scores(lab)
@@ -146,6 +186,7 @@ def test_a_baseline_row_has_the_baseline_kind_and_no_title(tmp_path):
     lab = toy_lab(tmp_path / "lab")
     exp = queue(lab, None, baseline=True)
     entry = entries.load(lab, lab.queue / f"{exp}.yaml")
+    shutil.rmtree(lab.experiments)                              # a fresh clone: nothing recorded, no directory
     record(lab, entry, outcome(base_value=None, title=""), None, "")
     [row] = scores(lab)
     assert row["kind"] == "baseline" and row["base_value"] is None and row["delta"] is None
