@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from test_agents import make_lab as agents_lab
 from test_loop import queue, toy_lab
 
 from runner import faults
@@ -300,3 +303,25 @@ def test_recover_with_nothing_to_do_commits_nothing(tmp_path):
     head = gitops.head(lab.root)
     Runner(lab).recover()
     assert gitops.head(lab.root) == head
+
+
+def test_recover_commits_what_an_orphaned_agent_was_allowed_to_write_and_undoes_the_rest(tmp_path):
+    lab = agents_lab(tmp_path, FAKE_AGENT_SCENARIO="edit-protected", FAKE_AGENT_LINGER="60")
+    original = (lab.root / "lab.yaml").read_text()
+    script = ("import sys, time; from pathlib import Path; from runner.roles.agents import AgentRunner; "
+              "from runner.lab import Lab; r = AgentRunner(Lab(Path(sys.argv[1]))); "
+              "r.start('researcher', 'r1', Path(sys.argv[1]), None); time.sleep(60)")
+    crashed = subprocess.Popen([sys.executable, "-c", script, str(lab.root)])
+    deadline = time.monotonic() + 30
+    while not list(lab.hypotheses.glob("h-*.yaml")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    crashed.kill()                                               # kill -9 of the runner; the agent lives on
+    crashed.wait()
+    Runner(type(lab)(lab.root)).recover()
+    [hyp] = lab.hypotheses.glob("h-*.yaml")
+    assert gitops.run_git(lab.root, "ls-tree", "--name-only", "HEAD", "--", f"hypotheses/{hyp.name}")
+    assert (lab.root / "lab.yaml").read_text() == original
+    message = gitops.run_git(lab.root, "log", "-1", "--format=%B").splitlines()
+    assert message[0].startswith("lab: researcher agent r1: stopped by restart")
+    assert "researcher agent r1: stopped by restart" in message[2:]
+    assert gitops.run_git(lab.root, "status", "--porcelain", "--", "hypotheses", "lab.yaml") == ""
