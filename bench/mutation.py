@@ -54,9 +54,10 @@ def _method(module: str, cls: str, name: str) -> str:
 MODULES = {
     "metrics": Module(("runner/files/metrics.py",), ("runner.files.metrics.*",),
                       ("tests/test_metrics.py", "tests/test_props.py")),
-    "promotion": Module(("runner/loop/promotion.py", "runner/loop/scoring.py", "runner/lab.py"),
-                        ("runner.loop.promotion.*", "runner.loop.scoring.*", _method("lab", "Lab", "better")),
-                        ("tests/test_promotion.py",)),
+    "promotion": Module(("runner/loop/promotion.py", "runner/loop/scoring.py", "runner/loop/noise.py", "runner/lab.py"),
+                        ("runner.loop.promotion.*", "runner.loop.scoring.*", "runner.loop.noise.*",
+                         _method("lab", "Lab", "better")),
+                        ("tests/test_promotion.py", "tests/test_noise.py")),
     "recording": Module(("runner/loop/record.py",), ("runner.loop.record.*",), ("tests/test_record.py",)),
     "recovery": Module(("runner/loop/recovery.py",), ("runner.loop.recovery.*",),
                        ("tests/test_record.py",

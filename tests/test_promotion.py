@@ -1,6 +1,6 @@
 """Promotion rules: the noise margin (configured and derived from repeated baselines), both
 directions, a stale base re-queued on the new main, no score for the base. The rules are
-checked directly (Lab.better, promotion.judge, noise_margin, score_of) and end to end through
+checked directly (Lab.better, promotion.judge, scoring.noise, score_of) and end to end through
 the runner on a real lab whose target prints exactly the value its constants say."""
 from __future__ import annotations
 
@@ -14,32 +14,33 @@ import yaml
 
 from runner.files.tables import SCORES, append_rows
 from runner.lab import Lab
-from runner.loop.promotion import KEEP, PROMOTE, REQUEUE, Verdict, judge, merge_into_main
+from runner.loop.promotion import CONFIRM, KEEP, PROMOTE, REQUEUE, SINGLE_RUN, STRONG, Verdict, judge, merge_into_main
 from runner.loop.run import run
-from runner.loop.scoring import base_commit, failed_baseline, key_values, noise_margin, score_of, target_key
+from runner.loop.scoring import Noise, base_commit, failed_baseline, key_values, noise, score_of, target_key
 from runner.repo import gitops
 from runner.scaffold import init_lab
 from runner.state.create import new_experiment, new_hypothesis
 from runner.validation.validate import validate
 
-# The value is VALUE - A - B, plus NOISE[seed] for a seeded baseline run (`lab baseline`).
+# The value is VALUE - A - B, plus NOISE[seed] for the baselines of `lab baseline` (seeds 0, 1, 2);
+# other runs get random seeds far beyond these and no noise.
 TARGET = """import os
 VALUE = 5.0
 A = 0.0
 B = 0.0
-NOISE = [0.0, 0.2, -0.2]
-seed = os.environ.get("LAB_SEED")
-print(f"{METRIC}: {VALUE - A - B + (NOISE[int(seed)] if seed else 0.0):.6f}")
+NOISE = {"0": 0.0, "1": 0.2, "2": -0.2}
+print(f"{METRIC}: {VALUE - A - B + NOISE.get(os.environ.get('LAB_SEED'), 0.0):.6f}")
 """
 
 
 def value_lab(root: Path, direction: str = "minimize", margin: float = 0.1, k: float | None = None,
-              slots: int = 1, metric: str = "val_bpb") -> Lab:
+              slots: int = 1, metric: str = "val_bpb", rate: float | None = None) -> Lab:
     init_lab(root, template="blank", commit=False)
     (root / "score.py").write_text(TARGET.replace("{METRIC}", metric))
     config = yaml.safe_load((root / "lab.yaml").read_text())
     config["objective"] = {"metric": metric, "direction": direction, "noise_margin": margin,
-                           **({"margin_from_baseline": k} if k else {})}
+                           **({"margin_from_baseline": k} if k else {}),
+                           **({"false_promotion_rate": rate} if rate else {})}
     config["target"].update(command=["python", "score.py"], editable=["score.py"], params=["VALUE", "A", "B"],
                             time_limit_s=30, stall_timeout_s=30)
     config["backends"]["local"].update(slots=slots, threads_per_slot=1)
@@ -82,18 +83,54 @@ def test_better_is_strict_and_follows_the_direction(tmp_path):
     assert not low.better(5.05, 5.0, 0.1) and not high.better(4.95, 5.0, 0.1)   # a margin never helps a loss
 
 
-def test_judge_keeps_promotes_or_requeues(tmp_path):
+def test_judge_keeps_promotes_requeues_or_confirms(tmp_path):
     low = value_lab(tmp_path / "min", "minimize")
     high = value_lab(tmp_path / "max", "maximize", metric="accuracy")
-    assert judge(low, 4.0, None, 0.1, True) == Verdict(
+    unmeasured = Noise(0.1, None, 0, 1)                                  # σ not measured: z unknown
+    assert judge(low, 4.0, None, unmeasured, True) == Verdict(
         KEEP, "no score for the base yet (run `lab baseline`): not promoted")
-    assert judge(low, 4.95, 5.0, 0.1, True) == Verdict(
+    assert judge(low, 4.95, 5.0, unmeasured, True) == Verdict(
         KEEP, "not better than its base 5 by more than the margin 0.1", 0.1)
-    assert judge(low, 4.95, 5.0, 0.1, False).action == KEEP            # a loss on an old base stays a loss
-    assert judge(low, 4.5, 5.0, 0.1, True) == Verdict(PROMOTE, "promoted: val_bpb 5 -> 4.5 (margin 0.1)", 0.1)
-    assert judge(low, 4.5, 5.0, 0.1, False) == Verdict(REQUEUE, "beat its base by more than 0.1 but main moved", 0.1)
-    assert judge(high, 5.5, 5.0, 0.1, True) == Verdict(PROMOTE, "promoted: accuracy 5 -> 5.5 (margin 0.1)", 0.1)
-    assert judge(high, 4.5, 5.0, 0.1, True).action == KEEP
+    assert judge(low, 4.95, 5.0, unmeasured, False).action == KEEP     # a loss on an old base stays a loss
+    assert judge(low, 4.5, 5.0, unmeasured, True) == Verdict(
+        PROMOTE, "promoted (single-run): val_bpb 5 -> 4.5, margin 0.1", 0.1, None, SINGLE_RUN)
+    assert judge(low, 4.5, 5.0, unmeasured, False) == Verdict(
+        REQUEUE, "beat its base (val_bpb 5 -> 4.5, margin 0.1) but main moved", 0.1)
+    assert judge(high, 5.5, 5.0, unmeasured, True) == Verdict(
+        PROMOTE, "promoted (single-run): accuracy 5 -> 5.5, margin 0.1", 0.1, None, SINGLE_RUN)
+    assert judge(high, 4.5, 5.0, unmeasured, True).action == KEEP
+    measured = Noise(0.1, 0.1, 4, 1)                                     # sd of the difference 0.1·√2
+    strong = judge(low, 4.5, 5.0, measured, True)                        # z = 0.5 / 0.1414 = 3.54
+    assert (strong.action, strong.evidence, strong.z) == (PROMOTE, STRONG, pytest.approx(0.5 / (0.1 * math.sqrt(2))))
+    weak = judge(low, 4.8, 5.0, measured, True)                          # z 1.41: a win, but single-run evidence
+    assert (weak.action, weak.evidence) == (PROMOTE, SINGLE_RUN) and weak.reason.endswith("(z 1.41)")
+    assert judge(high, 4.8, 5.0, measured, True).z == pytest.approx(-0.2 / (0.1 * math.sqrt(2)))  # a loss: z < 0
+
+
+def test_judge_confirms_a_win_below_confirm_below_and_promotes_the_confirmed_mean(tmp_path):
+    lab = value_lab(tmp_path / "lab")
+    config = yaml.safe_load(lab.config_path.read_text())
+    config["objective"]["confirm_below"] = 3.0
+    lab.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    lab = Lab(lab.root)
+    measured = Noise(0.1, 0.1, 4, 1)
+    assert judge(lab, 4.8, 5.0, measured, True).action == CONFIRM               # z 1.41 < 3
+    assert judge(lab, 4.5, 5.0, measured, True).evidence == STRONG              # z 3.54: no confirmation
+    assert judge(lab, 4.8, 5.0, Noise(0.1, None, 0, 1), True).action == CONFIRM  # z unknown: confirm
+    assert judge(lab, 4.8, 5.0, measured, False).action == REQUEUE               # stale first
+    confirmed = judge(lab, 4.8, 5.0, Noise(0.1, 0.1, 4, 2), True, confirming=True)
+    assert (confirmed.action, confirmed.evidence) == (PROMOTE, "confirmed")
+    assert judge(lab, 4.95, 5.0, Noise(0.1, 0.1, 4, 2), True, confirming=True).action == KEEP  # the mean lost
+
+
+def test_judge_never_promotes_a_constraint_breaker_and_promotes_one_that_fixes_its_base(tmp_path):
+    lab = value_lab(tmp_path / "lab")
+    unmeasured = Noise(0.1, None, 0, 1)
+    kept = judge(lab, 1.0, 5.0, unmeasured, True, broken="memory_gb <= 10")
+    assert kept == Verdict(KEEP, "violates the constraint memory_gb <= 10: never promoted", 0.1,
+                           constraint="memory_gb <= 10")
+    fixed = judge(lab, 5.5, 5.0, unmeasured, True, base_broken="memory_gb <= 10")   # worse, but keeps the rule
+    assert fixed.action == PROMOTE and "keeps every constraint where its base breaks memory_gb <= 10" in fixed.reason
 
 
 def rows(*specs, status: str = "finished") -> pa.Table:
@@ -104,35 +141,53 @@ def rows(*specs, status: str = "finished") -> pa.Table:
                                  for i, spec in enumerate(specs)], schema=SCORES)
 
 
+def margin_of(lab: Lab, table=None, n_base: int = 1) -> float:
+    return noise(lab, table, n_base).margin
+
+
 def test_noise_margin_is_the_configured_one_without_a_baseline_set(tmp_path):
     lab = value_lab(tmp_path / "lab", margin=0.05, k=2.0)
-    assert noise_margin(lab, rows()) == 0.05
-    assert noise_margin(lab, rows(("baseline", "t1", 5.0, False))) == 0.05           # one run: no spread
-    assert noise_margin(lab, rows(("experiment", "t1", 5.0, False), ("experiment", "t1", 9.0, False))) == 0.05
-    assert noise_margin(lab, rows(("baseline", "t1", 5.0, False), ("baseline", "t2", 9.0, False))) == 0.05
-    assert noise_margin(lab, rows(("baseline", "t1", 5.0, False), ("baseline", "t1", None, False))) == 0.05
+    assert margin_of(lab, rows()) == 0.05
+    assert margin_of(lab, rows(("baseline", "t1", 5.0, False))) == 0.05           # one run: no spread
+    assert margin_of(lab, rows(("experiment", "t1", 5.0, False), ("experiment", "t1", 9.0, False))) == 0.05
+    assert margin_of(lab, rows(("baseline", "t1", 5.0, False), ("baseline", "t2", 9.0, False))) == 0.05
+    assert margin_of(lab, rows(("baseline", "t1", 5.0, False), ("baseline", "t1", None, False))) == 0.05
     unscaled = value_lab(tmp_path / "plain", margin=0.05)
-    assert noise_margin(unscaled, rows(("baseline", "t1", 4.8, False), ("baseline", "t1", 5.2, False))) == 0.05
+    assert margin_of(unscaled, rows(("baseline", "t1", 4.8, False), ("baseline", "t1", 5.2, False))) == 0.05
 
 
 def test_noise_margin_from_the_latest_baseline_set(tmp_path):
     lab = value_lab(tmp_path / "lab", margin=0.01, k=2.0)
     spread = rows(("baseline", "t1", 4.8, False), ("baseline", "t1", 5.0, False), ("baseline", "t1", 5.2, False))
-    assert noise_margin(lab, spread) == pytest.approx(0.4)                            # 2 x stdev 0.2
+    assert margin_of(lab, spread) == pytest.approx(0.4)                            # 2 x stdev 0.2
     later = rows(("baseline", "t1", 4.0, False), ("baseline", "t1", 6.0, False), ("baseline", "t2", 5.0, False),
                  ("baseline", "t2", 5.1, False), ("baseline", "t2", float("nan"), False))
-    assert noise_margin(lab, later) == pytest.approx(2 * 0.1 / math.sqrt(2))          # t2's set, NaN dropped
+    assert margin_of(lab, later) == pytest.approx(2 * 0.1 / math.sqrt(2))          # t2's set, NaN dropped
     wide = value_lab(tmp_path / "wide", margin=1.0, k=2.0)
-    assert noise_margin(wide, spread) == 1.0                                           # the larger one wins
+    assert margin_of(wide, spread) == 1.0                                           # the larger one wins
+
+
+def test_margin_derived_from_a_false_promotion_rate_by_hand(tmp_path):
+    """t(0.95, 3 df) = 2.3534; four baselines 5.0, 5.2, 4.8, 5.0 have stdev 0.16330; the base
+    averages those 4 runs and the candidate is one run: 2.3534 x 0.16330 x sqrt(1/4 + 1) = 0.42966."""
+    lab = value_lab(tmp_path / "lab", margin=0.01, rate=0.05)
+    four = rows(*(("baseline", "t1", v, False) for v in (5.0, 5.2, 4.8, 5.0)))
+    assert margin_of(lab, four, n_base=4) == pytest.approx(0.42966, abs=5e-5)
+    assert margin_of(lab, four, n_base=1) == pytest.approx(2.3534 * 0.16330 * math.sqrt(2), abs=5e-4)
+    assert margin_of(lab, rows(("baseline", "t1", 5.0, False))) == 0.01                # no σ yet: the floor
+    floor = value_lab(tmp_path / "floor", margin=1.0, rate=0.05)
+    assert margin_of(floor, four, n_base=4) == 1.0                                      # never below the floor
+    both = value_lab(tmp_path / "both", margin=0.01, k=4.0, rate=0.05)
+    assert margin_of(both, four, n_base=4) == pytest.approx(4 * 0.16330, abs=5e-5)      # the larger rule wins
 
 
 def test_two_baselines_are_a_set_and_only_the_latest_targets_set_counts(tmp_path):
     lab = value_lab(tmp_path / "lab", margin=0.01, k=2.0)
     pair = rows(("baseline", "t1", 4.8, False), ("baseline", "t1", 5.2, False))
-    assert noise_margin(lab, pair) == pytest.approx(2 * 0.4 / math.sqrt(2))
+    assert margin_of(lab, pair) == pytest.approx(2 * 0.4 / math.sqrt(2))
     moved = rows(("baseline", "t1", 4.0, False), ("baseline", "t1", 6.0, False), ("baseline", "t2", 5.0, False),
                  ("baseline", "t2", 5.2, False), ("baseline", "t3", 7.0, False))
-    assert noise_margin(lab, moved) == 0.01          # main moved to t3: one run of it, no spread known yet
+    assert margin_of(lab, moved) == 0.01          # main moved to t3: one run of it, no spread known yet
 
 
 def test_margin_and_score_read_the_labs_own_scores_by_default(tmp_path):
@@ -141,17 +196,18 @@ def test_margin_and_score_read_the_labs_own_scores_by_default(tmp_path):
     key = target_key(lab, head)
     append_rows(lab.scores_path, SCORES, rows(("baseline", key, 4.8, False), ("baseline", key, 5.2, False)).to_pylist())
     assert score_of(lab, head) == pytest.approx(5.0)
-    assert noise_margin(lab) == pytest.approx(2 * 0.4 / math.sqrt(2))
+    assert margin_of(lab) == pytest.approx(2 * 0.4 / math.sqrt(2))
 
 
-def test_score_of_a_target_is_the_mean_of_baselines_and_promoted_runs(tmp_path):
+def test_score_of_a_target_is_the_mean_of_its_finished_measurements_of_any_kind(tmp_path):
     lab = value_lab(tmp_path / "lab")
     head = gitops.head(lab.root)
     key = target_key(lab, head)
     table = rows(("baseline", key, 5.0, False), ("experiment", key, 1.0, False), ("experiment", key, 4.0, True),
-                 ("baseline", key, float("nan"), False), ("baseline", "other", 0.5, False))
-    assert sorted(key_values(table, key)) == [4.0, 5.0]
-    assert score_of(lab, head, table) == pytest.approx(4.5)
+                 ("baseline", key, float("nan"), False), ("baseline", "other", 0.5, False),
+                 ("confirm", key, 9.0, False, "failed"), ("baseline", key, None, False, "timed_out"))
+    assert sorted(key_values(table, key)) == [1.0, 4.0, 5.0]       # NaN, failed and another target's dropped
+    assert score_of(lab, head, table) == pytest.approx(10 / 3)
     assert score_of(lab, head, rows()) is None
     assert key_values(rows(), key) == []
 
@@ -240,14 +296,16 @@ def test_margin_derived_from_repeated_baselines_raises_the_bar(tmp_path, run_lab
     lab = value_lab(tmp_path / "lab", margin=0.01, k=2.0)
     measured = run_lab("baseline", "--repeats", "3", cwd=lab.root)
     assert measured.returncode == 0, measured.stderr
-    assert "val_bpb: mean 5, stdev 0.2 over 3 run(s); promotion margin now 0.4" in measured.stdout
+    # t with 2 df: P(T > 0.4 / (0.2·√(1 + 1/3))) = 0.5 - 1.732 / (2·√(2 + 3)) = 11.3%
+    assert ("val_bpb: mean 5, stdev 0.2 over 3 run(s); margin 0.4, seed stdev 0.2 over 3 runs, base of 3 run(s): "
+            "a change with no effect is promoted with probability 11.3%") in measured.stdout
     inside = enqueue(lab, {"VALUE": 4.7}, priority=5)         # beats 0.01 by far, not 0.4
     outside = enqueue(lab, {"VALUE": 4.5})
     run(lab, until_idle=True, plan=False, tick=0.1)
     kept = result(lab, inside)["result"]
-    assert kept["promoted"] is False and kept["reason"].endswith("by more than the margin 0.4")
+    assert kept["promoted"] is False and "by more than the margin 0.4 (z " in kept["reason"]
     won = result(lab, outside)["result"]
-    assert won["promoted"] is True and won["reason"].endswith("(margin 0.4)")
+    assert won["promoted"] is True and "val_bpb 5 -> 4.5, margin 0.4 (z " in won["reason"]
     assert target_changes(lab) == 1
 
 

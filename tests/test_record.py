@@ -65,7 +65,9 @@ def test_record_writes_every_file_then_removes_the_queue_entry_and_worktree(tmp_
     entry, wt = assigned(lab, {"X": 2.0})
     log = tmp_path / "job.log"
     log.write_text("training\nval_bpb: 1.5\n")
-    paths = record(lab, entry, outcome(reason="because"), log, "the patch\n")
+    judged = outcome(reason="because", seed=7, cost=2.5, margin=0.25, z=1.5, evidence="single-run",
+                     constraint="memory_gb <= 10")
+    paths = record(lab, entry, judged, log, "the patch\n")
     exp = entry.id
     assert paths == [f"queue/{exp}.yaml", *(f"experiments/{exp}/{name}" for name in (
         "metrics.parquet", "patch.diff", "log.txt", "experiment.yaml")), "experiments/scores.parquet"]
@@ -79,7 +81,8 @@ def test_record_writes_every_file_then_removes_the_queue_entry_and_worktree(tmp_
     assert data["history"][-1] == {"status": "finished", "at": data["updated"], "by": "runner", "note": "because"}
     assert data["result"] == {"metric": "val_bpb", "value": 1.5, "metrics": {"val_bpb": 1.5, "steps": 3.0},
                               "base_value": 2.0, "delta": -0.5, "promoted": False, "commit": "c" * 40,
-                              "reason": "because"}
+                              "seed": 7, "z": 1.5, "margin": 0.25, "evidence": "single-run",
+                              "constraint": "memory_gb <= 10", "reason": "because"}
     assert not entry.path.exists() and not wt.exists()
     assert gitops.run_git(lab.root, "branch", "--list", f"exp/{exp}")             # the branch stays
     [row] = scores(lab)
@@ -88,7 +91,9 @@ def test_record_writes_every_file_then_removes_the_queue_entry_and_worktree(tmp_
                    "title": "idea", "change": json.dumps({"params": {"X": 2.0}}),
                    "fingerprint": entry.data["fingerprint"], "base": entry.data["base"], "commit": "c" * 40,
                    "target": "t-1", "metric": "val_bpb", "value": 1.5, "base_value": 2.0, "delta": -0.5,
-                   "promoted": False, "slot": "cpu0", "worker": "builtin", "wave": 0, "reason": "because"}
+                   "promoted": False, "slot": "cpu0", "worker": "builtin", "wave": 0, "reason": "because",
+                   "seed": 7, "cost": 2.5, "constraint": "memory_gb <= 10", "z": 1.5, "margin": 0.25,
+                   "evidence": "single-run"}
     assert timing["started"] == parse_iso("2026-11-21T08:30:00Z") and timing["finished"] > timing["started"]
     assert timing["duration_s"] == pytest.approx((timing["finished"] - timing["started"]).total_seconds())
     assert recorded_ids(lab) == {exp}
