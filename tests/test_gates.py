@@ -224,6 +224,25 @@ def test_of_two_identical_proposals_only_the_later_is_a_duplicate(lab):
     assert f"hypothesis {first} (proposed: lr)" in rejection.message
 
 
+def test_a_proposal_added_within_a_pass_is_later_than_every_loaded_one(lab):
+    first, _ = state.new_hypothesis(lab, "lr", LR)
+    data = yaml.safe_load((lab.hypotheses / f"{first}.yaml").read_text())
+    data["created"] = "2020-01-01T00:00:00Z"
+    (lab.hypotheses / f"{first}.yaml").write_text(yaml.safe_dump(data))
+    history = History.load(lab)
+    history.add("h-new", LR, None, "proposed", kind="hypothesis", title="lr again")
+    assert review_change(lab, history, LR, base="a" * 40, hypothesis_id=first) is None   # the original
+    rejection = review_change(lab, history, LR, base="a" * 40, hypothesis_id="h-new")
+    assert rejection.rule == "duplicate" and rejection.collides_with == first
+
+
+def test_history_loaded_again_from_unchanged_files_is_the_same(lab):
+    first, _ = state.new_hypothesis(lab, "lr", LR)
+    once, again = History.load(lab), History.load(lab)           # the second reads the parsed-file cache
+    assert again.hypotheses.keys() == once.hypotheses.keys() == {first}
+    assert review_change(lab, again, LR, base="a" * 40).collides_with == first
+
+
 def test_derived_fingerprint_is_the_lab_fingerprint():
     from runner.state.fingerprint import fingerprint
     for change in (LR, {"params": {"A": 1, "B": "x"}, "instructions": " Do  it ", "file": "m.py"},

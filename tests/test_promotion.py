@@ -15,6 +15,7 @@ import yaml
 from runner.files.tables import SCORES, append_rows
 from runner.lab import Lab
 from runner.loop.promotion import CONFIRM, KEEP, PROMOTE, REQUEUE, SINGLE_RUN, STRONG, Verdict, judge, merge_into_main
+from runner.loop.noise import derived_margin
 from runner.loop.run import run
 from runner.loop.scoring import Noise, base_commit, failed_baseline, key_values, noise, score_of, target_key
 from runner.repo import gitops
@@ -177,6 +178,7 @@ def test_margin_derived_from_a_false_promotion_rate_by_hand(tmp_path):
     assert margin_of(lab, rows(("baseline", "t1", 5.0, False))) == 0.01                # no σ yet: the floor
     floor = value_lab(tmp_path / "floor", margin=1.0, rate=0.05)
     assert margin_of(floor, four, n_base=4) == 1.0                                      # never below the floor
+    assert derived_margin(0.026, 0.05, 4, df=3) == pytest.approx(0.0684, abs=5e-5)     # one candidate run by default
     both = value_lab(tmp_path / "both", margin=0.01, k=4.0, rate=0.05)
     assert margin_of(both, four, n_base=4) == pytest.approx(4 * 0.16330, abs=5e-5)      # the larger rule wins
 
