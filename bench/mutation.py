@@ -57,7 +57,7 @@ MODULES = {
     "promotion": Module(("runner/loop/promotion.py", "runner/loop/scoring.py", "runner/loop/noise.py", "runner/lab.py"),
                         ("runner.loop.promotion.*", "runner.loop.scoring.*", "runner.loop.noise.*",
                          _method("lab", "Lab", "better")),
-                        ("tests/test_promotion.py", "tests/test_noise.py")),
+                        ("tests/test_promotion.py", "tests/test_noise.py", "tests/test_constraints.py")),
     "recording": Module(("runner/loop/record.py",), ("runner.loop.record.*",), ("tests/test_record.py",)),
     "recovery": Module(("runner/loop/recovery.py",), ("runner.loop.recovery.*",),
                        ("tests/test_record.py",
