@@ -11,6 +11,8 @@ import json
 import math
 import os
 import random
+import sys
+import threading
 
 import pytest
 import yaml
@@ -22,7 +24,7 @@ from runner.assets import asset_path
 from runner.files import tables
 from runner.files.tomlio import toml_lines
 from runner.files.yamlio import _Loader, _parse_checked, parse_data, parse_yaml
-from runner.validation import parallel, schema
+from runner.validation import parallel, schema, schema_compile
 from runner.validation import validate as validate_module
 from runner.validation.validate import classify, validate
 
@@ -165,6 +167,14 @@ def lab_seed() -> dict:
     return data
 
 
+def ranged_lab_seed() -> dict:
+    """Params as ranges and choices (dependentRequired: a low needs a high, a log needs a low)."""
+    data = lab_seed()
+    data["target"]["params"] = {"LEARNING_RATE": {"low": 1e-4, "high": 1e-2, "log": True},
+                                "ACTIVATION": {"choices": ["relu", "gelu"]}, "BATCH_SIZE": None}
+    return data
+
+
 def paths_of(data, prefix=()):
     yield prefix
     if isinstance(data, dict):
@@ -201,7 +211,7 @@ def mutate(doc, rng: random.Random):
 @pytest.mark.parametrize("kind", schema.KINDS)
 def test_gate_agrees_with_jsonschema_on_mutated_documents(kind):
     rng = random.Random(kind)
-    seeds = [lab_seed()] if kind == "lab" else SEEDS[kind]
+    seeds = [lab_seed(), ranged_lab_seed()] if kind == "lab" else SEEDS[kind]
     gate, slow = schema.gate(kind), schema.validator(kind)
     for seed in seeds:
         assert gate(seed) and slow.is_valid(seed), list(slow.iter_errors(seed))
@@ -220,6 +230,42 @@ def test_check_reports_nothing_for_valid_and_one_line_per_field():
     del doc["created"]
     problems = schema.check("hypothesis", doc, "h.yaml", {"title": 2, "status": 3})
     assert [(p.field, p.line) for p in problems] == [("created", 1), ("title", 2), ("status", 3)]
+
+
+@pytest.mark.parametrize("kind, doc, field", [
+    ("hypothesis", hyp("h-1\n"), "id"), ("experiment", exp("e-1", "h-1\n"), "hypothesis"),
+    ("experiment", exp("e-1", "h-1", base="abcdef0\n"), "base"), ("skill", SEEDS["skill"][0] | {"name": "my-skill\n"},
+                                                                 "name")])
+def test_a_pattern_does_not_match_a_trailing_newline(kind, doc, field):
+    """Python's `$` matches before a final newline; a schema's `$` (ECMA-262) does not: the gate
+    and jsonschema both refuse, and the problem names the field."""
+    assert not schema.gate(kind)(doc) and not schema.validator(kind).is_valid(doc)
+    [problem] = schema.check(kind, doc, f"{kind}.yaml", {field: 4})
+    assert (problem.field, problem.line) == (field, 4)
+    fixed = {**doc, field: doc[field].rstrip("\n")}
+    assert schema.gate(kind)(fixed) and schema.check(kind, fixed, f"{kind}.yaml") == []
+
+
+def test_a_param_range_needs_both_ends_and_a_log_scale_a_low(lab, write_doc):
+    for spec, ok in (({"low": 1, "high": 2}, True), ({"low": 1}, False), ({"high": 2}, False),
+                     ({"log": True, "high": 2}, False), ({"choices": [1, 2]}, True)):
+        data = ranged_lab_seed()
+        data["target"]["params"]["LEARNING_RATE"] = spec
+        assert schema.gate("lab")(data) is ok and schema.validator("lab").is_valid(data) is ok, spec
+
+
+def test_pattern_search_turns_only_end_anchors_into_end_of_string():
+    assert schema_compile.pattern_search(r"^a$")("a") and not schema_compile.pattern_search(r"^a$")("a\n")
+    assert schema_compile.pattern_search(r"^a\$$")("a$") and not schema_compile.pattern_search(r"^a\$$")("a$\n")
+    assert schema_compile.pattern_search(r"^[$]+$")("$$") and not schema_compile.pattern_search(r"^[$]+$")("$\n")
+    assert schema_compile.pattern_search(r"b$")("ab") and schema_compile.pattern_search(r"^a")("a\n")
+
+
+def test_lab_validate_names_an_id_ending_in_a_newline(lab, write_doc, run_lab):
+    write_doc(lab.hypotheses / "h-1.yaml", hyp("h-1\n"))
+    result = run_lab("validate", cwd=lab.root)
+    assert result.returncode == 1
+    assert "hypotheses/h-1.yaml:1: id: " in result.stdout, result.stdout + result.stderr
 
 
 # -- the fast YAML path builds exactly what PyYAML builds ---------------------------
@@ -315,7 +361,22 @@ def test_alias_is_reported_where_it_is_used():
 
 
 # -- large labs: the forked split gives the serial answer ----------------------------
+def needs_fork() -> None:
+    """map_forked quietly works in the parent where forking is unsafe: then these tests prove nothing."""
+    if not parallel.can_fork():
+        pytest.skip(f"forking is off here ({sys.platform}, {threading.active_count()} threads running)")
+
+
+def children(monkeypatch) -> list:
+    """Records each child map_forked really forked: (pid, pipe), or None where the fork failed."""
+    made = []
+    real = parallel._spawn
+    monkeypatch.setattr(parallel, "_spawn", lambda fn, chunk: made.append(real(fn, chunk)) or made[-1])
+    return made
+
+
 def test_forked_validation_equals_serial(lab, write_doc, monkeypatch):
+    needs_fork()
     fill(lab, write_doc, n=12)
     (lab.hypotheses / "h-3.yaml").write_text("id: h-3\ntitle: 5\n")
     write_doc(lab.queue / "e-bad.yaml", exp("e-bad", "h-nope"))
@@ -325,22 +386,25 @@ def test_forked_validation_equals_serial(lab, write_doc, monkeypatch):
     forked = []
     real = parallel.map_forked
     monkeypatch.setattr(parallel, "map_forked", lambda fn, chunks: forked.append(len(chunks)) or real(fn, chunks))
+    forks = children(monkeypatch)
     split = validate(lab.root)
     assert forked and forked[0] >= 2, "the lab was not split"
+    assert len(forks) == forked[0] - 1 and all(forks), "the chunks were not validated in forked children"
     assert split.problems == serial.problems and split.counts == serial.counts
     assert {p.path for p in split.problems} == {"hypotheses/h-3.yaml", "queue/e-bad.yaml",
                                                 "experiments/e-f2/metrics.parquet"}
 
 
 def test_map_forked_runs_chunks_in_children_and_keeps_order():
-    if not parallel.can_fork():
-        pytest.skip("forking is not safe here (not Linux, or other threads running)")
+    needs_fork()
     results = parallel.map_forked(lambda chunk: (chunk, os.getpid()), ["a", "b", "c"])
     assert [r[0] for r in results] == ["a", "b", "c"]
     assert results[0][1] == os.getpid() and len({r[1] for r in results}) == 3
 
 
-def test_map_forked_redoes_a_failed_child_chunk_in_the_parent():
+def test_map_forked_redoes_a_failed_child_chunk_in_the_parent(monkeypatch):
+    needs_fork()
+    forks = children(monkeypatch)
     parent = os.getpid()
 
     def flaky(chunk):
@@ -348,6 +412,7 @@ def test_map_forked_redoes_a_failed_child_chunk_in_the_parent():
             os._exit(3)  # a child dying without a result
         return chunk * 2
     assert parallel.map_forked(flaky, [1, 2, 3]) == [2, 4, 6]
+    assert len(forks) == 2 and all(forks), "no child was forked, so none failed"
 
 
 def test_split_keeps_parquet_in_the_parent_and_balances():
