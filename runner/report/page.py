@@ -9,6 +9,7 @@ from plotly.offline import get_plotlyjs
 from . import charts
 from .data import ReportData, leaderboard, overview_line, relative_link
 from .leaderboard import fmt_delta, fmt_seconds, fmt_value
+from .skills import section_html as skills_html
 
 LEADERBOARD_ROWS = 200
 EVENT_ROWS = 300
@@ -137,6 +138,7 @@ def render(data: ReportData, out_dir: Path, poll_ms: int = 3000) -> str:
         "<h2>Loss curves</h2>", _chart(charts.loss_curves(data), "chart-loss"),
         "<h2>Leaderboard</h2>", _leaderboard_html(data, out_dir),
         "<h2>Events</h2>", _events_html(data, out_dir),
+        skills_html(data.lab),
     ]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
