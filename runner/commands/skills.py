@@ -187,7 +187,7 @@ def skills_eval(ctx: Context, names, agents, runs, baseline, time_limit, cases, 
         raise LabError("no skill here has eval cases (skills/<name>/evals/evals.json)", _shown(src, lab))
     skills = [s.path for s in find_skills(src, names)]
     plan = EvalPlan(skills, [resolve_agent(a, lab, time_limit) for a in agents], runs, baseline,
-                    sandbox_choice(sandboxed), tuple(cases), lab.root if lab else None, keep)
+                    sandbox_choice(sandboxed, skills), tuple(cases), lab.root if lab else None, keep)
 
     def progress(row: dict) -> None:
         variant = "with" if row["with_skill"] else "without"

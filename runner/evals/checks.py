@@ -57,7 +57,8 @@ def failures(case: Case, ws: Workspace, output: str) -> list[str]:
 def _name(assertion: dict) -> str:
     if assertion.get("description"):
         return assertion["description"]
-    what = next((str(assertion[k]) for k in ("path", "sql", "run", "text", "pattern") if k in assertion), "")
+    keys = ("field",) if assertion["type"] == "field" else ("path", "sql", "run", "text", "pattern")
+    what = next((str(assertion[k]) for k in keys if k in assertion), "")
     return f"{'not ' if assertion.get('not') else ''}{assertion['type']} {what}".strip()
 
 

@@ -26,7 +26,7 @@ from ..state.timeutil import now
 from . import guard
 from .cases import RESULTS, Case, load_cases, skill_version
 from .checks import failures
-from .launch import command, run_agent
+from .launch import command, home_skill_dirs, run_agent
 from .results import append
 from .usage import parse
 from .workspace import prepare
@@ -134,7 +134,9 @@ def run_case(plan: EvalPlan, case: Case, skill: Path, agent: Agent, with_skill: 
         template = agent.argv(case)
         ws = prepare(case, skill, with_skill)
     except LabError as exc:
-        return {**row, "passed": False, "state": "error", "failed": [f"the case's lab: {exc}"]}
+        p = exc.problem
+        where = f"{p.path}: " if p.path not in ("", "-") else ""
+        return {**row, "passed": False, "state": "error", "failed": [f"the case's lab: {where}{p.message}"]}
     try:
         argv = command(template, ws, plan.sandboxed)
         watched = guard.watched(skill.parent, plan.user_lab, ws)
@@ -170,12 +172,20 @@ def _keep_log(plan: EvalPlan, ws, row: dict) -> str | None:
     return dest.relative_to(plan.user_lab).as_posix()
 
 
-def sandbox_choice(wanted: bool | None) -> bool:
-    """--sandbox (must work), --no-sandbox, or neither: the sandbox where bubblewrap works."""
+def sandbox_choice(wanted: bool | None, skills: list[Path]) -> bool:
+    """--sandbox (must work), --no-sandbox, or neither: the sandbox where bubblewrap works.
+    Unconfined, a skill also installed in the home reaches the baseline runs: say so."""
     why = sandbox.unavailable()
     if wanted and why:
         raise LabError(f"{why}: cannot confine the agent (use --no-sandbox to run it unconfined)", field="sandbox")
     if wanted is None and why:
         print(f"lab: warning: {why}: agents run unconfined; only the check after each run guards "
               "what lies outside its lab", file=sys.stderr)
-    return bool(wanted if wanted is not None else not why)
+    confined = bool(wanted if wanted is not None else not why)
+    if not confined:
+        for skill in skills:
+            for folder in home_skill_dirs():
+                if (folder / skill.name).exists():
+                    print(f"lab: warning: {skill.name} is also installed in {folder}: unconfined, the runs "
+                          "without the skill can read it there", file=sys.stderr)
+    return confined
