@@ -20,7 +20,9 @@ below is on only when the skill's text states it):
 
 Without the skill it is a literal-minded agent. EVAL_AGENT (comma-separated) adds:
 hang (sleeps forever with a child), escape (first writes EVAL_AGENT_ESCAPE, a path outside
-its lab), claude-json (ends with Claude Code's `--output-format json` result object; fewer
+its lab), plant (a git hook in its lab that would write EVAL_AGENT_ESCAPE when git next
+writes the index there), link (the lab's .lab/cache a link to EVAL_AGENT_ESCAPE, a folder
+outside), claude-json (ends with Claude Code's `--output-format json` result object; fewer
 tokens and turns when it found the skill).
 """
 from __future__ import annotations
@@ -51,9 +53,23 @@ def main() -> int:
             time.sleep(1)
     skill = installed_skills(Path.cwd())
     code = work(prompt, skill) if os.environ.get("LAB_ROLE") == "worker" else 0
+    if "plant" in modes:    # last: only git run after the agent would fire it
+        plant_git_hook(Path(os.environ["LAB_ROOT"]), Path(os.environ["EVAL_AGENT_ESCAPE"]))
+    if "link" in modes:     # the lab's query cache, a link to a folder outside
+        cache = Path(os.environ["LAB_ROOT"]) / ".lab" / "cache"
+        cache.parent.mkdir(exist_ok=True)
+        cache.symlink_to(os.environ["EVAL_AGENT_ESCAPE"], target_is_directory=True)
     if "claude-json" in modes:
         print(json.dumps(claude_result(bool(skill))))
     return code
+
+
+def plant_git_hook(root: Path, canary: Path) -> None:
+    """A hook git runs whenever it writes the index: code of the agent's, run by whoever runs git next."""
+    hook = root / ".git" / "hooks" / "post-index-change"
+    hook.write_text(f"#!/bin/sh\necho planted >> '{canary}'\n")
+    hook.chmod(0o755)
+    subprocess.run(["git", "config", "core.hooksPath", str(hook.parent)], cwd=root, check=True)
 
 
 def installed_skills(start: Path) -> str:

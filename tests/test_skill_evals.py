@@ -127,6 +127,30 @@ def test_agent_writing_outside_its_lab_is_refused(lab, run_lab, env):
     assert "refused: wrote outside its lab" in done.stderr
 
 
+def test_git_settings_an_agent_planted_never_run_in_the_checks(lab, run_lab, env, tmp_path):
+    """The checks run git in the case's lab, unconfined: a hook the agent left there must not run."""
+    canary = tmp_path / "canary"
+    done = run_lab("skills", "eval", "autolab-worker", "--agent", AGENT, "--case", "param-change", "--no-baseline",
+                   "--no-sandbox", cwd=lab.root, env={**env, "EVAL_AGENT": "plant", "EVAL_AGENT_ESCAPE": str(canary)},
+                   timeout=300)
+    assert done.returncode == 0, done.stderr
+    [row] = eval_rows(lab)
+    assert row["passed"], row["failed"]
+    assert not canary.exists()
+
+
+def test_links_out_of_the_lab_are_cut_before_the_checks_write_there(lab, run_lab, env, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    done = run_lab("skills", "eval", "autolab-researcher", "--agent", AGENT, "--case", "rejected-before",
+                   "--no-baseline", "--no-sandbox", "--json", cwd=lab.root,
+                   env={**env, "EVAL_AGENT": "link", "EVAL_AGENT_ESCAPE": str(outside)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)["runs"]
+    assert row["failed"][0] == f"left links out of its lab (removed): .lab/cache -> {outside}"
+    assert list(outside.iterdir()) == []
+
+
 @needs_bwrap
 def test_a_confined_agent_cannot_write_outside_its_lab(lab, run_lab, env):
     escape = lab.root / "skills" / "autolab-worker" / "evals" / "escaped.txt"

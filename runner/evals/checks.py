@@ -15,7 +15,7 @@ import subprocess
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from ..errors import LabError
+from ..errors import LabError, describe
 from ..files.tomlio import parse_toml
 from ..files.yamlio import load_yaml
 from ..lab import Lab
@@ -49,6 +49,8 @@ def failures(case: Case, ws: Workspace, output: str) -> list[str]:
             held, detail = CHECKS[assertion["type"]](assertion, ctx)
         except LabError as exc:
             held, detail = False, exc.problem.message
+        except Exception as exc:  # noqa: BLE001 - an agent can leave its lab in any state: a failed check
+            held, detail = False, f"cannot check: {describe(exc)}"
         if held == bool(assertion.get("not")):
             found[i] = f"{_name(assertion)}: {detail}"
     return [found[i] for i in sorted(found)]

@@ -29,7 +29,7 @@ from .checks import failures
 from .launch import command, home_skill_dirs, run_agent
 from .results import append
 from .usage import parse
-from .workspace import prepare
+from .workspace import cut_links_out, prepare, restore_git_settings
 
 DEFAULT_TIME_LIMIT_S = 600.0
 
@@ -144,11 +144,14 @@ def run_case(plan: EvalPlan, case: Case, skill: Path, agent: Agent, with_skill: 
         before = guard.snapshot(watched, skip)
         launch = run_agent(argv, ws, case.role, agent.env, agent.time_limit_s, plan.sandboxed)
         outside = guard.changed(before, guard.snapshot(watched, skip))
+        links = cut_links_out(ws)
+        restore_git_settings(ws)
         failed = failures(case, ws, launch.output)
         usage = parse(launch.output)
         state = "refused" if outside else launch.state
         failed = ([f"wrote outside its lab: {', '.join(outside[:5])}"] if outside else []) + \
-                 ([launch.error] if launch.error else []) + failed
+                 ([launch.error] if launch.error else []) + \
+                 ([f"left links out of its lab (removed): {', '.join(links[:5])}"] if links else []) + failed
         row.update(passed=state == "finished" and not failed, state=state, failed=failed, outside=outside,
                    exit_code=launch.exit_code, duration_s=round(launch.duration_s, 3), tokens_in=usage.tokens_in,
                    tokens_out=usage.tokens_out, turns=usage.turns, cost_usd=usage.cost_usd,

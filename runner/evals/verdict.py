@@ -9,6 +9,7 @@ frozen constants, one change).
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from ..lab import Lab
@@ -54,11 +55,11 @@ def _launch_gates(lab: Lab, task: str, ws: Workspace) -> list[str]:
     entry = load_entry(lab, path)
     if entry.status != machine.READY:
         return []     # not handed back: the runner launches nothing
-    index = {"GIT_INDEX_FILE": str(ws.tmp / "verdict.index")}
-    wt = ws.cwd
-    run_git(wt, "read-tree", "HEAD", env=index)
-    run_git(wt, "add", "-A", env=index)
-    files = run_git(wt, "diff", "--cached", "--name-only", entry.base, env=index).splitlines()
-    diff = run_git(wt, "diff", "--cached", entry.base, env=index)
+    with tempfile.TemporaryDirectory(prefix="benchlab-verdict-") as scratch:
+        index = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}   # the worktree's own index is the agent's
+        run_git(ws.cwd, "read-tree", "HEAD", env=index)
+        run_git(ws.cwd, "add", "-A", env=index)
+        files = run_git(ws.cwd, "diff", "--cached", "--name-only", entry.base, env=index).splitlines()
+        diff = run_git(ws.cwd, "diff", "--cached", entry.base, env=index)
     rejection = gates.check_diff(lab, files, diff + "\n", entry.change)
     return [f"{task}: the launch gates refuse its worktree ({rejection})"] if rejection else []
