@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 import uuid
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -38,20 +41,30 @@ def env(tmp_path):
     return {"HOME": str(home), "EVAL_AGENT": ""}
 
 
+def one_case(run_lab, lab, env, mode: str, *args: str, case: str = "param-change", skill: str = "autolab-worker",
+             **agent_env: str):
+    """`lab skills eval` of one case by the scripted agent in `mode`, without the baseline; it must exit 0."""
+    done = run_lab("skills", "eval", skill, "--agent", AGENT, "--case", case, "--no-baseline", *args, cwd=lab.root,
+                   env={**env, "EVAL_AGENT": mode, **agent_env}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def eval_rows(lab) -> list[dict]:
     return pq.read_table(lab.root / WORKER_RESULTS).to_pylist()
 
 
 def leftovers(token: str) -> list[int]:
-    """Live processes whose environment carries this test's token."""
+    """Live agent processes (LAB_EVAL=1, set for agents only) whose environment carries this test's token."""
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                if f"EVAL_TOKEN={token}".encode() in Path(entry.path, "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
+                environ = Path(entry.path, "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
+            if f"EVAL_TOKEN={token}".encode() in environ and b"LAB_EVAL=1" in environ:
+                found.append(int(entry.name))
     return found
 
 
@@ -105,22 +118,34 @@ def test_scripted_agent_passes_with_the_skill_and_fails_without(lab, run_lab, en
 @pytest.mark.parametrize("confined", [False, pytest.param(True, marks=needs_bwrap)])
 def test_hanging_agent_is_killed_at_its_limit_and_recorded_failed(lab, run_lab, env, confined):
     token = uuid.uuid4().hex
-    done = run_lab("skills", "eval", "autolab-worker", "--agent", AGENT, "--case", "param-change", "--no-baseline",
-                   "--time-limit", "2", "--sandbox" if confined else "--no-sandbox", cwd=lab.root,
-                   env={**env, "EVAL_AGENT": "hang", "EVAL_TOKEN": token}, timeout=300)
-    assert done.returncode == 0, done.stderr
+    one_case(run_lab, lab, env, "hang", "--time-limit", "2", "--sandbox" if confined else "--no-sandbox",
+             EVAL_TOKEN=token)
     [row] = eval_rows(lab)
     assert (row["state"], row["passed"], row["exit_code"]) == ("timed_out", False, None)
     assert row["failed"][0] == "killed after its time limit of 2s"
     assert leftovers(token) == []
 
 
+def test_ctrl_c_leaves_no_agent_running(lab, env):
+    from conftest import _env, lab_executable
+    token = uuid.uuid4().hex
+    process = subprocess.Popen([lab_executable(), "skills", "eval", "autolab-worker", "--agent", AGENT, "--case",
+                                "param-change", "--no-sandbox"], cwd=lab.root, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=_env({**env, "EVAL_AGENT": "hang", "EVAL_TOKEN": token}))
+    for _ in range(600):
+        if len(leftovers(token)) >= 2:       # the agent and its child
+            break
+        time.sleep(0.1)
+    assert leftovers(token), process.communicate(timeout=60)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode != 0 and leftovers(token) == []
+    assert not (lab.root / WORKER_RESULTS).exists()
+
+
 def test_agent_writing_outside_its_lab_is_refused(lab, run_lab, env):
     escape = lab.root / "skills" / "autolab-worker" / "evals" / "escaped.txt"
-    done = run_lab("skills", "eval", "autolab-worker", "--agent", AGENT, "--case", "param-change", "--no-baseline",
-                   "--no-sandbox", cwd=lab.root, env={**env, "EVAL_AGENT": "escape", "EVAL_AGENT_ESCAPE": str(escape)},
-                   timeout=300)
-    assert done.returncode == 0, done.stderr
+    done = one_case(run_lab, lab, env, "escape", "--no-sandbox", EVAL_AGENT_ESCAPE=str(escape))
     [row] = eval_rows(lab)
     assert (row["state"], row["passed"], row["outside"]) == ("refused", False, [str(escape)])
     assert row["failed"][0] == f"wrote outside its lab: {escape}"
@@ -130,10 +155,7 @@ def test_agent_writing_outside_its_lab_is_refused(lab, run_lab, env):
 def test_git_settings_an_agent_planted_never_run_in_the_checks(lab, run_lab, env, tmp_path):
     """The checks run git in the case's lab, unconfined: a hook the agent left there must not run."""
     canary = tmp_path / "canary"
-    done = run_lab("skills", "eval", "autolab-worker", "--agent", AGENT, "--case", "param-change", "--no-baseline",
-                   "--no-sandbox", cwd=lab.root, env={**env, "EVAL_AGENT": "plant", "EVAL_AGENT_ESCAPE": str(canary)},
-                   timeout=300)
-    assert done.returncode == 0, done.stderr
+    one_case(run_lab, lab, env, "plant", "--no-sandbox", EVAL_AGENT_ESCAPE=str(canary))
     [row] = eval_rows(lab)
     assert row["passed"], row["failed"]
     assert not canary.exists()
@@ -142,10 +164,8 @@ def test_git_settings_an_agent_planted_never_run_in_the_checks(lab, run_lab, env
 def test_links_out_of_the_lab_are_cut_before_the_checks_write_there(lab, run_lab, env, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
-    done = run_lab("skills", "eval", "autolab-researcher", "--agent", AGENT, "--case", "rejected-before",
-                   "--no-baseline", "--no-sandbox", "--json", cwd=lab.root,
-                   env={**env, "EVAL_AGENT": "link", "EVAL_AGENT_ESCAPE": str(outside)}, timeout=300)
-    assert done.returncode == 0, done.stderr
+    done = one_case(run_lab, lab, env, "link", "--no-sandbox", "--json", case="rejected-before",
+                    skill="autolab-researcher", EVAL_AGENT_ESCAPE=str(outside))
     [row] = json.loads(done.stdout)["runs"]
     assert row["failed"][0] == f"left links out of its lab (removed): .lab/cache -> {outside}"
     assert list(outside.iterdir()) == []
@@ -154,10 +174,7 @@ def test_links_out_of_the_lab_are_cut_before_the_checks_write_there(lab, run_lab
 @needs_bwrap
 def test_a_confined_agent_cannot_write_outside_its_lab(lab, run_lab, env):
     escape = lab.root / "skills" / "autolab-worker" / "evals" / "escaped.txt"
-    done = run_lab("skills", "eval", "autolab-worker", "--agent", AGENT, "--case", "param-change", "--no-baseline",
-                   "--sandbox", cwd=lab.root, env={**env, "EVAL_AGENT": "escape", "EVAL_AGENT_ESCAPE": str(escape)},
-                   timeout=300)
-    assert done.returncode == 0, done.stderr
+    one_case(run_lab, lab, env, "escape", "--sandbox", EVAL_AGENT_ESCAPE=str(escape))
     [row] = eval_rows(lab)
     assert (row["state"], row["exit_code"], row["outside"]) == ("failed", 1, [])
     assert not escape.exists()
@@ -269,7 +286,9 @@ def test_a_bad_evals_file_gets_one_line_naming_file_and_field(lab, run_lab, env,
     assert not (lab.root / "skills" / "demo" / "evals" / "results.parquet").exists()
 
 
-def test_bad_arguments_and_broken_setups(lab, run_lab, env):
+def test_bad_arguments_and_broken_setups(lab, run_lab, env, tmp_path):
+    outside = run_lab("skills", "eval", "autolab-worker", "--agent", "none", cwd=tmp_path, env=env)
+    assert outside.returncode == 2 and "not in a lab: run it inside one" in outside.stderr
     assert "unknown skill 'nosuch'" in run_lab("skills", "eval", "nosuch", "--agent", "none", cwd=lab.root,
                                                 env=env).stderr
     missing = run_lab("skills", "eval", "autolab-worker", "--agent", "/no/such/agent {prompt_file}", cwd=lab.root, env=env)

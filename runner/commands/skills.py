@@ -182,6 +182,9 @@ def skills_eval(ctx: Context, names, agents, runs, baseline, time_limit, cases, 
     from ..evals.cases import skills_with_evals
     from ..evals.run import EvalPlan, evaluate, resolve_agent, sandbox_choice
     src, lab = _source(ctx, source)
+    if lab is None and source is None:
+        raise LabError("not in a lab: run it inside one (results go to its skills/<name>/evals/), or give --source",
+                       str(Path.cwd()))
     names = list(names) or skills_with_evals(src)
     if not names:
         raise LabError("no skill here has eval cases (skills/<name>/evals/evals.json)", _shown(src, lab))

@@ -87,8 +87,9 @@ def run_agent(argv: list[str], ws: Workspace, role: str | None, extra_env: dict 
             process.wait(timeout=KILL_GRACE_S)
         except subprocess.TimeoutExpired:
             pass
-    _stop(process, sandboxed, signal.SIGKILL)     # and whatever it left running
-    jobwrap.signal_pids(jobwrap.processes_with(AGENT_MARKER, env[AGENT_MARKER]), signal.SIGKILL)
+    finally:       # also on Ctrl-C: nothing the agent started outlives its run
+        _stop(process, sandboxed, signal.SIGKILL)
+        jobwrap.signal_pids(jobwrap.processes_with(AGENT_MARKER, env[AGENT_MARKER]), signal.SIGKILL)
     process.wait()
     reader.join(timeout=5)
     duration = time.monotonic() - started

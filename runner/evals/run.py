@@ -10,15 +10,18 @@ see the same hour of a remote model.
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 import shlex
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ..errors import LabError
+from ..files.locks import FileLock
 from ..lab import Lab
 from ..roles import sandbox
 from ..state import machine
@@ -102,10 +105,17 @@ def evaluate(plan: EvalPlan, on_row: Callable[[dict], None] = lambda row: None) 
                     for with_skill in (True, False) if plan.baseline else (True,):
                         row = run_case(plan, case, skill, agent, with_skill, run)
                         row["skill_version"] = version
-                        append(skill / RESULTS, [row])
+                        with FileLock(_lock_path(plan, skill)):   # another eval may append to it too
+                            append(skill / RESULTS, [row])
                         rows.append(row)
                         on_row(row)
     return rows
+
+
+def _lock_path(plan: EvalPlan, skill: Path) -> Path:
+    digest = hashlib.sha256(str(skill.resolve()).encode()).hexdigest()[:16]
+    base = plan.user_lab / ".lab" / "locks" if plan.user_lab else Path(tempfile.gettempdir())
+    return base / f"skill-evals-{digest}.lock"
 
 
 def _selected(loaded: list[tuple[Path, list[Case]]], wanted: tuple[str, ...]) -> list[tuple[Path, list[Case]]]:
