@@ -22,7 +22,7 @@ Without the skill it is a literal-minded agent. EVAL_AGENT (comma-separated) add
 hang (sleeps forever with a child), escape (first writes EVAL_AGENT_ESCAPE, a path outside
 its lab), plant (a git hook in its lab that would write EVAL_AGENT_ESCAPE when git next
 writes the index there), link (the lab's .lab/cache a link to EVAL_AGENT_ESCAPE, a folder
-outside), claude-json (ends with Claude Code's `--output-format json` result object; fewer
+outside, and train.py a fifo), claude-json (ends with Claude Code's `--output-format json` result object; fewer
 tokens and turns when it found the skill).
 """
 from __future__ import annotations
@@ -55,10 +55,12 @@ def main() -> int:
     code = work(prompt, skill) if os.environ.get("LAB_ROLE") == "worker" else 0
     if "plant" in modes:    # last: only git run after the agent would fire it
         plant_git_hook(Path(os.environ["LAB_ROOT"]), Path(os.environ["EVAL_AGENT_ESCAPE"]))
-    if "link" in modes:     # the lab's query cache, a link to a folder outside
+    if "link" in modes:     # the lab's query cache a link to a folder outside; train.py a fifo
         cache = Path(os.environ["LAB_ROOT"]) / ".lab" / "cache"
         cache.parent.mkdir(exist_ok=True)
         cache.symlink_to(os.environ["EVAL_AGENT_ESCAPE"], target_is_directory=True)
+        (Path(os.environ["LAB_ROOT"]) / "train.py").unlink()
+        os.mkfifo(Path(os.environ["LAB_ROOT"]) / "train.py")
     if "claude-json" in modes:
         print(json.dumps(claude_result(bool(skill))))
     return code

@@ -161,13 +161,15 @@ def test_git_settings_an_agent_planted_never_run_in_the_checks(lab, run_lab, env
     assert not canary.exists()
 
 
-def test_links_out_of_the_lab_are_cut_before_the_checks_write_there(lab, run_lab, env, tmp_path):
+def test_links_out_of_the_lab_and_fifos_are_cut_before_the_checks(lab, run_lab, env, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     done = one_case(run_lab, lab, env, "link", "--no-sandbox", "--json", case="rejected-before",
                     skill="autolab-researcher", EVAL_AGENT_ESCAPE=str(outside))
     [row] = json.loads(done.stdout)["runs"]
-    assert row["failed"][0] == f"left links out of its lab (removed): .lab/cache -> {outside}"
+    assert row["failed"][0] == f"left links out of its lab or special files (removed): .lab/cache -> {outside}, " \
+                               "train.py (fifo)"
+    assert row["state"] == "finished" and not row["passed"]
     assert list(outside.iterdir()) == []
 
 

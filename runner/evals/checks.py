@@ -13,14 +13,13 @@ import math
 import re
 import subprocess
 from fnmatch import fnmatchcase
-from pathlib import Path
 
 from ..errors import LabError, describe
 from ..files.tomlio import parse_toml
-from ..files.yamlio import load_yaml
+from ..files.yamlio import parse_data
 from ..lab import Lab
 from .cases import Case
-from .workspace import Workspace, base_env, is_glob, tree_hashes
+from .workspace import Workspace, base_env, is_glob, is_plain, tree_hashes
 
 COMMAND_TIMEOUT_S = 300
 
@@ -31,6 +30,13 @@ class Context:
     def __init__(self, case: Case, ws: Workspace, output: str):
         self.case, self.ws, self.output = case, ws, output
         self.after = tree_hashes(ws.root)
+
+    def read(self, rel: str) -> str:
+        """A file's text; a fifo or device an agent left is never opened (reading it could block)."""
+        path = self.ws.root / rel
+        if not is_plain(path):
+            raise LabError(f"{rel} is not a plain file")
+        return path.read_text(encoding="utf-8", errors="replace")
 
     def select(self, pattern: str, listing: dict[str, str]) -> list[str]:
         target = self.ws.rel(self.ws.path(pattern))
@@ -75,7 +81,7 @@ def _file_contains(a: dict, ctx: Context) -> tuple[bool, str]:
     found = ctx.select(a["path"], ctx.after)
     pattern = re.compile(a["pattern"], re.M)
     for rel in found:
-        match = pattern.search((ctx.ws.root / rel).read_text(encoding="utf-8", errors="replace"))
+        match = pattern.search(ctx.read(rel))
         if match:
             return True, f"{rel} has {match.group(0)[:80]!r}"
     return False, f"no match in {', '.join(found[:5])}" if found else "no such file"
@@ -86,7 +92,7 @@ def _field(a: dict, ctx: Context) -> tuple[bool, str]:
     if not found:
         return False, "no such file"
     for rel in found:
-        value = _lookup(_load(ctx.ws.root / rel, rel), a["field"])
+        value = _lookup(_load(ctx.read(rel), rel), a["field"])
         if not _matches(value, a):
             return False, f"{rel}: {a['field']} is {value!r}"
     return True, f"{a['field']} as expected in {len(found)} file(s)"
@@ -101,16 +107,15 @@ def _unchanged(a: dict, ctx: Context) -> tuple[bool, str]:
     return True, f"{len(paths)} file(s) as they were"
 
 
-def _load(path: Path, rel: str):
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix == ".json":
+def _load(text: str, rel: str):
+    if rel.endswith(".json"):
         try:
             return json.loads(text)
         except ValueError as exc:
             raise LabError(f"{rel} is not valid JSON: {exc}") from None
-    if path.suffix == ".toml":
+    if rel.endswith(".toml"):
         return parse_toml(text, rel)[0]
-    return load_yaml(path)[0]
+    return parse_data(text, rel)
 
 
 def _lookup(data, dotted: str):

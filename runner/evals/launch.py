@@ -23,7 +23,7 @@ from ..backends import jobwrap
 from ..roles import sandbox
 from ..roles.agents import AGENT_MARKER, KILL_GRACE_S, PLACEHOLDERS, copy_masked, fill
 from ..roles.skills import CLIENT_NAMES, target_dirs
-from .workspace import Workspace, base_env
+from .workspace import Workspace, base_env, is_plain
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def run_agent(argv: list[str], ws: Workspace, role: str | None, extra_env: dict 
     process.wait()
     reader.join(timeout=5)
     duration = time.monotonic() - started
-    output = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    output = log.read_text(encoding="utf-8", errors="replace") if is_plain(log) else ""
     if timed_out:
         return Launch("timed_out", None, duration, output, log, f"killed after its time limit of {limit_s:g}s")
     code = process.returncode

@@ -32,7 +32,7 @@ from .checks import failures
 from .launch import command, home_skill_dirs, run_agent
 from .results import append
 from .usage import parse
-from .workspace import cut_links_out, prepare, restore_git_settings
+from .workspace import cut_strays, is_plain, prepare, restore_git_settings
 
 DEFAULT_TIME_LIMIT_S = 600.0
 
@@ -154,14 +154,18 @@ def run_case(plan: EvalPlan, case: Case, skill: Path, agent: Agent, with_skill: 
         before = guard.snapshot(watched, skip)
         launch = run_agent(argv, ws, case.role, agent.env, agent.time_limit_s, plan.sandboxed)
         outside = guard.changed(before, guard.snapshot(watched, skip))
-        links = cut_links_out(ws)
-        restore_git_settings(ws)
-        failed = failures(case, ws, launch.output)
+        if ws.root.is_symlink() or not ws.root.is_dir():   # nothing of it is checked, nor followed
+            links, failed = [], ["its lab is gone or was replaced by a link"]
+        else:
+            links = cut_strays(ws)
+            restore_git_settings(ws)
+            failed = failures(case, ws, launch.output)
         usage = parse(launch.output)
         state = "refused" if outside else launch.state
         failed = ([f"wrote outside its lab: {', '.join(outside[:5])}"] if outside else []) + \
                  ([launch.error] if launch.error else []) + \
-                 ([f"left links out of its lab (removed): {', '.join(links[:5])}"] if links else []) + failed
+                 ([f"left links out of its lab or special files (removed): {', '.join(links[:5])}"]
+                  if links else []) + failed
         row.update(passed=state == "finished" and not failed, state=state, failed=failed, outside=outside,
                    exit_code=launch.exit_code, duration_s=round(launch.duration_s, 3), tokens_in=usage.tokens_in,
                    tokens_out=usage.tokens_out, turns=usage.turns, cost_usd=usage.cost_usd,
@@ -177,7 +181,7 @@ def _keep_log(plan: EvalPlan, ws, row: dict) -> str | None:
     variant = "with" if row["with_skill"] else "without"
     if plan.keep:
         return str(ws.tmp)
-    if plan.user_lab is None or not (ws.tmp / "agent.log").exists():
+    if plan.user_lab is None or not is_plain(ws.tmp / "agent.log"):
         return None
     dest = plan.user_lab / ".lab" / "evals" / plan.batch / row["skill"] / f"{row['case']}-{variant}-{row['run']}.log"
     dest.parent.mkdir(parents=True, exist_ok=True)

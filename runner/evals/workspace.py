@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -257,17 +258,25 @@ def restore_git_settings(ws: Workspace) -> None:
         target.write_bytes(data)
 
 
-def cut_links_out(ws: Workspace) -> list[str]:
-    """Remove the links the agent left that lead out of its lab (the checks write in the lab,
-    unconfined, and would follow them); return them as `path -> target`."""
+def cut_strays(ws: Workspace) -> list[str]:
+    """Remove what the agent left that the checks must not follow or open: links leading out of
+    its lab (the checks write there, unconfined) and fifos, sockets or devices (reading one can
+    block for ever). Returns them as `path -> target` or `path (fifo)`."""
     cut = []
     for folder, dirs, names in os.walk(ws.root):
         for name in dirs + names:
             path = Path(folder) / name
-            if path.is_symlink() and not _inside(Path(os.path.realpath(path)) / "x", ws.root):
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                if _inside(Path(os.path.realpath(path)) / "x", ws.root):
+                    continue
                 cut.append(f"{ws.rel(path)} -> {os.readlink(path)}")
-                path.unlink()
-    return cut
+            elif stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+                continue
+            else:
+                cut.append(f"{ws.rel(path)} ({'fifo' if stat.S_ISFIFO(mode) else 'special file'})")
+            path.unlink()
+    return sorted(cut)
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -297,8 +306,19 @@ def tree_hashes(root: Path) -> dict[str, str]:
             path = Path(folder) / name
             if name == ".git" or path.is_symlink():
                 continue
-            out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+            try:   # never open a fifo or a device an agent left: reading it could block for ever
+                digest = hashlib.sha256(path.read_bytes()).hexdigest() if is_plain(path) else "not a plain file"
+            except OSError as exc:
+                digest = f"unreadable: {exc.strerror or exc}"
+            out[path.relative_to(root).as_posix()] = digest
     return out
+
+
+def is_plain(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def is_glob(text: str) -> bool:
