@@ -32,7 +32,8 @@ from .checks import failures
 from .launch import command, home_skill_dirs, run_agent
 from .results import append
 from .usage import parse
-from .workspace import cut_strays, is_plain, prepare, restore_git_settings
+from .sanitize import cut_strays, restore_git_settings
+from .workspace import is_plain, prepare
 
 DEFAULT_TIME_LIMIT_S = 600.0
 

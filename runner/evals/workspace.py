@@ -29,6 +29,7 @@ from ..roles.agents import fill
 from ..scaffold import init_lab
 from ..state import machine
 from .cases import FILES, Case
+from .sanitize import git_settings
 
 SETUP_TIMEOUT_S = 300
 
@@ -42,7 +43,7 @@ class Workspace:
     prompt: Path
     before: dict[str, str] = field(default_factory=dict)   # {path: sha256} once set up, .git excluded
     setup_commit: str = ""
-    git_state: dict[str, bytes] = field(default_factory=dict)  # GIT_SETTINGS as set up
+    git_state: dict[str, bytes] = field(default_factory=dict)  # sanitize.GIT_SETTINGS as set up
 
     @property
     def root(self) -> Path:
@@ -203,86 +204,6 @@ def _assign(lab: Lab, case: Case) -> Path:
         return worktrees.ensure(lab, case.task, load_yaml(record)[0].get("base") or gitops.head(lab.root))
     raise LabError(f"task {case.task}: neither queue/{case.task}.yaml nor experiments/{case.task}/experiment.yaml "
                    "is among the case's files", field="task")
-
-
-# -- after the agent -------------------------------------------------------------------
-# What git reads as settings or links in the case's lab, and the lab's ledger of its own commits.
-# The agent may change them all, but the checks then run git there unconfined: a hook, an
-# fsmonitor or a filter it configured would run outside any sandbox, and a `.git` link moved
-# to another repository would send the checks there. They are put back as set up before the checks.
-GIT_SETTINGS = (".git/config", ".git/hooks", ".git/info", ".git/objects/info/alternates", ".lab/commits")
-WORKTREE_LINKS = ("gitdir", "commondir", "config.worktree")
-
-
-def git_settings(ws: Workspace) -> dict[str, bytes]:
-    tops = [ws.root / rel for rel in GIT_SETTINGS]
-    for admin in sorted((ws.root / ".git" / "worktrees").glob("*")):
-        tops += [admin / name for name in WORKTREE_LINKS]
-    if ws.cwd != ws.root:
-        tops.append(ws.cwd / ".git")
-    found = {}
-    for top in tops:
-        files = [top]
-        if top.is_dir() and not top.is_symlink():
-            for folder, dirs, names in os.walk(top):
-                files += [Path(folder) / n for n in names] + [Path(folder) / d for d in dirs
-                                                              if (Path(folder) / d).is_symlink()]
-        for path in files:
-            if not _inside(path, ws.root):
-                continue
-            if path.is_symlink():
-                found[str(path)] = b"symlink:" + os.readlink(path).encode()
-            elif path.is_file():
-                found[str(path)] = path.read_bytes()
-    return found
-
-
-def restore_git_settings(ws: Workspace) -> None:
-    """Put the git settings back as set up: what the agent added there goes, links become files.
-    Nothing is written through a link that leads out of the lab (the checks then fail there)."""
-    if (ws.root / ".git").is_symlink():
-        (ws.root / ".git").unlink()
-        return
-    now = git_settings(ws)
-    for path in now.keys() - ws.git_state.keys():
-        Path(path).unlink()
-    for path, data in ws.git_state.items():
-        target = Path(path)
-        if now.get(path) == data or not _inside(target, ws.root):
-            continue
-        if target.is_symlink() or target.is_file():
-            target.unlink()
-        elif target.is_dir():
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-
-
-def cut_strays(ws: Workspace) -> list[str]:
-    """Remove what the agent left that the checks must not follow or open: links leading out of
-    its lab (the checks write there, unconfined) and fifos, sockets or devices (reading one can
-    block for ever). Returns them as `path -> target` or `path (fifo)`."""
-    cut = []
-    for folder, dirs, names in os.walk(ws.root):
-        for name in dirs + names:
-            path = Path(folder) / name
-            mode = os.lstat(path).st_mode
-            if stat.S_ISLNK(mode):
-                if _inside(Path(os.path.realpath(path)) / "x", ws.root):
-                    continue
-                cut.append(f"{ws.rel(path)} -> {os.readlink(path)}")
-            elif stat.S_ISDIR(mode) or stat.S_ISREG(mode):
-                continue
-            else:
-                cut.append(f"{ws.rel(path)} ({'fifo' if stat.S_ISFIFO(mode) else 'special file'})")
-            path.unlink()
-    return sorted(cut)
-
-
-def _inside(path: Path, root: Path) -> bool:
-    """The path's folder, links resolved, is in the lab (the path itself may be a link)."""
-    folder = Path(os.path.realpath(path.parent))
-    return folder == root or root in folder.parents
 
 
 # -- what the agent may use --------------------------------------------------------------
