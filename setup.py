@@ -12,7 +12,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
-ASSETS = ["schemas", "skills", "train.py"]
+ASSETS = ["schemas", "skills", "train.py", "kernels/qwen3-rmsnorm"]
 
 
 class BuildPyWithAssets(build_py):
@@ -24,7 +24,7 @@ class BuildPyWithAssets(build_py):
             dst = target / name
             if src.is_dir():
                 shutil.copytree(src, dst, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns("__pycache__"))
+                                ignore=shutil.ignore_patterns("__pycache__", "results"))
             elif src.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)

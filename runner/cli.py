@@ -21,6 +21,7 @@ from .commands import (
     skills,
     status,
     validate,
+    work,
 )
 from .commands.context import Context
 from .errors import LabError, describe, write_crash_log
@@ -72,7 +73,7 @@ def main(ctx: click.Context, directory: str | None) -> None:
 for command in (init.init_command, validate.validate_command, status.status_command, hypothesis.hypothesis_group,
                 queue.queue_group, run.run_command, run.baseline_command, demo.demo_command, query.query_command,
                 papers.papers_group, skills.skills_group, report.report_command, report.serve_command,
-                kernel.kernel, schema.schema_group):
+                work.work_group, kernel.kernel, schema.schema_group):
     main.add_command(command)
 
 

@@ -102,6 +102,13 @@ class Lab:
         return config
 
     @property
+    def params(self) -> dict[str, dict]:
+        """Declared tunable constants: {NAME: spec}; a spec may give low/high/log or choices."""
+        declared = self.config["target"].get("params") or []
+        return {name: {} for name in declared} if isinstance(declared, list) else \
+            {name: spec or {} for name, spec in declared.items()}
+
+    @property
     def metric(self) -> str: return self.config["objective"]["metric"]
     @property
     def minimize(self) -> bool: return self.config["objective"]["direction"] == "minimize"

@@ -10,6 +10,8 @@ from .errors import LabError
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATE_DIRS = ("hypotheses", "queue", "experiments", "kernels")
+# what each template's target needs beyond the common files, as packaged assets (setup.py ASSETS)
+TEMPLATE_ASSETS = {"tiny-gpt": ("train.py",), "kernel": ("kernels/qwen3-rmsnorm",)}
 
 
 def template_names() -> list[str]:
@@ -43,12 +45,12 @@ def _check_target(directory: Path, template: str, force: bool) -> None:
         raise LabError("exists and is not a directory", str(directory))
     if directory.exists() and any(directory.iterdir()) and not force:
         raise LabError("directory is not empty (use --force to scaffold into it anyway)", str(directory))
-    if template == "tiny-gpt":
+    for asset in TEMPLATE_ASSETS.get(template, ()):
         try:
-            asset_path("train.py")
+            asset_path(asset)
         except FileNotFoundError:
-            raise LabError("this benchlab install lacks the embedded train.py; use --template blank",
-                           field="template") from None
+            raise LabError(f"this benchlab install lacks {asset}, which the {template} template needs; "
+                           "use --template blank", field="template") from None
 
 
 def _scaffold(directory: Path, template: str, name: str, kept: list[str]) -> list[str]:
@@ -77,8 +79,13 @@ def _scaffold(directory: Path, template: str, name: str, kept: list[str]) -> lis
         for src in sorted(asset_path(asset).rglob("*")):
             if src.is_file() and "__pycache__" not in src.parts and src.suffix != ".pyc":
                 put(f"{asset}/{src.relative_to(asset_path(asset)).as_posix()}", src=src)
-    if template == "tiny-gpt":
-        put("train.py", src=asset_path("train.py"))
+    for asset in TEMPLATE_ASSETS.get(template, ()):
+        source = asset_path(asset)
+        files = [source] if source.is_file() else sorted(
+            p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+            and p.relative_to(source).parts[0] != "results")   # a new lab measures its own
+        for src in files:
+            put(asset if src == source else f"{asset}/{src.relative_to(source).as_posix()}", src=src)
     return written
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from runner.lab import Lab
-from runner.repo import gitops
+from runner.repo import gitops, worktrees
 from runner.roles import agents, gates
 from runner.roles.agents import AgentRunner
 from runner.roles.claims import claim, claim_holder, release_claim
@@ -44,14 +44,6 @@ def make_lab(tmp_path: Path, time_limit: float = 30, **env: str) -> Lab:
     git(root, "add", "-A")
     git(root, "commit", "-q", "--no-verify", "-m", "fake agents")
     return Lab(root)
-
-
-def worktree_changes(worktree: Path, base: str) -> tuple[list[str], str]:
-    """(changed files, diff) of a worktree against `base`, committed or not (untracked files count)."""
-    gitops.run_git(worktree, "add", "-A")
-    files = gitops.run_git(worktree, "diff", "--cached", "--name-only", base).splitlines()
-    diff = gitops.run_git(worktree, "diff", "--cached", base) if files else ""
-    return files, diff + ("\n" if diff else "")
 
 
 def run_to_end(runner: AgentRunner, timeout: float = 30) -> list:
@@ -141,7 +133,7 @@ def test_worker_edits_its_worktree_and_sets_ready(tmp_path):
     assert yaml.safe_load(entry.read_text())["status"] == "ready"
     assert "LEARNING_RATE = 0.003" in (worktree / "train.py").read_text()
     assert (lab.root / "train.py").read_text() == TRAIN
-    files, diff = worktree_changes(worktree, base)
+    files, diff = worktrees.changes_in_worktree(worktree, base)
     assert files == ["train.py"]
     assert gates.check_diff(lab, files, diff, {"params": {"LEARNING_RATE": 0.003}}) is None
 
@@ -204,7 +196,7 @@ def test_worker_editing_a_protected_file_in_its_worktree_is_refused_by_the_diff_
     runner = AgentRunner(lab)
     runner.start("worker", exp_id, worktree, entry)
     only(run_to_end(runner))
-    files, diff = worktree_changes(worktree, base)
+    files, diff = worktrees.changes_in_worktree(worktree, base)
     rejection = gates.check_diff(lab, files, diff, {"params": {"LEARNING_RATE": 0.003}})
     assert rejection.rule == "protected" and "lab.yaml" in rejection.message
 
@@ -232,7 +224,7 @@ def test_worker_editing_main_checkout_is_refused(tmp_path):
     assert "0.003" in (lab.runtime / "refused" / f"worker-{exp_id}" / "train.py").read_text()
     [event] = events(lab, "refused")
     assert event["experiment"] == exp_id and "worktree" in event["message"]
-    files, diff = worktree_changes(worktree, base)
+    files, diff = worktrees.changes_in_worktree(worktree, base)
     assert gates.check_diff(lab, files, diff, {"params": {"LEARNING_RATE": 0.003}}).rule == "empty"
 
 
@@ -472,7 +464,7 @@ def test_a_wave_through_all_four_agent_roles(tmp_path):
     git(lab.root, "worktree", "add", "-q", "-b", f"exp/{exp_id}", str(worktree), base)
     run("worker", exp_id, worktree, entry)
     assert yaml.safe_load(entry.read_text())["status"] == "ready"
-    files, diff = worktree_changes(worktree, base)
+    files, diff = worktrees.changes_in_worktree(worktree, base)
     assert gates.check_diff(lab, files, diff, data["change"]) is None
     run("reporter", "rep1", lab.root)
     assert git(lab.root, "status", "--porcelain", "--", "hypotheses", "queue", "experiments/LEADERBOARD.md",

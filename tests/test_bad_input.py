@@ -261,7 +261,7 @@ def test_cli_json_shape(all_bad_lab, run_lab):
     result = run_lab("validate", "--json", cwd=lab.root)
     assert result.returncode == 1
     data = json.loads(result.stdout)
-    assert set(data) == {"ok", "files", "counts", "problems", "seconds"}
+    assert set(data) == {"ok", "files", "counts", "problems", "warnings", "seconds"}
     assert data["ok"] is False and data["files"] == sum(data["counts"].values())
     assert {"hypothesis", "queue", "experiment", "parquet", "skill", "build-toml", "stray"} <= set(data["counts"])
     for problem in data["problems"]:

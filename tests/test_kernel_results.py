@@ -1,4 +1,5 @@
 """Results Parquet, CARD.md table regeneration and the kernel's module swap (CPU only)."""
+import os
 import types
 from pathlib import Path
 
@@ -87,3 +88,22 @@ def test_swap_rebinds_forward_and_unswap_restores():
     assert set(model.state_dict()) == {"0.weight", "1.weight", "1.bias", "2.weight"}
     assert unswap_rmsnorm(model) == 2
     assert torch.equal(model[0](x), x)
+
+
+def test_kernel_children_import_the_harness_of_the_lab_that_runs_them(tmp_path):
+    """A benchmark imports runner.kernels; from a source checkout (nothing installed; `-S` hides
+    the editable install here) the child still finds the runner that launched it."""
+    import subprocess
+    import sys
+
+    import runner
+    from runner.kernels.build import Build
+    from runner.kernels.runs import child_env
+
+    build = Build(None, "v", tmp_path / "variant", tmp_path / "variant" / "pkg", "ext", tmp_path / "lib.so", "9.0")
+    env = child_env(build)
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "variant")
+    done = subprocess.run([sys.executable, "-S", "-c", "import runner; print(runner.__file__)"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == Path(runner.__file__).resolve()

@@ -51,7 +51,8 @@ def wlab(make_lab, home, git, write_doc, experiment_doc, hypothesis_doc) -> Lab:
     git(lab.root, "commit", "-qm", "target")
     base = git(lab.root, "rev-parse", "HEAD").strip()
     for exp in ("e-1", "e-2"):
-        write_doc(lab.queue / f"{exp}.yaml", experiment_doc(exp, "h-1", status="assigned", base=base))
+        write_doc(lab.queue / f"{exp}.yaml", experiment_doc(exp, "h-1", status="assigned", base=base,
+                                                             change={"params": {"LR": 0.002}}))
     git(lab.root, "add", "-A")
     git(lab.root, "commit", "-qm", "entries")
     for exp in ("e-1", "e-2"):  # at the entry's base, as the runner makes them

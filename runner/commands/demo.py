@@ -11,11 +11,14 @@ from .run import stop_on_signals
 @click.option("--minutes", type=float, default=9.5, show_default=True,
               help="Finish within this long: no run starts that would end later.")
 @click.option("--experiments", type=int, default=40, show_default=True, help="At most this many experiments.")
-@click.option("--slots", type=int, default=2, show_default=True, help="Parallel CPU slots.")
+@click.option("--template", type=click.Choice(["tiny-gpt", "kernel"]), default="tiny-gpt", show_default=True,
+              help="tiny-gpt: the embedded GPT on CPU slots; kernel: tune qwen3-rmsnorm, one slot per GPU.")
+@click.option("--slots", type=int, default=2, show_default=True, help="Parallel CPU slots (tiny-gpt).")
 @click.option("--budget", type=float, default=None, help="Seconds of training per run (default: train.py's).")
-def demo_command(directory: str | None, minutes: float, experiments: int, slots: int, budget: float | None) -> None:
-    """Scaffold a fresh lab on the embedded default and run the loop on it (no LLM)."""
+def demo_command(directory: str | None, template: str, minutes: float, experiments: int, slots: int,
+                 budget: float | None) -> None:
+    """Scaffold a fresh lab from a template and run the loop on it (builtin roles, no LLM)."""
     from ..demo import run_demo
 
-    run_demo(directory, minutes=minutes, experiments=experiments, slots=slots, budget=budget,
+    run_demo(directory, template=template, minutes=minutes, experiments=experiments, slots=slots, budget=budget,
              stop=stop_on_signals())

@@ -9,7 +9,8 @@ from .context import Context, emit_json, pass_ctx
 @click.command("query")
 @click.argument("sql")
 @click.option("--json", "as_json", is_flag=True, help="Rows as a JSON list of objects (for agents).")
-@click.option("--max-width", type=int, default=60, show_default=True, help="Cut table cells at this width.")
+@click.option("--max-width", type=int, default=60, show_default=True,
+              help="Cut table cells at this width, marked with '…' (0: never cut).")
 @pass_ctx
 def query_command(ctx: Context, sql: str, as_json: bool, max_width: int) -> None:
     """Run one read-only SQL statement (DuckDB) over the lab's state.

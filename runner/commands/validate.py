@@ -32,5 +32,7 @@ def validate_command(ctx: Context, paths: tuple[str, ...], as_json: bool) -> Non
     else:
         for problem in report.problems:
             click.echo(str(problem))
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}")
         click.echo(f"{report.summary()} in {elapsed:.2f}s")
     sys.exit(0 if report.ok else 1)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +60,8 @@ def matching_capability(project: KernelProject, capability: str) -> str:
                    "kernel.*.cuda-capabilities")
 
 
-def _sources_key(project: KernelProject, flags: list[str], variant: str) -> str:
+def sources_key(project: KernelProject, flags: list[str] = (), variant: str = "") -> str:
+    """A short hash of what the compiled library depends on (sources, headers, build.toml, flags)."""
     parts: list[bytes] = [variant.encode(), " ".join(flags).encode()]
     for path in sorted(project.root.rglob("*")):
         if path.is_file() and path.suffix in (".cu", ".cuh", ".h", ".hpp", ".cpp", ".cc", ".toml"):
@@ -90,7 +90,7 @@ def build(project: KernelProject, out_root: Path, verbose: bool = False) -> Buil
     includes |= {str(project.root / inc) for inc in project.data.get("torch", {}).get("include", [])}
     sources = [project.root / s for s in project.torch_sources if s.endswith((".cpp", ".cc"))]
     sources += [project.root / s for sec in sections.values() for s in sec.get("src", []) if s.endswith(".cu")]
-    extension = f"_{project.python_name}_{_sources_key(project, cuda_flags, variant)}"
+    extension = f"_{project.python_name}_{sources_key(project, cuda_flags, variant)}"
     variant_dir = out_root / project.name / variant
     package = variant_dir / project.python_name
     package.mkdir(parents=True, exist_ok=True)
@@ -103,8 +103,13 @@ def build(project: KernelProject, out_root: Path, verbose: bool = False) -> Buil
 
 
 def _stage_python(project: KernelProject, package: Path, extension: str) -> None:
+    """Copy the package's Python files beside the library (only what changed: builds of the same
+    sources may share a staged package, and a file being rewritten must never be half-read)."""
     for path in project.package_dir.rglob("*.py"):
         target = package / path.relative_to(project.package_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
-    atomic_write(package / "_ops.py", _ops_module(extension))
+        data = path.read_bytes()
+        if not target.is_file() or target.read_bytes() != data:
+            atomic_write(target, data)
+    ops_module = _ops_module(extension)
+    if not (package / "_ops.py").is_file() or (package / "_ops.py").read_text() != ops_module:
+        atomic_write(package / "_ops.py", ops_module)

@@ -1,7 +1,8 @@
 """Run a kernel's own tests and benchmark against a build, in child processes.
 
 Children get PYTHONPATH = the build's variant folder (so `import <python_name>`
-finds the staged package); benchmarks import the harness from the installed benchlab.
+finds the staged package); benchmarks import the harness (runner.kernels) from the benchlab
+that runs them, which is not installed when `lab` runs from a source checkout.
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from .build import Build
 def child_env(build: Build) -> dict[str, str]:
     env = dict(os.environ)
     paths = [str(build.variant_dir)]
+    harness_root = Path(__file__).resolve().parents[2]
+    if harness_root.name not in ("site-packages", "dist-packages"):
+        paths.append(str(harness_root))
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..lab import Lab
 from ..files import written
+from ..lab import Lab
 from ..repo import gitops
 from ..state.events import record_event
 

@@ -72,3 +72,19 @@ def changes(lab: Lab, exp_id: str, base: str) -> tuple[list[str], str]:
 
 def listed(lab: Lab) -> list[str]:
     return sorted(p.name for p in lab.worktrees.iterdir()) if lab.worktrees.is_dir() else []
+
+
+def changes_in_worktree(wt: Path, base: str) -> tuple[list[str], str]:
+    """(changed files, diff) of a worktree against `base`, committed or not (new files count),
+    staged in a scratch copy of its index: the worker's own index and files stay as they are."""
+    index = Path(run_git(wt, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+    scratch = index.with_name(f"{index.name}.lab-check")
+    try:
+        env = {"GIT_INDEX_FILE": str(scratch)}
+        run_git(wt, "read-tree", "HEAD", env=env)   # a fresh index: no cached stat can hide a change
+        run_git(wt, "add", "-A", env=env)
+        files = run_git(wt, "diff", "--cached", "--name-only", base, env=env).splitlines()
+        diff = run_git(wt, "diff", "--cached", base, env=env) if files else ""
+    finally:
+        scratch.unlink(missing_ok=True)
+    return files, diff + ("\n" if diff else "")

@@ -43,19 +43,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backends import jobwrap
 from ..errors import LabError
 from ..files.locks import FileLock
 from ..files.yamlio import atomic_write, load_yaml, write_yaml
 from ..repo.gitops import changed_by_others
 from ..repo.snapshot import Snapshot, blobs_at, hash_files, restore, snapshot
+from ..secrets import MASK, mask
+from ..secrets import values as secret_values
 from ..state import machine
 from ..state.events import record_event
 from ..state.timeutil import iso
-from ..backends import jobwrap
-from ..secrets import MASK, mask
-from ..secrets import values as secret_values
-from .ownership import RULE_TEXT, Mark, Ownership
 from . import sandbox
+from .ownership import RULE_TEXT, Mark, Ownership
 from .prompts import build_prompt
 
 PLACEHOLDERS = ("prompt_file", "worktree", "entry", "lab", "role", "task")
@@ -188,6 +188,8 @@ class AgentRunner:
 
     def _env(self, role: str, task: AgentTask, cfg: dict) -> dict:
         env = {**os.environ, **(cfg.get("env") or {})}
+        env.setdefault("LAB_AGENT_ID", cfg.get("agent_id") or Path(cfg["command"][0]).name)
+        env.setdefault("LAB_CACHE", str(Path(self.lab.runtime) / "cache"))  # a smoke run's caches stay in the lab
         env.update(LAB_ROLE=role, LAB_ROOT=str(self.root), LAB_ENTRY=str(task.entry or ""),
                    LAB_WORKTREE=str(task.cwd if role == "worker" else ""), LAB_TASK=task.task_id,
                    LAB_PROMPT_FILE=str(task.prompt), **{AGENT_MARKER: _marker(task)})
@@ -210,6 +212,16 @@ class AgentRunner:
                      "finished" if code == 0 and not task.error else "failed")
             done.append(self._finish(key, task, state, None if task.error else code))
         return done
+
+    def stop(self, role: str, task_id: str) -> list[AgentOutcome]:
+        """Kill one agent now and verify what it wrote (its task was taken away)."""
+        task = self.tasks.get((role, task_id))
+        if task is None:
+            return []
+        self._signal(task, signal.SIGKILL)
+        if task.process:
+            task.process.wait()
+        return [self._finish((role, task_id), task, "stopped", None)]
 
     def stop_all(self) -> list[AgentOutcome]:
         """Kill every agent (TERM, then KILL after a grace period) and verify what each wrote."""

@@ -16,11 +16,11 @@ from ..errors import LabError
 from ..files.yamlio import load_yaml
 from ..lab import Lab
 from ..repo.gitops import run_git
-from ..state.create import new_experiment, new_hypothesis, write_checked
+from ..state.create import new_experiment, new_hypothesis
 from ..state.params import apply_params, read_params
-from ..state.timeutil import iso
 from . import gates
 from .history import History
+from .review import write_review
 
 
 # -- researcher ---------------------------------------------------------------
@@ -77,10 +77,11 @@ def plan(lab: Lab, history: History, main_head: str, room: int, explore_ok: bool
             break
         rejection = gates.review_change(lab, history, hyp["change"], base=main_head, hypothesis_id=hyp["id"])
         if rejection:
-            _review(lab, path, hyp, "duplicate" if "duplicate" in rejection.rule else "rejected", rejection)
+            write_review(lab, path, hyp, "duplicate" if "duplicate" in rejection.rule else "rejected",
+                         rejection=rejection)
             touched.append(path)
             continue
-        _review(lab, path, hyp, "accepted", None)
+        write_review(lab, path, hyp, "accepted")
         touched += [path, _queue(lab, history, hyp, main_head)]
         room -= 1
     if room > 0 and explore_ok and not _proposed(lab):
@@ -94,24 +95,13 @@ def _queue(lab: Lab, history, hyp: dict, base: str) -> Path:
     return path
 
 
-def _review(lab: Lab, path: Path, hyp: dict, status: str, rejection) -> None:
-    hyp["status"] = status
-    review = {"by": "planner", "at": iso()}
-    if rejection:
-        review.update(reason=rejection.message, rule=rejection.rule)
-        if rejection.collides_with:
-            review["collides_with"] = rejection.collides_with
-    hyp["review"] = review
-    write_checked(path, "hypothesis", hyp, lab)
-
-
 def explore(lab: Lab, history, main_head: str, room: int) -> list[Path]:
     """Perturb one declared parameter of main at a time, nearest moves first."""
     target = lab.config["target"]
     file = target["editable"][0]
     current = read_params(run_git(lab.root, "show", f"{main_head}:{file}"))
     touched = []
-    for name, value in _perturbations(current, target.get("params") or []):
+    for name, value in _perturbations(current, lab.params):
         if len(touched) >= 2 * room:
             break
         change = {"params": {name: value}}
@@ -125,24 +115,37 @@ def explore(lab: Lab, history, main_head: str, room: int) -> list[Path]:
     return touched
 
 
-def _perturbations(current: dict, names: list[str]):
-    """Candidate single-parameter moves, round-robin over parameters, small moves first."""
+def _perturbations(current: dict, specs: dict[str, dict]):
+    """Candidate single-parameter moves, round-robin over parameters, small moves first; a
+    declared choice list moves to its neighbours, a declared range is never left."""
     rounds: list[list[tuple[str, object]]] = [[], []]
-    for name in names:
+    for name, spec in specs.items():
         value = current.get(name)
-        if isinstance(value, bool) or value is None:
+        if value is None:
             continue
-        if isinstance(value, float):
-            moves = [(round(value * 1.5, 8), round(value / 1.5, 8)), (round(value * 3, 8), round(value / 3, 8))]
-        elif isinstance(value, int) and value > 8:   # a step count, a width: move by a factor
-            moves = [(round(value * 1.5), round(value / 1.5)), (value * 3, value // 3)]
-        elif isinstance(value, int):                 # a depth, a head count: move by one
-            moves = [(value + 1, value - 1), (value * 2, value // 2)] if value > 1 else [(value + 1,), (value + 2,)]
-        else:
-            continue
-        for level, pair in enumerate(moves):
-            rounds[level] += [(name, v) for v in pair if v != value and (not isinstance(v, int) or v > 0)]
+        for level, pair in enumerate(_moves(value, spec)):
+            rounds[level] += [(name, v) for v in pair if v != value and not gates.out_of_range(spec, v)
+                              and (not isinstance(v, int) or isinstance(v, bool) or v > 0 or "low" in spec)]
     return [move for level in rounds for move in level]
+
+
+def _moves(value, spec: dict) -> list[tuple]:
+    """(nearest moves, farther moves) of one value."""
+    if "choices" in spec:
+        options = spec["choices"]
+        at = options.index(value) if value in options else -1
+        near = tuple(options[k] for k in (at + 1, at - 1) if 0 <= k < len(options))
+        far = tuple(options[k] for k in (at + 2, at - 2) if 0 <= k < len(options))
+        return [near, far]
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, float):
+        return [(round(value * 1.5, 8), round(value / 1.5, 8)), (round(value * 3, 8), round(value / 3, 8))]
+    if isinstance(value, int) and value > 8:      # a step count, a width: move by a factor
+        return [(round(value * 1.5), round(value / 1.5)), (value * 3, value // 3)]
+    if isinstance(value, int):                    # a depth, a head count: move by one
+        return [(value + 1, value - 1), (value * 2, value // 2)] if value > 1 else [(value + 1,), (value + 2,)]
+    return []
 
 
 # -- worker -------------------------------------------------------------------

@@ -33,5 +33,8 @@ def claim_holder(lab, exp_id: str) -> str | None:
 
 
 def release_claim(lab, exp_id: str) -> None:
-    """Give an entry back (its worker gave up, or it left the queue)."""
-    (Path(lab.runtime) / "claims" / exp_id).unlink(missing_ok=True)
+    """Give an entry back (its worker handed it in or gave up); a no-op without a claim (a
+    worker the runner started holds none, and may sit in a sandbox where .lab is read-only)."""
+    path = Path(lab.runtime) / "claims" / exp_id
+    if path.exists():
+        path.unlink()

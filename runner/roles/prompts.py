@@ -27,7 +27,7 @@ def build_prompt(lab, role: str, entry: Path | None, extra: str = "") -> str:
              f"Lab root: {lab.root}\nObjective: {lab.config['objective']['direction']} "
              f"{lab.metric}\nEditable: {', '.join(target['editable'])}\n"
              f"Protected (never edit): {', '.join(target.get('protected') or [])}\n"
-             f"Declared parameters: {', '.join(target.get('params') or []) or '(none)'}"]
+             f"Declared parameters: {_declared(lab) or '(none)'}"]
     for name in ("autolab", f"autolab-{role}"):
         text = _skill_text(lab, name)
         if text:
@@ -49,3 +49,16 @@ _DEFAULT_TASKS = {
               "status: ready in your entry file.",
     "reporter": "Write a report under reports/ (experiments/ is the runner's: it regenerates the leaderboard).",
 }
+
+
+def _declared(lab) -> str:
+    """NAME, NAME [choices: ...], NAME [low..high] for the prompt."""
+    parts = []
+    for name, spec in lab.params.items():
+        if "choices" in spec:
+            parts.append(f"{name} (one of {spec['choices']})")
+        elif "low" in spec:
+            parts.append(f"{name} ({spec['low']}..{spec['high']}{', log' if spec.get('log') else ''})")
+        else:
+            parts.append(name)
+    return ", ".join(parts)

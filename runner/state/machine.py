@@ -34,10 +34,11 @@ TRANSITIONS: dict[tuple[str, str], tuple[str, ...]] = {
     (ASSIGNED, READY): ("worker", "runner"),
     (READY, RUNNING): ("runner",),
     (RUNNING, READY): ("runner",),                 # a retry after an infrastructure failure
-    (ASSIGNED, STALE): ("runner",),                # main moved before the change ran
+    **{(status, STALE): ("runner",) for status in (ASSIGNED, READY)},   # main moved before it ran
     **{(status, FAILED): ("runner",) for status in ACTIVE},   # refused diff, worker gave up, crash
     **{(RUNNING, end): ("runner",) for end in (FINISHED, TIMED_OUT, STALE)},
     **{(status, CANCELLED): ("human", "runner") for status in LIVE},
+    (ASSIGNED, CANCELLED): ("human", "runner", "worker"),   # a worker that gives up hands it back
 }
 
 

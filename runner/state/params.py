@@ -69,6 +69,15 @@ def read_params(text: str, path: str = "<text>") -> dict[str, Scalar]:
     return params
 
 
+def constant_lines(text: str, path: str = "<text>") -> dict[str, int]:
+    """{NAME: line} of the top-level constants (UPPER_CASE, a literal, assigned once)."""
+    lines = {}
+    for name, nodes in _assignments(_parse(text, path)).items():
+        if len(nodes) == 1 and name.isupper() and _literal(nodes[0])[0]:
+            lines[name] = nodes[0].lineno
+    return lines
+
+
 def _family(value: Scalar) -> str:
     if isinstance(value, bool):
         return "bool"

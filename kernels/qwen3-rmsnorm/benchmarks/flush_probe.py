@@ -9,6 +9,8 @@ Run like the benchmark (PYTHONPATH = the build's variant folder).
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 import qwen3_rmsnorm

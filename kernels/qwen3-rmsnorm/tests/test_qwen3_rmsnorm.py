@@ -219,3 +219,22 @@ def test_every_tuning_config_is_correct(config):
         qwen3_rmsnorm.fused_add_rms_norm_with_config(x, residual, w, EPS, config, out=out)
         assert torch.equal(residual, summed), qwen3_rmsnorm.config_name(config)
         assert_close(out, reference(summed, w))
+
+
+def test_the_tuning_table_picks_the_kernel_shape_per_token_count(monkeypatch):
+    """rms_norm consults tuning.py for contiguous bf16 rows of 4096 (an unknown shape is refused,
+    which proves the lookup happens) and leaves other rows on the built-in choice."""
+    monkeypatch.setattr(qwen3_rmsnorm.tuning, "NORM_16", 9999)
+    monkeypatch.setattr(qwen3_rmsnorm.tuning, "FUSED_16", 9999)
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    w = rand(4096, dtype=torch.bfloat16, gen=gen, mean=1.0, std=0.5)
+    for tokens in (9, 16):
+        x = rand(tokens, 4096, dtype=torch.bfloat16, gen=gen)
+        with pytest.raises(ERRORS, match="tuning config"):
+            qwen3_rmsnorm.rms_norm(x, w, EPS)
+        with pytest.raises(ERRORS, match="tuning config"):
+            qwen3_rmsnorm.fused_add_rms_norm(x, x.clone(), w, EPS)
+    for x in (rand(17, 4096, dtype=torch.bfloat16, gen=gen), rand(16, 4096, dtype=torch.float16, gen=gen),
+              rand(16, 8192, dtype=torch.bfloat16, gen=gen)[:, :4096]):
+        w_x = rand(4096, dtype=x.dtype, gen=gen, mean=1.0, std=0.5)
+        assert_close(qwen3_rmsnorm.rms_norm(x, w_x, EPS), reference(x, w_x))

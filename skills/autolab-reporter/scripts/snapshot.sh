@@ -3,13 +3,15 @@
 # failures, alerts, queue. usage: snapshot.sh [--json]  (from the lab root, or set LAB_ROOT)
 set -euo pipefail
 lab_cmd=(lab -C "${LAB_ROOT:-.}")
-fmt=("$@")
+fmt=("${@:---max-width=0}")   # table mode: never cut a reason (--json: as given)
 section() { echo; echo "## $1"; "${lab_cmd[@]}" query "$2" "${fmt[@]}"; }
 echo "## status"
-"${lab_cmd[@]}" status --json
-section "leaderboard (best valid results)" "
+status=$("${lab_cmd[@]}" status --json)
+echo "$status"
+order=$(printf '%s' "$status" | python3 -c 'import json, sys; print("DESC" if json.load(sys.stdin)["direction"] == "maximize" else "ASC")')
+section "leaderboard (best valid results: finished runs only)" "
 SELECT id, value, delta, promoted, status, title FROM scores
-WHERE value IS NOT NULL AND kind = 'experiment' ORDER BY value LIMIT 10"
+WHERE value IS NOT NULL AND kind = 'experiment' AND status = 'finished' ORDER BY value $order LIMIT 10"
 section "baselines (noise)" "
 SELECT target, count(*) AS repeats, avg(value) AS mean, stddev_samp(value) AS seed_stdev
 FROM scores WHERE kind = 'baseline' AND value IS NOT NULL GROUP BY target ORDER BY max(finished)"

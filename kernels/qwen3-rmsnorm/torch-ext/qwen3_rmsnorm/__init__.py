@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from . import layers
+from . import layers, tuning
 from ._ops import ops
 
-__all__ = ["rms_norm", "fused_add_rms_norm", "qk_rms_norm", "layers", "ops", "TUNING_CONFIGS", "config_name"]
+__all__ = ["rms_norm", "fused_add_rms_norm", "qk_rms_norm", "layers", "ops", "tuning", "TUNING_CONFIGS",
+           "config_name"]
 
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -52,12 +53,32 @@ def _check(x: torch.Tensor, weight: torch.Tensor, name: str = "input", w_name: s
         raise ValueError(f"{name}: hidden size {x.size(-1)} is above the supported maximum {_max_hidden(x)}")
 
 
+TUNED_HIDDEN = 4096
+TUNED_SIZES = (1, 16, 128, 512, 2048, 8192, 32768)
+
+
+def _tuned(op: str, *tensors: torch.Tensor) -> int:
+    """The tuning table's kernel shape for these rows (`op`: NORM or FUSED), 0 for the built-in
+    choice or when the rows are not what the table was tuned for (contiguous bf16 of 4096)."""
+    x = tensors[0]
+    if x.dtype != torch.bfloat16 or x.size(-1) != TUNED_HIDDEN or \
+            not all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in tensors):
+        return 0
+    rows = x.numel() // TUNED_HIDDEN
+    size = next((s for s in TUNED_SIZES if rows <= s), TUNED_SIZES[-1])
+    return int(getattr(tuning, f"{op}_{size}", 0))
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
              out: torch.Tensor | None = None) -> torch.Tensor:
     """weight * (x / rms(x)) normalised in fp32, rounded to x.dtype, then scaled."""
     _check(x, weight)
     out = torch.empty_like(x) if out is None else out
-    ops.rms_norm(out, x, weight, eps)
+    config = _tuned("NORM", x, out)
+    if config:
+        ops.rms_norm_config(out, x, weight, eps, config)
+    else:
+        ops.rms_norm(out, x, weight, eps)
     return out
 
 
@@ -70,7 +91,11 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     _check(x, weight)
     _check(residual, weight, "residual")
     out = torch.empty_like(x) if out is None else out
-    ops.fused_add_rms_norm(out, x, residual, weight, eps)
+    config = _tuned("FUSED", x, residual, out)
+    if config:
+        ops.fused_add_rms_norm_config(out, x, residual, weight, eps, config)
+    else:
+        ops.fused_add_rms_norm(out, x, residual, weight, eps)
     return out
 
 
