@@ -13,10 +13,11 @@ below is on only when the skill's text states it):
     "only here"               edit the worktree, never the path the prompt names in the lab root
     "protected files"         skip quoted commands that name a protected file of lab.yaml
     "frozen constants"        leave target.frozen constants alone
-    "do not invent it"        a constant the target lacks: cancel with the skill's mark.py command
+    "do not invent it"        a constant the target lacks: give up with the skill's command
     "never report a number"   no val_bpb figure in its answer
     "stop at once"            stop when its entry is not `assigned` (or gone)
-    `... mark.py" ready ...`  hand back with that command instead of rewriting the YAML
+    `lab ... work done ...`   hand back with that command (`work give-up` to cancel)
+                              instead of rewriting the YAML
 
 Without the skill it is a literal-minded agent. EVAL_AGENT (comma-separated) adds:
 hang (sleeps forever with a child), escape (first writes EVAL_AGENT_ESCAPE, a path outside
@@ -112,7 +113,7 @@ def work(prompt: str, skill: str) -> int:
         if "frozen constants" in skill and name in (target.get("frozen") or []):
             print(f"leaving {name} alone: it is frozen")
             continue
-        text = re.sub(rf"^{name} = (\d+)", lambda m: f"{name} = {int(m.group(1)) * 2}", text, flags=re.M)
+        text = re.sub(rf"^{name} = ([0-9.eE+]+)", lambda m: f"{name} = {double(m.group(1))}", text, flags=re.M)
     for name, value in (entry["change"].get("params") or {}).items():
         text, found = re.subn(rf"^{name} = [^#\n]*?(\s*#.*)?$", lambda m: f"{name} = {value!r}{m.group(1) or ''}",
                               text, count=1, flags=re.M)
@@ -127,8 +128,13 @@ def work(prompt: str, skill: str) -> int:
     return hand_back(skill, entry_path, entry, "ready", "")
 
 
+def double(number: str) -> str:
+    return str(int(number) * 2) if number.isdigit() else f"{float(number) * 2:g}"
+
+
 def hand_back(skill: str, entry_path: Path, entry: dict, status: str, reason: str) -> int:
-    command = re.search(rf'`(python "\$LAB_ROOT/[^`]*mark\.py" {status} "\$LAB_TASK"[^`]*)`', skill)
+    verb = "done" if status == "ready" else "give-up"
+    command = re.search(rf'`(lab -C "\$LAB_ROOT" work {verb} "\$LAB_TASK"[^`]*)`', skill)
     if command:
         line = command.group(1).replace('--reason "..."', f'--reason "{reason}"')
         return subprocess.run(["bash", "-c", line], check=False).returncode
