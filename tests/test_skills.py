@@ -175,10 +175,14 @@ def test_install_default_all_clients_is_idempotent(tmp_path, lab):
     (lab.root / "CLAUDE.md").write_text("# My notes\n\nkeep me\n")
     first = lab_cmd(env, lab.root, "skills", "install")
     assert first.returncode == 0, first.stderr
-    source = {s.name: tree(s.path) for s in find_skills(lab.root / "skills")}
+    # evals/ (the cases and their results) stays with the skill's author: agents never get it
+    source = {s.name: {rel: data for rel, data in tree(s.path).items() if not rel.startswith("evals/")}
+              for s in find_skills(lab.root / "skills")}
+    assert (lab.root / "skills" / "autolab-worker" / "evals" / "evals.json").is_file()
     for d in PROJECT_DIRS:
         for name, files in source.items():
             installed = tree(lab.root / d / name)
+            assert not (lab.root / d / name / "evals").exists(), (d, name)
             manifest = json.loads(installed.pop(MANIFEST))
             assert installed == files, (d, name)
             assert set(manifest["files"]) == set(files)

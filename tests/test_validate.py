@@ -50,8 +50,10 @@ def test_clean_lab_validates_with_a_one_line_summary(lab, write_doc, run_lab, tr
     report = validate(lab.root)
     assert report.ok, "\n".join(map(str, report.problems))
     n_skills = len(list(lab.root.glob("skills/*/SKILL.md")))
+    n_evals = len(list(lab.root.glob("skills/*/evals/evals.json")))
     assert report.counts == {"lab": 1, "hypothesis": 3, "queue": 4, "experiment": 3, "parquet": 5,
-                             **({"skill": n_skills} if n_skills else {})}
+                             **({"skill": n_skills} if n_skills else {}),
+                             **({"skill-evals": n_evals} if n_evals else {})}
     before = tree_hashes(lab.root)
     result = run_lab("validate", cwd=lab.root)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -117,6 +119,9 @@ def test_classify():
     assert classify("experiments/scores.parquet") == "parquet"
     assert classify("skills/autolab/SKILL.md") == "skill"
     assert classify("kernels/rms/build.toml") == "build-toml"
+    assert classify("skills/autolab/evals/evals.json") == "skill-evals"
+    assert classify("skills/autolab/evals/results.parquet") == "parquet"
+    assert classify("skills/autolab/evals/files/x.json") is None
     assert classify("train.py") is None
 
 
@@ -152,6 +157,15 @@ SEEDS = {
     "build-toml": [{"general": {"name": "rms", "version": 1, "backends": ["cuda"], "hub": {"repo-id": "a/b"}},
                     "torch": {"src": ["a.cpp"]},
                     "kernel": {"rms": {"backend": "cuda", "src": ["a.cu"], "cuda-capabilities": ["9.0"]}}}],
+    "skill-evals": [{"skill_name": "my-skill", "evals": [
+        {"id": "worker-case", "prompt": "p {task}", "role": "worker", "task": "e-1", "template": "blank",
+         "files": ["evals/files/x", {"path": "a.txt", "content": "x"}, {"path": "b.parquet", "rows": [{"a": 1}]}],
+         "setup": ["true"], "solution": ["true"],
+         "assertions": [{"type": "file_exists", "path": "a*", "count": 1}, {"type": "accepted", "not": True},
+                        {"type": "field", "path": "a.yaml", "field": "x.y", "equals": 1},
+                        {"type": "query", "sql": "SELECT 1", "row": [1]}, {"type": "command", "run": "true"},
+                        {"type": "output_contains", "text": "x"}]},
+        {"id": 3, "prompt": "q", "assertions": [{"type": "validate", "paths": ["hypotheses"]}]}]}],
 }
 ODD_VALUES = [None, True, False, 0, 1, -1, 1.0, 2.5, -0.0, float("inf"), "", "x", "a/b", "h..1", "9.0",
               "2026-11-21T08:30:00Z", "queued", "finished", "baseline", "agent", "cuda", "minimize", [], ["x"],

@@ -16,7 +16,7 @@ from ..assets import asset_path
 from ..errors import Problem
 from .schema_compile import Unsupported, compile_schema, pattern_search
 
-KINDS = ("lab", "hypothesis", "experiment", "skill", "build-toml")
+KINDS = ("lab", "hypothesis", "experiment", "skill", "build-toml", "skill-evals")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.I)
 
 
