@@ -7,7 +7,7 @@ test checks that it matches, so the documentation cannot drift from the code.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -71,6 +71,30 @@ EVENTS = pa.schema([
     pa.field("message", pa.string(), nullable=False),
 ])
 
+SKILL_EVALS = pa.schema([
+    pa.field("skill", pa.string(), nullable=False),
+    pa.field("case", pa.string(), nullable=False),           # the case id in evals/evals.json
+    pa.field("agent", pa.string(), nullable=False),          # the --agent given (a role or a command)
+    pa.field("with_skill", pa.bool_(), nullable=False),      # false: the baseline, skill absent
+    pa.field("run", pa.int64(), nullable=False),             # 1..N within the batch
+    pa.field("passed", pa.bool_(), nullable=False),          # state finished and every assertion held
+    pa.field("state", pa.string(), nullable=False),          # finished | failed | timed_out | refused | error
+    pa.field("assertions", pa.int64(), nullable=False),
+    pa.field("failed", pa.list_(pa.string())),               # the assertions that did not hold
+    pa.field("exit_code", pa.int64()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("tokens_in", pa.int64()),                       # from the agent's JSON output; null if none
+    pa.field("tokens_out", pa.int64()),
+    pa.field("turns", pa.int64()),
+    pa.field("cost_usd", pa.float64()),
+    pa.field("outside", pa.list_(pa.string())),              # paths outside its lab the agent changed
+    pa.field("skill_version", pa.string()),                  # hash of the skill's files
+    pa.field("batch", pa.string(), nullable=False),          # one `lab skills eval` invocation
+    pa.field("started", _TS, nullable=False),
+    pa.field("log", pa.string()),                            # the agent's output, lab-relative
+])
+
+
 @dataclass(frozen=True)
 class Table:
     """Where a table's files live and what a row is. A table read from many files (one per
@@ -98,6 +122,12 @@ TABLES = {
                     "anomalies, refusals, failures, promotions: one file per runner pass that recorded any, "
                     "written by that runner alone; `lab compact` folds them into `part-<hash>.parquet` files",
                     directory="experiments/events", order=("at",), legacy="experiments/events.parquet"),
+    "skill_evals": Table("skill_evals", SKILL_EVALS, "skills/<name>/evals/results/<batch>.parquet",
+                         "one row per agent run of a skill eval case: one file per `lab skills eval` batch "
+                         "and skill, written by that invocation alone, so evaluations run in two clones of a "
+                         "lab merge as files",
+                         directory=None, key=("batch", "case", "agent", "with_skill", "run"),
+                         legacy="skills/<name>/evals/results.parquet"),
 }
 PART_PREFIX = "part-"               # a compacted file: named by its content
 
@@ -111,7 +141,17 @@ def schema_for(relpath: str) -> pa.Schema | None:
             return table.schema
     if len(parts) == 3 and parts[0] == "experiments" and parts[2] == "metrics.parquet":
         return METRICS
+    if parts[0] == "skills" and (parts[2:] == ["evals", "results.parquet"] or len(parts) == 5
+                                 and parts[2:4] == ["evals", "results"] and parts[4].endswith(".parquet")):
+        return SKILL_EVALS
     return None
+
+
+def skill_evals_table(skill: str) -> Table:
+    """One skill's eval results as a table of many files: its batches' files, and the single file
+    an earlier version appended every batch to."""
+    return replace(TABLES["skill_evals"], name=f"skill_evals-{skill}", directory=f"skills/{skill}/evals/results",
+                   legacy=f"skills/{skill}/evals/results.parquet")
 
 
 def check_parquet(path: Path, expected: pa.Schema, shown: str) -> list[Problem]:
@@ -180,8 +220,8 @@ def tables_markdown() -> str:
     for table in TABLES.values():
         lines += [f"## {table.name}: `{table.layout}`", "", table.purpose + ".", ""]
         if table.legacy:
-            lines += [f"A lab made by an earlier version kept it in `{table.legacy}`: still read, and folded "
-                      "into the directory by `lab run` and `lab compact`.", ""]
+            folded = ", and folded into the directory by `lab run` and `lab compact`" if table.directory else ""
+            lines += [f"A lab made by an earlier version kept it in `{table.legacy}`: still read{folded}.", ""]
         lines += ["| column | Arrow type | nullable |", "| --- | --- | --- |"]
         lines += [f"| {f.name} | {f.type} | {'yes' if f.nullable else 'no'} |" for f in table.schema]
         lines.append("")

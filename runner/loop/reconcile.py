@@ -14,14 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..backends import (
-    Backend,
-    JobStartError,
-    Unreachable,
-    default_backend,
-    make_backends,
-)
+from ..backends import Backend, JobStartError, Unreachable, default_backend, make_backends
 from ..errors import LabError
+from ..faults import crash_point
 from ..files.yamlio import write_yaml
 from ..lab import Lab
 from ..repo import gitops, worktrees
@@ -223,6 +218,7 @@ class Runner:
             room -= 1
             transition(entry, machine.ASSIGNED, "runner", branch=worktrees.branch(entry.id),
                        worker=self._worker_kind(), job={"backend": backend, "slot": slot, "runner": self.me})
+            crash_point("dispatch.after-assigned")
             self.limit.dispatched += 1
             log.add(self.lab, entry.path, line=f"{entry.id}: queued -> assigned ({slot})")
             self.on_event("assigned", {"entry": entry})
@@ -230,6 +226,7 @@ class Runner:
                 self.sharing.claimed(entry)
                 continue  # it starts once the claim is on the remote (loop/sync.py)
             worktrees.ensure(self.lab, entry.id, entry.base)
+            crash_point("dispatch.after-worktree")
             self._work(entry, log)
             if entry.status == machine.READY:
                 self._launch(entry, log)
@@ -303,6 +300,7 @@ class Runner:
             return self._unreachable(entry, exc, log)  # the next pass adopts or submits this attempt
         except JobStartError as exc:
             return self.finisher.finish(entry, Outcome(machine.FAILED, reason=f"infrastructure: {exc}"), log)
+        crash_point("dispatch.after-job-start")
         transition(entry, machine.RUNNING, "runner", job=job)
         log.add(self.lab, entry.path, line=f"{entry.id}: ready -> running ({job.get('slot')})")
         self.on_event("running", {"entry": entry})

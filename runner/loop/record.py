@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..faults import crash_point
 from ..files.tables import METRICS, write_table
 from ..files.yamlio import atomic_write, write_yaml
 from ..lab import Lab
@@ -61,7 +62,9 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
     atomic_write(out / "patch.diff", patch)
     if log_path and log_path.exists():
         atomic_write(out / "log.txt", _tail(log_path))
+    crash_point("record.after-files")
     score = write_score(lab, _score_row(lab, entry, outcome))
+    crash_point("record.after-score")
     data = dict(entry.data)
     data["status"] = outcome.status
     data["updated"] = iso()
@@ -69,7 +72,9 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
                                            **({"note": outcome.reason[:500]} if outcome.reason else {})})
     data["result"] = _result(lab, outcome)
     write_yaml(out / "experiment.yaml", data)
+    crash_point("record.after-experiment-yaml")
     entry.path.unlink(missing_ok=True)
+    crash_point("record.after-queue-removal")
     worktrees.remove(lab, entry.id)
     files = [out / name for name in ("metrics.parquet", "patch.diff", "log.txt", "experiment.yaml")]
     return [lab.rel(entry.path), *(lab.rel(f) for f in files if f.exists()), lab.rel(score)]

@@ -9,6 +9,7 @@ parses ten thousand YAML files):
 - hypotheses   hypotheses/*.yaml, flattened (change/params as JSON text)
 - queue        queue/*.yaml, flattened
 - experiments  experiments/*/experiment.yaml, flattened (same columns as queue)
+- skill_evals  every skills/<name>/evals/results/*.parquet (`lab skills eval`), each run once
 
 A missing table is an empty view with the right columns. Everything is loaded
 into memory first, then DuckDB's file access is switched off and locked, so a
@@ -29,13 +30,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import LabError
-from ..files.tables import METRICS
+from ..files.tabledir import read_many
+from ..files.tables import METRICS, SKILL_EVALS, skill_evals_table
 from ..files.yamlio import atomic_write, load_yaml
 from ..lab import Lab
 from ..state.events import read_events
 from ..state.fingerprint import fingerprint
 from ..state.scores import scores
 from ..state.params import is_number
+from .skills import evaluated_skills
 
 _S, _F, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 
@@ -60,7 +63,7 @@ EXPERIMENTS = pa.schema([
 
 METRICS_VIEW = pa.schema([pa.field("experiment", _S), *METRICS])
 
-VIEWS = ("scores", "events", "metrics", "hypotheses", "queue", "experiments")
+VIEWS = ("scores", "events", "metrics", "hypotheses", "queue", "experiments", "skill_evals")
 CACHE_VERSION = 2  # bump when the row builders change
 
 
@@ -136,6 +139,9 @@ def build_view(lab: Lab, name: str, skipped: list[str]) -> pa.Table:
     if name == "experiments":
         files = _listing(lab, "experiments", "experiment.yaml")
         return _yaml_table(lab, name, files, EXPERIMENTS, experiment_row, skipped)
+    if name == "skill_evals":
+        parts = [read_many(lab.root, skill_evals_table(s), skipped) for s in evaluated_skills(lab)]
+        return pa.concat_tables(parts) if parts else SKILL_EVALS.empty_table()
     raise KeyError(name)
 
 
