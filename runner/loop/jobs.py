@@ -3,10 +3,22 @@ from __future__ import annotations
 
 import sys
 
+from ..backends import envclass
 from ..backends.base import JobSpec
 from ..lab import Lab
 from ..repo import worktrees
 from ..state.entries import Entry
+
+
+def environment_of(lab: Lab, entry: Entry) -> dict:
+    """The environment class an entry runs in: the one it was dispatched with, else where it would go."""
+    return entry.data.get("environment") or envclass.describe(lab.config, backend_of(lab, entry),
+                                                              flavor_of(lab, entry))
+
+
+def baseline_class(lab: Lab) -> str:
+    """The environment class a new baseline of main runs in (backends.baseline, else backends.default)."""
+    return environment_of(lab, Entry(lab.queue / "baseline.yaml", {"kind": "baseline"}))["class"]
 
 
 def backend_of(lab: Lab, entry: Entry) -> str:
@@ -25,8 +37,8 @@ def flavor_of(lab: Lab, entry: Entry) -> str:
 def job_spec(lab: Lab, entry: Entry) -> JobSpec:
     target = lab.config["target"]
     env = {"LAB_CACHE": str(lab.runtime / "cache"), **(target.get("env") or {})}  # caches stay in the lab
-    if entry.is_baseline:
-        env["LAB_SEED"] = str(entry.wave)
+    if entry.seed is not None:
+        env["LAB_SEED"] = str(entry.seed)
     job = entry.job
     command = list(target["command"])
     if command[0] in ("python", "python3"):

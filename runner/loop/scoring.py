@@ -3,7 +3,9 @@
 Main gets many state commits; only promotions change the target. So a score
 belongs to a *target key*: a hash of the editable files' blobs at a commit.
 The score of a key is the mean of every valid measurement of it (baselines,
-the promoted run, re-runs), so repeated measurements sharpen the estimate.
+the promoted run, re-runs), so repeated measurements sharpen the estimate; and
+it is taken within one environment class (backends/envclass.py): a number
+measured on other hardware or software never judges a result.
 """
 from __future__ import annotations
 
@@ -38,17 +40,21 @@ def _target_key(root: str, commit: str, editable: tuple[str, ...]) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
 
-def key_values(table, key: str) -> list[float]:
+def key_values(table, key: str, env_class: str | None = None, column: str = "value") -> list[float]:
+    """Valid measurements (baselines, promotions) of a target key, in one class (None: any class)."""
     if table.num_rows == 0:
         return []
-    rows = table.filter(pc.and_(pc.equal(table["target"], key), pc.is_valid(table["value"])))
+    rows = table.filter(pc.and_(pc.equal(table["target"], key), pc.is_valid(table[column])))
     rows = rows.filter(pc.or_(rows["promoted"], pc.equal(rows["kind"], "baseline")))
-    return [v for v in rows["value"].to_pylist() if v == v]  # drop NaN
+    if env_class is not None:
+        rows = rows.filter(pc.fill_null(pc.equal(rows["env_class"], env_class), False))
+    return [v for v in rows[column].to_pylist() if v == v]  # drop NaN
 
 
-def score_of(lab: Lab, commit: str, table=None) -> float | None:
-    """Mean of the valid measurements of the target at `commit`, or None."""
-    values = key_values(scores(lab) if table is None else table, target_key(lab, commit))
+def score_of(lab: Lab, commit: str, env_class: str | None, table=None, column: str = "value") -> float | None:
+    """Mean of the valid measurements of the target at `commit` in `env_class`, or None;
+    column="holdout" gives the mean of its holdout figures."""
+    values = key_values(scores(lab) if table is None else table, target_key(lab, commit), env_class, column)
     return statistics.fmean(values) if values else None
 
 
@@ -70,14 +76,16 @@ def noise_margin(lab: Lab, table=None) -> float:
     return max(margin, k * statistics.stdev(values))
 
 
-def failed_baseline(lab: Lab, commit: str, table=None) -> str | None:
-    """The id of the latest baseline of this target that failed, when no measurement of it
-    succeeded since: the target itself fails, so more baselines would only fail too."""
+def failed_baseline(lab: Lab, commit: str, table=None, env_class: str | None = None) -> str | None:
+    """The id of the latest baseline of this target (in `env_class`, None: any) that failed, when no
+    measurement of it succeeded since: the target itself fails, so more baselines would only fail too."""
     table = scores(lab) if table is None else table
     if table.num_rows == 0:
         return None
     rows = table.filter(pc.and_(pc.equal(table["target"], target_key(lab, commit)),
                                 pc.equal(table["kind"], "baseline")))
+    if env_class is not None:
+        rows = rows.filter(pc.fill_null(pc.equal(rows["env_class"], env_class), False))
     last = rows.slice(rows.num_rows - 1).to_pylist() if rows.num_rows else []
     if last and last[0]["value"] is None and last[0]["status"] in ("failed", "timed_out"):
         return last[0]["id"]

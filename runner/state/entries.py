@@ -34,6 +34,16 @@ class Entry:
     @property
     def is_baseline(self) -> bool: return self.kind == "baseline"
     @property
+    def runs_base(self) -> bool:
+        """A baseline or a reproduction: runs its base commit as it is (no worker, no gate, never stale)."""
+        return self.kind != "experiment"
+    @property
+    def seed(self) -> int | None:
+        """LAB_SEED of its job: its own `seed`, a baseline's wave, else none (the target's default)."""
+        return self.data["seed"] if "seed" in self.data else (self.wave if self.is_baseline else None)
+    @property
+    def env_class(self) -> str | None: return (self.data.get("environment") or {}).get("class")
+    @property
     def hypothesis(self) -> str | None: return self.data.get("hypothesis")
     @property
     def change(self) -> dict: return self.data.get("change") or {}
