@@ -26,6 +26,7 @@ from ..state.create import new_experiment, title_of, write_checked
 from ..state.entries import Entry
 from ..state.events import record_event
 from ..state.scores import scores
+from . import reproduction
 from .jobs import job_spec
 from .passlog import Committer, PassLog
 from .promotion import PROMOTE, REQUEUE, judge, merge_into_main
@@ -66,7 +67,9 @@ class Finisher:
             spec = job_spec(self.lab, entry)
             self.backends[entry.job.get("backend", "local")].cancel(spec, "cancelled")
         self._measured(entry, outcome)
-        if outcome.status == machine.FINISHED and not entry.is_baseline:
+        if outcome.status == machine.FINISHED and entry.kind == "reproduction":
+            reproduction.judge(self.lab, entry, outcome, noise_margin(self.lab, scores(self.lab)))
+        elif outcome.status == machine.FINISHED and not entry.is_baseline:
             self._judge(entry, outcome, log)
         patch = worktrees.changes(self.lab, entry.id, entry.base)[1] if outcome.commit else ""
         paths = record(self.lab, entry, outcome, log_path, patch)
@@ -91,8 +94,16 @@ class Finisher:
         if gitops.run_git(self.lab.root, "branch", "--list", branch):
             o.commit = gitops.head(self.lab.root, branch)
             o.target = target_key(self.lab, o.commit)
-        o.title = "baseline" if entry.is_baseline else title_of(self.lab, entry.hypothesis)
-        o.base_value = score_of(self.lab, entry.base)
+        o.title = title_of(self.lab, entry.hypothesis) if entry.kind == "experiment" else entry.kind
+        holdout = self.lab.config["objective"].get("holdout")
+        if holdout:   # recorded, and shown against the objective; never judged
+            o.holdout = objective(o.summary, holdout)
+        if entry.kind == "reproduction":
+            o.title = f"reproduction of {entry.data['reproduces']}"
+            return
+        o.base_value = score_of(self.lab, entry.base, entry.env_class)
+        if holdout:
+            o.base_holdout = score_of(self.lab, entry.base, entry.env_class, column="holdout")
 
     def _judge(self, entry: Entry, o: Outcome, log: PassLog) -> None:
         main = base_commit(self.lab)
@@ -131,6 +142,11 @@ class Finisher:
         log.subject = (f"lab: promote {entry.id}: {self.lab.metric} {o.base_value:.6g} -> {o.value:.6g} "
                        f"({pct:+.2f}%)")
         record_event(self.lab, "info", "promoted", o.reason, experiment=entry.id, hypothesis=entry.hypothesis)
+        if is_finite(o.holdout) and is_finite(o.base_holdout) and \
+                self.lab.better(o.base_holdout, o.holdout, noise_margin(self.lab, scores(self.lab))):
+            record_event(self.lab, "warn", "holdout-worse", f"promoted, but {self.lab.config['objective']['holdout']} "
+                         f"got worse: {o.base_holdout:.6g} -> {o.holdout:.6g}, beyond the noise margin "
+                         "(selection overfitting?)", experiment=entry.id, hypothesis=entry.hypothesis)
 
     def _brief(self, o: Outcome) -> str:
         if not is_finite(o.value):

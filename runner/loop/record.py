@@ -22,6 +22,7 @@ from ..files.yamlio import atomic_write, write_yaml
 from ..lab import Lab
 from ..repo import worktrees
 from ..secrets import mask
+from ..state.accounting import record_job
 from ..state.entries import Entry
 from ..state.timeutil import iso, now, parse_iso
 
@@ -43,6 +44,8 @@ class Outcome:
     exit_code: int | None = None
     title: str = ""                  # the hypothesis's title, for the scores table
     job_seconds: float | None = None  # the job process's own run time
+    holdout: float | None = None     # objective.holdout's value (never judged)
+    base_holdout: float | None = None
 
 
 def experiment_dir(lab: Lab, exp_id: str) -> Path:
@@ -58,6 +61,7 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
     if log_path and log_path.exists():
         atomic_write(out / "log.txt", _tail(log_path))
     _append_score(lab, entry, outcome)
+    ran = record_job(lab, entry, outcome.status) or lab.jobs_table.exists()
     data = dict(entry.data)
     data["status"] = outcome.status
     data["updated"] = iso()
@@ -68,13 +72,16 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
     entry.path.unlink(missing_ok=True)
     worktrees.remove(lab, entry.id)
     files = [out / name for name in ("metrics.parquet", "patch.diff", "log.txt", "experiment.yaml")]
-    return [lab.rel(entry.path), *(lab.rel(f) for f in files if f.exists()), lab.rel(lab.scores_path)]
+    tables = [lab.scores_path, *([lab.jobs_table] if ran else [])]
+    return [lab.rel(entry.path), *(lab.rel(f) for f in files + tables if f.exists())]
 
 
 def _result(lab: Lab, o: Outcome) -> dict:
     result = {"metric": lab.metric, "value": _num(o.value),
               "metrics": {k: _num(v) for k, v in o.summary.items()},
               "base_value": _num(o.base_value), "delta": _delta(o), "promoted": o.promoted}
+    if o.holdout is not None:
+        result.update(holdout=_num(o.holdout), base_holdout=_num(o.base_holdout))
     if o.commit:
         result["commit"] = o.commit
     if o.reason:
@@ -125,6 +132,8 @@ def _append_score(lab: Lab, entry: Entry, o: Outcome) -> None:
             "delta": _delta(o), "promoted": o.promoted, "slot": job.get("slot"), "worker": entry.data.get("worker"),
             "wave": entry.data.get("wave"), "started": started, "finished": finished,
             "duration_s": (finished - started).total_seconds() if started else None, "reason": o.reason or None,
+            "seed": entry.seed, "env_class": entry.env_class, "holdout": _num(o.holdout),
+            "base_holdout": _num(o.base_holdout),
         }
         append_rows(lab.scores_path, SCORES, [row], existing=table)  # read once above
 
