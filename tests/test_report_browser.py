@@ -42,7 +42,8 @@ class Charts(HTMLParser):
 
     def __init__(self, dom: str):
         super().__init__()
-        self.body, self.charts = {}, {}
+        self.body, self.charts, self.overfit = {}, {}, {}
+        self._in_overfit = False
         self.feed(dom)
 
     def handle_starttag(self, tag, attrs):
@@ -51,6 +52,16 @@ class Charts(HTMLParser):
             self.body = attrs
         elif tag == "div" and (attrs.get("id") or "").startswith("chart-") and "data-traces" in attrs:
             self.charts[attrs["id"]] = attrs
+        elif tag == "div" and attrs.get("id") == "overfit":
+            self.overfit, self._in_overfit = {"data-flagged": attrs["data-flagged"], "ids": []}, True
+
+    def handle_endtag(self, tag):
+        if tag == "div":
+            self._in_overfit = False
+
+    def handle_data(self, data):
+        if self._in_overfit and data.strip().startswith("e-"):
+            self.overfit["ids"].append(data.split()[0])
 
 
 def console_errors(stderr: str) -> list[str]:
@@ -69,7 +80,13 @@ def expected_counts(lab) -> dict:
         curves.append(baselines[0])
     with_loss = [e for e in curves if "train_loss" in read_table(
         lab.experiments / e / "metrics.parquet", METRICS)["name"].to_pylist()]
-    return {"bars": pc.sum(timed).as_py(), "markers": scored.num_rows, "lines": len(with_loss)}
+    rows = sorted(scored.to_pylist(), key=lambda r: r["finished"])
+    main = [r for r in rows if r["kind"] == "baseline"][:1] + [r for r in rows if r["promoted"]]
+    main = [r for r in main if r["holdout"] is not None]
+    margin = lab.config["objective"]["noise_margin"]
+    overfit = [r["id"] for r in main if r["promoted"] and r["holdout"] - r["base_holdout"] > margin]
+    return {"bars": pc.sum(timed).as_py(), "markers": scored.num_rows, "lines": len(with_loss),
+            "holdout_markers": 2 * len(main) + len(overfit), "overfit": overfit}
 
 
 @pytest.fixture(scope="module", params=["real", "generated"])
@@ -93,6 +110,12 @@ def test_report_renders_in_chromium_without_errors(report, tmp_path):
     for chart in ("chart-progress-time", "chart-progress-index"):
         assert int(charts[chart]["data-rendered-markers"]) == want["markers"] > 0
     assert int(charts["chart-loss"]["data-rendered-lines"]) == want["lines"] > 0
+    if lab.root.parent.name.startswith("generated"):   # recorded with a holdout, one promotion crafted to overfit
+        assert int(charts["chart-holdout"]["data-rendered-markers"]) == want["holdout_markers"] > 2
+        assert int(charts["chart-holdout"]["data-rendered-lines"]) == 2
+        assert len(want["overfit"]) == 1 and page.overfit == {"data-flagged": "1", "ids": want["overfit"]}
+    else:                                              # recorded before train.py printed a holdout figure
+        assert "chart-holdout" not in charts and 'id="chart-holdout-none"' in done.stdout
 
 
 def test_screenshot_is_saved_as_an_artifact(report, tmp_path):

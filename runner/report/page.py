@@ -6,8 +6,8 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from . import charts, jobs
-from .data import ReportData, leaderboard, overview_line, relative_link
+from . import charts, jobs, spend
+from .data import ReportData, leaderboard, main_line, overfit, overview_line, relative_link
 from .leaderboard import fmt_delta, fmt_seconds, fmt_value
 
 LEADERBOARD_ROWS = 200
@@ -25,7 +25,7 @@ table{border-collapse:collapse;width:100%;font-size:.85em}th,td{text-align:left;
 border-bottom:1px solid #eef1f4;vertical-align:top}th{background:#f4f7fa;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}tr.promoted td{background:#effaf0}
 .lvl-error{color:#b3261e;font-weight:600}.lvl-warn{color:#a35d00;font-weight:600}.lvl-info{color:#3b6ea8}
-a{color:#1f5fa8}.files a{margin-right:.5em}
+a{color:#1f5fa8}.files a{margin-right:.5em}.stop{color:#b3261e;font-weight:600}
 @media(max-width:900px){.grid{grid-template-columns:1fr}}
 """
 
@@ -72,9 +72,9 @@ if(location.protocol.indexOf('http')===0){
 """
 
 
-def _chart(fig, div_id: str) -> str:
+def _chart(fig, div_id: str, none: str = "No step metrics recorded yet.") -> str:
     if fig is None:
-        return f'<div class="chart" id="{div_id}-none"><p class="meta">No step metrics recorded yet.</p></div>'
+        return f'<div class="chart" id="{div_id}-none"><p class="meta">{escape(none)}</p></div>'
     inner = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                         config={"displaylogo": False, "responsive": True})
     return f'<div class="chart">{inner}</div>'
@@ -123,6 +123,17 @@ def _events_html(data: ReportData, out_dir: Path) -> str:
             f'<tbody>{"".join(rows)}</tbody></table>{more}')
 
 
+def _overfit_html(data: ReportData) -> str:
+    """The promotions whose holdout got worse beyond the noise margin, named."""
+    flagged = [r for r in main_line(data) if overfit(data, r)]
+    items = "".join(f"<li>{escape(r['id'])} ({escape(r.get('title') or '')}): {escape(data.holdout)} "
+                    f"{r['base_holdout']:.6g} → {r['holdout']:.6g} while {escape(data.metric)} "
+                    f"{fmt_value(r['base_value'])} → {fmt_value(r['value'])}</li>" for r in flagged)
+    text = ("Promotions whose holdout got worse by more than the noise margin (selection overfitting?):"
+            if flagged else "No promotion made the holdout worse by more than the noise margin.")
+    return f'<div id="overfit" data-flagged="{len(flagged)}"><p class="meta">{text}</p><ul>{items}</ul></div>'
+
+
 def render(data: ReportData, out_dir: Path, poll_ms: int = 3000) -> str:
     title = f"{data.name}: lab report"
     direction = "lower" if data.minimize else "higher"
@@ -136,6 +147,10 @@ def render(data: ReportData, out_dir: Path, poll_ms: int = 3000) -> str:
         + _chart(charts.progression(data, "index"), "chart-progress-index") + "</div>",
         "<h2>Timeline</h2>", _chart(charts.gantt(data), "chart-gantt"),
         "<h2>Loss curves</h2>", _chart(charts.loss_curves(data), "chart-loss"),
+        "<h2>Holdout</h2>", _chart(charts.holdout(data), "chart-holdout",
+                                   "No holdout figures recorded (objective.holdout in lab.yaml)."),
+        _overfit_html(data) if data.holdout else "",
+        "<h2>Spend</h2>", spend.html(data.spend),
         "<h2>Leaderboard</h2>", _leaderboard_html(data, out_dir),
         "<h2>Jobs</h2>", jobs.html(jobs.rows(data.lab, [r["id"] for r in data.rows][::-1][:JOB_ROWS])),
         "<h2>Events</h2>", _events_html(data, out_dir),
