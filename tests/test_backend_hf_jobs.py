@@ -307,6 +307,7 @@ def test_reattach_cancels_jobs_of_experiments_no_longer_live(hf_jobs, backend_sp
 
 def test_the_trackio_mirror_leaves_the_hub_online(hf_jobs, tmp_path, monkeypatch):
     from huggingface_hub import HfApi, constants
+
     from runner.report import trackio_mirror
     pytest.importorskip("trackio")
     with trackio_mirror.hub_offline():

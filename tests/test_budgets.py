@@ -15,7 +15,7 @@ from fake_agent import USAGE
 from hf_jobs_standin import hf_jobs, keep_client_on_loopback  # noqa: F401 (fixtures)
 from test_agents import make_lab as agents_lab
 from test_agents import only, run_to_end
-from test_backend_hf_jobs import events, lab_env, lab_run, remote_lab
+from test_backend_hf_jobs import events, lab_run, remote_lab
 from test_loop import finished, queue, toy_lab
 
 from runner.lab import Lab

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -14,6 +15,7 @@ from test_loop import finished, queue, scores_by_id
 
 from runner.backends import envclass
 from runner.lab import Lab
+from runner.loop.scoring import noise, runs_of
 from runner.repo import gitops
 from runner.state.accounting import spend
 from runner.state.create import new_experiment, new_hypothesis
@@ -21,12 +23,13 @@ from runner.state.create import new_experiment, new_hypothesis
 ON_GPU = "score = (X - 3.0) ** 2 + 1.0 + (10.0 if os.environ.get('LAB_SLOT', '').startswith('hf') else 0.0)"
 
 
-def two_class_lab(tmp_path, hub) -> Lab:
+def two_class_lab(tmp_path, hub, score_line: str = ON_GPU, **objective) -> Lab:
     """Experiments run here by default; HF Jobs runs the T4 flavor, where the target scores 10 worse."""
     lab = remote_lab(tmp_path, hub, slots=1)
     score = lab.root / "score.py"
-    score.write_text(score.read_text().replace("score = (X - 3.0) ** 2 + 1.0", ON_GPU))
+    score.write_text(score.read_text().replace("score = (X - 3.0) ** 2 + 1.0", score_line))
     config = yaml.safe_load(lab.config_path.read_text())
+    config["objective"].update(objective)
     config["backends"]["default"] = "local"
     config["backends"]["hf_jobs"]["flavor"] = "t4-small"
     lab.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -85,3 +88,30 @@ def test_two_environment_classes_in_one_lab_never_compare_across_classes(tmp_pat
     assert out.returncode == 1, out.stdout + out.stderr
     assert "not reproduced: val_bpb 20 vs recorded 10" in out.stdout
     assert f"in {gpu_class} (the original ran in {local_class})" in out.stdout
+
+
+# here the seed moves the score by 1 (a noisy class); on the T4 the target is deterministic
+NOISY_HERE = ON_GPU.replace("else 0.0)", "else float(os.environ.get('LAB_SEED') == '1'))")
+
+
+def test_the_noise_and_the_margin_come_from_the_class_judged(tmp_path, hf_jobs, run_lab):
+    lab = two_class_lab(tmp_path, hf_jobs, NOISY_HERE, margin_from_baseline=2.0)
+    here = [queue(lab, None, baseline=True, seed=seed) for seed in (0, 1)]   # 5.0 and 6.0: stdev 0.71 here
+    gpu = on(lab, "hf_jobs", {"X": 1.2})   # 14.24 on the T4 against 15.0: a gain of 0.76
+    gitops.commit_paths(lab.root, ["queue", "hypotheses"], "queue")
+    lab_run(run_lab, lab, hf_jobs)
+
+    rows = scores_by_id(lab)
+    local_class, gpu_class = rows[here[0]]["env_class"], rows[gpu]["env_class"]
+    assert [rows[i]["value"] for i in here] == [pytest.approx(5.0), pytest.approx(6.0)]
+    # the seed noise here would make the margin 1.41 and keep the change; the T4 has not measured its
+    # own noise, so the change is judged with the configured margin and one T4 run of its base
+    assert rows[gpu]["base_value"] == pytest.approx(15.0) and rows[gpu]["margin"] == pytest.approx(0.01)
+    assert rows[gpu]["promoted"] and rows[gpu]["z"] is None
+    table = pq.read_table(lab.scores_path)          # the measurements of the old base (main has moved on)
+    table = table.filter(pc.equal(table["target"], rows[here[0]]["target"]))
+    assert noise(lab, table, env_class=local_class).margin == pytest.approx(2.0 * 0.5 ** 0.5)
+    assert noise(lab, table, env_class=local_class).sigma_runs == 2
+    assert noise(lab, table, env_class=gpu_class).sigma is None
+    base = rows[here[0]]["commit"]
+    assert runs_of(lab, base, local_class, table) == 2 and runs_of(lab, base, gpu_class, table) == 1

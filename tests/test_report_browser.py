@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -80,12 +81,12 @@ def expected_counts(lab) -> dict:
         curves.append(baselines[0])
     with_loss = [e for e in curves if "train_loss" in read_table(
         lab.experiments / e / "metrics.parquet", METRICS)["name"].to_pylist()]
+    costed = scored.filter(pc.is_valid(scored["cost"])).num_rows if lab.config["objective"].get("cost") else 0
     rows = sorted(scored.to_pylist(), key=lambda r: r["finished"])
     main = [r for r in rows if r["kind"] == "baseline"][:1] + [r for r in rows if r["promoted"]]
     main = [r for r in main if r["holdout"] is not None]
-    margin = lab.config["objective"]["noise_margin"]
-    overfit = [r["id"] for r in main if r["promoted"] and r["holdout"] - r["base_holdout"] > margin]
-    return {"bars": pc.sum(timed).as_py(), "markers": scored.num_rows, "lines": len(with_loss),
+    overfit = [r["id"] for r in main if r["promoted"] and r["holdout"] - r["base_holdout"] > r["margin"]]
+    return {"bars": pc.sum(timed).as_py(), "markers": scored.num_rows, "lines": len(with_loss), "pareto": costed,
             "holdout_markers": 2 * len(main) + len(overfit), "overfit": overfit}
 
 
@@ -116,6 +117,22 @@ def test_report_renders_in_chromium_without_errors(report, tmp_path):
         assert len(want["overfit"]) == 1 and page.overfit == {"data-flagged": "1", "ids": want["overfit"]}
     else:                                              # recorded before train.py printed a holdout figure
         assert "chart-holdout" not in charts and 'id="chart-holdout-none"' in done.stdout
+    if want["pareto"]:     # score against objective.cost: one marker per result that printed the cost
+        assert int(charts["chart-pareto"]["data-rendered-markers"]) == want["pareto"]
+        assert int(charts["chart-pareto"]["data-points"]) == want["pareto"]
+        assert int(charts["chart-pareto"]["data-rendered-lines"]) == 1          # the front
+    else:                  # a lab recorded before objective.cost: the page says so, and still renders
+        assert "chart-pareto" not in charts and 'id="chart-pareto-none"' in done.stdout
+
+
+def test_the_generated_lab_has_a_cost_front_and_a_violator():
+    from runner.report.data import load, pareto_front
+    with tempfile.TemporaryDirectory() as tmp:
+        data = load(make_lab(Path(tmp) / "lab", 14))
+        front = pareto_front(data)
+        assert data.cost_metric == "train_seconds" and len(front) >= 2
+        assert any(r["outcome"] == "violates" for r in data.rows)
+        assert not any(r.get("constraint") for r in front)
 
 
 def test_screenshot_is_saved_as_an_artifact(report, tmp_path):

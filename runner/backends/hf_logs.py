@@ -46,7 +46,11 @@ def configure_client() -> None:
 def transient(exc: Exception) -> bool:
     """Timeouts, dropped connections, offline toggles and 408/429/5xx answers: worth retrying."""
     import httpx2
-    from huggingface_hub.errors import HfHubHTTPError, JobNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        JobNotFoundError,
+        OfflineModeIsEnabled,
+    )
 
     if isinstance(exc, JobNotFoundError):
         return False

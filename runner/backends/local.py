@@ -38,9 +38,8 @@ from ..errors import LabError
 from ..files.locks import FileLock
 from ..state.timeutil import iso
 from . import jobwrap
-from .base import Backend, JobSpec, JobStartError, JobStatus
+from .base import Backend, JobSpec, JobStartError, JobStatus, mtime
 from .base import breach as check_breach
-from .base import mtime
 from .environment import job_environment
 from .jobwrap import (
     EXIT_FILE,

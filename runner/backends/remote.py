@@ -17,15 +17,23 @@ import re
 import shlex
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import relay
-from datetime import datetime, timezone
-
 from ..files.locks import FileLock
 from ..state.timeutil import iso
-from .base import LOG_FILE, METRICS_FILE, Backend, JobSpec, JobStartError, JobStatus, Unreachable, breach
+from . import relay
+from .base import (
+    LOG_FILE,
+    METRICS_FILE,
+    Backend,
+    JobSpec,
+    JobStartError,
+    JobStatus,
+    Unreachable,
+    breach,
+)
 from .jobwrap import STOP_FILE, read_json, write_json
 
 RECORD_FILE = "remote.json"

@@ -39,14 +39,19 @@ SCORES = pa.schema([
     pa.field("finished", _TS),
     pa.field("duration_s", pa.float64()),
     pa.field("reason", pa.string()),
-    pa.field("seed", pa.int64()),                           # LAB_SEED of the run (null: the target's own)
+    pa.field("seed", pa.int64()),                           # LAB_SEED of the run
+    pa.field("cost", pa.float64()),                         # the objective.cost metric it printed
+    pa.field("constraint", pa.string()),                    # the objective.constraints rule it broke
+    pa.field("z", pa.float64()),                            # gain / stdev of the difference
+    pa.field("margin", pa.float64()),                       # the noise margin it was judged with
+    pa.field("evidence", pa.string()),                      # promotions: strong | single-run | confirmed
     pa.field("env_class", pa.string()),                     # environment class (backends/envclass.py)
     pa.field("holdout", pa.float64()),                      # objective.holdout's value: recorded, never judged
     pa.field("base_holdout", pa.float64()),                 # the base's holdout in the same class
 ])
 
 # scores columns added after the first release: an older table lacks them and reads them as null
-LATER_SCORES = {"seed", "env_class", "holdout", "base_holdout"}
+LATER_SCORES = {"seed", "cost", "constraint", "z", "margin", "evidence", "env_class", "holdout", "base_holdout"}
 
 METRICS = pa.schema([
     pa.field("step", pa.int64()),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import zlib
 
 from ..backends import envclass
 from ..backends.base import JobSpec
@@ -37,8 +38,7 @@ def flavor_of(lab: Lab, entry: Entry) -> str:
 def job_spec(lab: Lab, entry: Entry) -> JobSpec:
     target = lab.config["target"]
     env = {"LAB_CACHE": str(lab.runtime / "cache"), **(target.get("env") or {})}  # caches stay in the lab
-    if entry.seed is not None:
-        env["LAB_SEED"] = str(entry.seed)
+    env["LAB_SEED"] = str(seed_of(entry))
     job = entry.job
     command = list(target["command"])
     if command[0] in ("python", "python3"):
@@ -49,6 +49,17 @@ def job_spec(lab: Lab, entry: Entry) -> JobSpec:
                    time_limit_s=float(target["time_limit_s"]), stall_timeout_s=float(target["stall_timeout_s"]),
                    token=job.get("token", ""), secrets=tuple(target.get("secrets") or ()),
                    labels=labels(lab, entry), job_id=str(job.get("id") or ""), flavor=flavor_of(lab, entry))
+
+
+def seed_of(entry: Entry) -> int:
+    """LAB_SEED of a run: its own `seed` (a reproduction's, copied from the original), a baseline's wave
+    (0, 1, ...), else a number derived from the experiment's id, so that no two candidates share their
+    seed noise and a confirmation runs on another seed."""
+    if entry.data.get("seed") is not None:
+        return entry.data["seed"]
+    if entry.is_baseline:
+        return entry.wave
+    return 1000 + zlib.crc32(entry.id.encode()) % 1_000_000_000
 
 
 def labels(lab: Lab, entry: Entry) -> dict[str, str]:

@@ -15,7 +15,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..backends import Backend, JobStartError, Unreachable, default_backend, make_backends
+from ..backends import (
+    Backend,
+    JobStartError,
+    Unreachable,
+    default_backend,
+    make_backends,
+)
 from ..errors import LabError
 from ..files.yamlio import write_yaml
 from ..lab import Lab

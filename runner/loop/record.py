@@ -44,6 +44,12 @@ class Outcome:
     exit_code: int | None = None
     title: str = ""                  # the hypothesis's title, for the scores table
     job_seconds: float | None = None  # the job process's own run time
+    seed: int | None = None          # LAB_SEED of the run
+    cost: float | None = None        # the objective.cost metric it printed
+    constraint: str | None = None    # the rule it broke (objective.constraints)
+    z: float | None = None           # its gain in stdevs of the difference
+    margin: float | None = None      # the margin it was judged with
+    evidence: str | None = None      # of a promotion: strong, single-run or confirmed
     holdout: float | None = None     # objective.holdout's value (never judged)
     base_holdout: float | None = None
 
@@ -84,6 +90,10 @@ def _result(lab: Lab, o: Outcome) -> dict:
         result.update(holdout=_num(o.holdout), base_holdout=_num(o.base_holdout))
     if o.commit:
         result["commit"] = o.commit
+    for name in ("seed", "z", "margin", "evidence", "constraint"):
+        value = getattr(o, name)
+        if value is not None:
+            result[name] = _num(value) if isinstance(value, float) else value
     if o.reason:
         result["reason"] = o.reason
     return result
@@ -132,8 +142,9 @@ def _append_score(lab: Lab, entry: Entry, o: Outcome) -> None:
             "delta": _delta(o), "promoted": o.promoted, "slot": job.get("slot"), "worker": entry.data.get("worker"),
             "wave": entry.data.get("wave"), "started": started, "finished": finished,
             "duration_s": (finished - started).total_seconds() if started else None, "reason": o.reason or None,
-            "seed": entry.seed, "env_class": entry.env_class, "holdout": _num(o.holdout),
-            "base_holdout": _num(o.base_holdout),
+            "seed": o.seed, "cost": _num(o.cost), "constraint": o.constraint, "z": _num(o.z),
+            "margin": _num(o.margin), "evidence": o.evidence, "env_class": entry.env_class,
+            "holdout": _num(o.holdout), "base_holdout": _num(o.base_holdout),
         }
         append_rows(lab.scores_path, SCORES, [row], existing=table)  # read once above
 

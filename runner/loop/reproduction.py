@@ -11,6 +11,7 @@ from ..state.create import new_experiment, write_checked
 from ..state.entries import Entry
 from ..state.events import record_event
 from ..state.ids import is_safe_id
+from .jobs import seed_of
 from .record import Outcome
 
 
@@ -36,13 +37,12 @@ def queue(lab: Lab, exp_id: str, backend: str | None = None, flavor: str | None 
     same = backend is None or backend == job.get("backend", "local")
     backend = backend or job.get("backend")
     flavor = flavor or (job.get("flavor") if same and job.get("backend") != "local" else None)
-    seed = Entry(lab.experiments / exp_id / "experiment.yaml", data).seed
+    seed = seed_of(Entry(lab.experiments / exp_id / "experiment.yaml", data))
     new_id, path = new_experiment(lab, data.get("hypothesis"), {}, data["result"]["commit"], priority=90,
                                   kind="reproduction", by="human", backend=backend, flavor=flavor)
     entry = load_yaml(path)[0]
     entry["reproduces"] = exp_id
-    if seed is not None:
-        entry["seed"] = seed
+    entry["seed"] = seed
     write_checked(path, "experiment", entry, lab)
     return new_id, lab.rel(path)
 
@@ -51,7 +51,7 @@ def judge(lab: Lab, entry: Entry, o: Outcome, margin: float) -> None:
     """Compare a finished reproduction with the value its original recorded; one event says how it went."""
     source = original(lab, entry.data["reproduces"])
     recorded = float(source["result"]["value"])
-    o.base_value = recorded
+    o.base_value, o.margin = recorded, margin
     gap = abs(o.value - recorded)
     within = gap <= margin
     theirs = (source.get("environment") or {}).get("class")

@@ -52,16 +52,17 @@ EXPERIMENTS = pa.schema([
     ("id", _S), ("hypothesis", _S), ("kind", _S), ("status", _S), ("base", _S), ("priority", _I),
     ("wave", _I), ("change", _S), ("params", _S), ("instructions", _S), ("file", _S),
     ("fingerprint", _S), ("created", _S), ("updated", _S), ("worker", _S), ("branch", _S),
-    ("requeued_from", _S), ("reproduces", _S), ("seed", _I), ("env_class", _S), ("environment", _S),
+    ("requeued_from", _S), ("confirms", _S), ("reproduces", _S), ("env_class", _S), ("environment", _S),
     ("job", _S), ("history", _S),
     ("metric", _S), ("value", _F), ("base_value", _F), ("delta", _F), ("promoted", _B),
-    ("commit", _S), ("duration_s", _F), ("reason", _S), ("holdout", _F), ("metrics", _S), ("path", _S),
+    ("commit", _S), ("duration_s", _F), ("reason", _S), ("seed", _I), ("z", _F), ("margin", _F),
+    ("evidence", _S), ("constraint", _S), ("holdout", _F), ("metrics", _S), ("path", _S),
 ])
 
 METRICS_VIEW = pa.schema([pa.field("experiment", _S), *METRICS])
 
 VIEWS = ("scores", "events", "metrics", "hypotheses", "queue", "experiments", "jobs", "agent_runs")
-CACHE_VERSION = 1  # bump when the row builders change
+CACHE_VERSION = 3  # bump when the row builders change
 
 
 @dataclass
@@ -276,7 +277,7 @@ def experiment_row(data: dict) -> dict:
     result = data.get("result") if isinstance(data.get("result"), dict) else {}
     row = {k: data.get(k) for k in ("id", "hypothesis", "kind", "status", "base", "priority", "wave",
                                     "fingerprint", "created", "updated", "worker", "branch", "requeued_from",
-                                    "reproduces", "seed")}
+                                    "confirms", "reproduces")}
     row["kind"] = row["kind"] or "experiment"
     row.update(_change_columns(data.get("change")))
     environment = data.get("environment") if isinstance(data.get("environment"), dict) else {}
@@ -284,7 +285,10 @@ def experiment_row(data: dict) -> dict:
     row["job"] = _json(data.get("job"))
     row["history"] = _json(data.get("history"))
     row.update({k: result.get(k) for k in ("metric", "value", "base_value", "delta", "promoted", "commit",
-                                           "duration_s", "reason", "holdout")})
+                                           "duration_s", "reason", "seed", "z", "margin", "evidence", "constraint",
+                                           "holdout")})
+    if row["seed"] is None:   # queued: the seed its job will get, when the entry names one
+        row["seed"] = data.get("seed")
     row["metrics"] = _json(result.get("metrics"))
     return row
 

@@ -36,11 +36,7 @@ class Entry:
     @property
     def runs_base(self) -> bool:
         """A baseline or a reproduction: runs its base commit as it is (no worker, no gate, never stale)."""
-        return self.kind != "experiment"
-    @property
-    def seed(self) -> int | None:
-        """LAB_SEED of its job: its own `seed`, a baseline's wave, else none (the target's default)."""
-        return self.data["seed"] if "seed" in self.data else (self.wave if self.is_baseline else None)
+        return self.kind in ("baseline", "reproduction")
     @property
     def env_class(self) -> str | None: return (self.data.get("environment") or {}).get("class")
     @property

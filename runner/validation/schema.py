@@ -150,5 +150,9 @@ def _message(error) -> str:
         return f"{_short(value)} is not of type {', '.join(map(repr, [limit] if isinstance(limit, str) else limit))}"
     if keyword == "enum":
         return f"{_short(value)} is not one of {', '.join(map(repr, limit))}"
+    if keyword in ("minProperties", "maxProperties") and description and isinstance(value, dict):
+        return f"{description} (given: {', '.join(map(str, value)) or 'nothing'})"
+    if keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") and description:
+        return f"{_short(value)} is out of range: {description}"
     message = error.message
     return message if len(message) <= 200 else message[:200] + "..."
