@@ -276,6 +276,7 @@ class AgentRunner:
         cfg = self.lab.config["roles"].get(task.role) or {}
         usage.account(self.lab, task.role, task.task_id, _agent_id(cfg) if cfg.get("command") else None, state, code,
                       task.log, task.log_offset, task.started_at)
+        self._runner_wrote(self.lab.rel(self.lab.agent_runs_path))
         if state in ("failed", "timed_out"):
             record_event(self.lab, "error" if state == "failed" else "warn", f"agent-{state.replace('_', '-')}",
                          f"{task.role} agent {task.task_id} {state}: {reason} (log {self.lab.rel(task.log)})",
@@ -293,6 +294,12 @@ class AgentRunner:
         blobs = blobs_at(self.root, commit, inside)
         digests = {**self._baseline.digests, **{path: blobs.get((commit, path)) for path in inside}}
         self._set_baseline(Snapshot(self._baseline.head, digests))
+
+    def _runner_wrote(self, path: str) -> None:
+        """The runner just wrote `path` (not yet committed): agents still running are not blamed for it."""
+        if self._baseline is not None:
+            self._set_baseline(Snapshot(self._baseline.head, {**self._baseline.digests,
+                                                              **hash_files(self.root, [path])}))
 
     # -- crash recovery ----------------------------------------------------------------------------
     def _set_baseline(self, snap: Snapshot | None) -> None:
