@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
+from ..faults import crash_point
 from ..files.locks import FileLock
 from ..files.tables import METRICS, SCORES, append_rows, read_table, write_table
 from ..files.yamlio import atomic_write, write_yaml
@@ -66,7 +67,9 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
     atomic_write(out / "patch.diff", patch)
     if log_path and log_path.exists():
         atomic_write(out / "log.txt", _tail(log_path))
+    crash_point("record.after-files")
     _append_score(lab, entry, outcome)
+    crash_point("record.after-score")
     ran = record_job(lab, entry, outcome.status) or lab.jobs_table.exists()
     data = dict(entry.data)
     data["status"] = outcome.status
@@ -75,7 +78,9 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
                                            **({"note": outcome.reason[:500]} if outcome.reason else {})})
     data["result"] = _result(lab, outcome)
     write_yaml(out / "experiment.yaml", data)
+    crash_point("record.after-experiment-yaml")
     entry.path.unlink(missing_ok=True)
+    crash_point("record.after-queue-removal")
     worktrees.remove(lab, entry.id)
     files = [out / name for name in ("metrics.parquet", "patch.diff", "log.txt", "experiment.yaml")]
     tables = [lab.scores_path, *([lab.jobs_table] if ran else [])]
