@@ -45,10 +45,13 @@ SCORES = pa.schema([
     pa.field("z", pa.float64()),                            # gain / stdev of the difference
     pa.field("margin", pa.float64()),                       # the noise margin it was judged with
     pa.field("evidence", pa.string()),                      # promotions: strong | single-run | confirmed
+    pa.field("env_class", pa.string()),                     # environment class (backends/envclass.py)
+    pa.field("holdout", pa.float64()),                      # objective.holdout's value: recorded, never judged
+    pa.field("base_holdout", pa.float64()),                 # the base's holdout in the same class
 ])
 
 # scores columns added after the first release: an older table lacks them and reads them as null
-LATER_SCORES = {"seed", "cost", "constraint", "z", "margin", "evidence"}
+LATER_SCORES = {"seed", "cost", "constraint", "z", "margin", "evidence", "env_class", "holdout", "base_holdout"}
 
 METRICS = pa.schema([
     pa.field("step", pa.int64()),
@@ -66,6 +69,37 @@ EVENTS = pa.schema([
     pa.field("hypothesis", pa.string()),
     pa.field("path", pa.string()),
     pa.field("message", pa.string(), nullable=False),
+])
+
+JOBS = pa.schema([
+    pa.field("experiment", pa.string(), nullable=False),
+    pa.field("attempt", pa.int64(), nullable=False),
+    pa.field("kind", pa.string()),                          # experiment | baseline | reproduction
+    pa.field("status", pa.string()),                        # how the attempt ended (lost: retried)
+    pa.field("backend", pa.string(), nullable=False),
+    pa.field("slot", pa.string()),
+    pa.field("flavor", pa.string()),                        # HF Jobs flavor, Slurm partition
+    pa.field("gpus", pa.int64()),
+    pa.field("gpu_model", pa.string()),
+    pa.field("env_class", pa.string()),
+    pa.field("started", _TS),                               # when it began running (queue wait excluded)
+    pa.field("finished", _TS),
+    pa.field("seconds", pa.float64()),                      # run time: what is billed
+    pa.field("usd", pa.float64()),                          # seconds x the flavor's price; null: no price
+])
+
+AGENT_RUNS = pa.schema([
+    pa.field("role", pa.string(), nullable=False),
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("agent", pa.string()),                         # $LAB_AGENT_ID
+    pa.field("state", pa.string(), nullable=False),         # finished | failed | timed_out | stopped
+    pa.field("exit_code", pa.int64()),
+    pa.field("started", _TS, nullable=False),
+    pa.field("duration_s", pa.float64()),
+    pa.field("tokens_in", pa.int64()),                      # every input token, cache reads included
+    pa.field("tokens_cached", pa.int64()),                  # of tokens_in, read from the prompt cache
+    pa.field("tokens_out", pa.int64()),
+    pa.field("cost_usd", pa.float64()),                     # as the agent CLI reported it; null: it did not
 ])
 
 SKILL_EVALS = pa.schema([
@@ -95,6 +129,9 @@ TABLES = {
     "experiments/scores.parquet": ("scores", SCORES, "one row per finished experiment or baseline"),
     "experiments/<id>/metrics.parquet": ("metrics", METRICS, "step metrics and summary lines of one run"),
     "experiments/events.parquet": ("events", EVENTS, "anomalies, refusals, failures, promotions"),
+    "experiments/jobs.parquet": ("jobs", JOBS, "one row per job attempt that ran: where, how long, what it cost"),
+    "experiments/agent_runs.parquet": ("agent_runs", AGENT_RUNS,
+                                       "one row per agent run: role, task, tokens and cost its CLI reported"),
     "skills/<name>/evals/results.parquet": ("skill_evals", SKILL_EVALS,
                                             "one row per agent run of a skill eval case (`lab skills eval`)"),
 }
@@ -103,10 +140,9 @@ TABLES = {
 def schema_for(relpath: str) -> pa.Schema | None:
     """The Arrow schema a Parquet file at this lab-relative path must have."""
     parts = relpath.split("/")
-    if relpath == "experiments/scores.parquet":
-        return SCORES
-    if relpath == "experiments/events.parquet":
-        return EVENTS
+    for path, (_, schema, _) in TABLES.items():
+        if relpath == path:
+            return schema
     if len(parts) == 3 and parts[0] == "experiments" and parts[2] == "metrics.parquet":
         return METRICS
     if len(parts) == 4 and parts[0] == "skills" and parts[2:] == ["evals", "results.parquet"]:

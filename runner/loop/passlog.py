@@ -42,21 +42,21 @@ class PassLog:
 
 
 class Committer:
-    """Commits passes; events recorded since the last commit (by anyone) ride along.
+    """Commits passes; events and accounting rows recorded since the last commit (by anyone) ride along.
     `on_commit(commit, paths)` hears of each commit (the agents' supervisor, so that the
     runner's own changes are never taken for an agent's)."""
 
     def __init__(self, lab: Lab, on_commit: Callable[[str, list[str]], None] | None = None):
         self.lab = lab
-        self._events_mtime = _mtime(lab.events_path)
+        self._mtimes = {path: _mtime(path) for path in _ride_along(lab)}
         self.commits = 0
         self.on_commit = on_commit
 
     def commit(self, log: PassLog) -> str | None:
-        events_mtime = _mtime(self.lab.events_path)
-        if events_mtime != self._events_mtime:
-            self._events_mtime = events_mtime
-            log.add(self.lab, self.lab.events_path, line="" if log.lines else "runner: events")
+        for path, seen in self._mtimes.items():
+            if _mtime(path) != seen:
+                self._mtimes[path] = _mtime(path)
+                log.add(self.lab, path, line="" if log.lines else f"runner: {path.stem.replace('_', ' ')}")
         if not log.paths:
             return None
         paths = list(dict.fromkeys(log.paths))
@@ -74,6 +74,11 @@ class Committer:
         for path in written.settle(self.lab.root / p for p in paths):
             record_event(self.lab, "error", "refused", f"{self.lab.rel(path)} changed after the runner wrote it: "
                          "the runner's content was committed and put back", path=self.lab.rel(path))
+
+
+def _ride_along(lab: Lab) -> tuple[Path, ...]:
+    """Tables appended to between passes (events, an agent's accounting row) that each commit takes."""
+    return lab.events_path, lab.jobs_table, lab.agent_runs_path
 
 
 def _mtime(path: Path) -> int | None:

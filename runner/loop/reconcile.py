@@ -38,12 +38,14 @@ from ..state.events import record_event
 from ..state.scores import scores
 from ..state.timeutil import iso
 from ..validation.validate import validate
+from ..state.accounting import record_job
 from . import baselines, recovery, smoke
 from .finish import Finisher, outcome_of
-from .jobs import backend_of, job_spec
+from .jobs import backend_of, environment_of, job_spec
 from .passlog import Committer, PassLog
 from .record import Outcome
 from .scoring import base_commit, target_key
+from .stopping import Stopping
 
 FRESH_S = 1.0        # a file younger than this may be half-written by an agent: retry, don't report
 UNREACHABLE_EVENT_S = 60.0   # one `backend-unreachable` event per experiment per this long
@@ -76,6 +78,7 @@ class Runner:
         self.committer = Committer(lab, on_commit=self.agents.runner_committed if self.agents else None)
         self.finisher = Finisher(lab, self.backends, self.reporter, self.committer, self.on_event)
         self.planning = Planning(lab, self.agents) if plan else None
+        self.stopping = Stopping(lab)
         self._reported: dict[str, float] = {}
         self._workers_started: set[str] = set()
         self._main: str | None = None
@@ -102,9 +105,10 @@ class Runner:
         entries = self._scan(log)
         for entry in entries:
             self._step(entry, log)
-        self._dispatch([e for e in entries if e.path.exists()], log)
-        if not log.paths and self.planning and not self.limit.reached():
-            self.planning.plan(log)
+        if self.stopping.check(log) is None:   # a budget or stopping rule reached: running work only
+            self._dispatch([e for e in entries if e.path.exists()], log)
+            if not log.paths and self.planning and not self.limit.reached():
+                self.planning.plan(log)
         self.reporter.tick()
         self.committer.commit(log)
         moved = self.committer.commits > commits
@@ -198,7 +202,7 @@ class Runner:
         if not (queued and any(free.values())):
             return
         main, table = base_commit(self.lab), scores(self.lab)
-        for entry in [e for e in queued if not e.is_baseline]:
+        for entry in [e for e in queued if not e.runs_base]:
             if target_key(self.lab, entry.base) != target_key(self.lab, main):
                 entry.base = main  # not started yet: measure it on today's main
         queued += baselines.missing(self.lab, queued, entries, table, log)
@@ -210,14 +214,15 @@ class Runner:
                 reason = f"backend {backend!r} is not configured in lab.yaml (backends.{backend})"
                 self.finisher.finish(entry, Outcome(machine.FAILED, reason=reason), log)
                 continue
-            if not free[backend] or not entry.is_baseline and not baselines.measured(self.lab, entry.base, table, entries):
+            if not free[backend] or not entry.runs_base and not baselines.measured(self.lab, entry, table, entries):
                 continue
             slot = free[backend].pop(0)
             room -= 1
             worktrees.ensure(self.lab, entry.id, entry.base)
             crash_point("dispatch.after-worktree")
             transition(entry, machine.ASSIGNED, "runner", branch=worktrees.branch(entry.id),
-                       worker=self._worker_kind(), job={"backend": backend, "slot": slot})
+                       worker=self._worker_kind(), job={"backend": backend, "slot": slot},
+                       environment=environment_of(self.lab, entry))
             crash_point("dispatch.after-assigned")
             self.limit.dispatched += 1
             log.add(self.lab, entry.path, line=f"{entry.id}: queued -> assigned ({slot})")
@@ -228,7 +233,7 @@ class Runner:
 
     def _base_moved(self, entry: Entry) -> bool:
         """Main's target changed since this entry's base: its result could only be stale."""
-        if entry.is_baseline:
+        if entry.runs_base:
             return False
         if self._main is None:
             self._main = base_commit(self.lab)
@@ -247,8 +252,8 @@ class Runner:
 
     def _work(self, entry: Entry, log: PassLog) -> None:
         """The builtin worker edits the worktree synchronously; agent workers act on their own."""
-        if entry.is_baseline:
-            transition(entry, machine.READY, "runner", note="baseline: main unchanged")
+        if entry.runs_base:
+            transition(entry, machine.READY, "runner", note=f"{entry.kind}: its base as it is")
         elif self._worker_kind() == "builtin":
             wt = worktrees.ensure(self.lab, entry.id, entry.base)
             builtin.work(self.lab, entry.change, wt)
@@ -264,7 +269,7 @@ class Runner:
         if self.agents and self.agents.is_running("worker", entry.id):
             return  # it may still be editing its worktree
         wt = worktrees.ensure(self.lab, entry.id, entry.base)
-        if not entry.is_baseline:
+        if not entry.runs_base:
             worktrees.commit_leftovers(wt, entry.id, entry.worker or "worker")
             files, diff = worktrees.changes(self.lab, entry.id, entry.base)
             rejection = gates.check_diff(self.lab, files, diff, entry.change)
@@ -312,7 +317,10 @@ class Runner:
         if status.state == "lost":
             if entry.attempts <= self.lab.config["limits"]["retries"]:
                 record_event(self.lab, "warn", "retry", f"job lost ({status.reason}); retrying", experiment=entry.id)
-                job = {k: v for k, v in entry.job.items() if k != "token"}  # the retry is a new attempt
+                entry.data["job"] = {**entry.job, **_timing(status)}
+                if record_job(self.lab, entry, "lost"):   # the lost attempt ran, and may have been billed
+                    log.add(self.lab, self.lab.jobs_table)
+                job = {k: v for k, v in entry.job.items() if k not in ("token", "run_started", "finished")}
                 transition(entry, machine.READY, "runner", note=f"retry after infrastructure failure: {status.reason}",
                            job=job)
                 log.add(self.lab, entry.path, line=f"{entry.id}: running -> ready (retry)")
@@ -344,7 +352,7 @@ class Runner:
 
     # -- agent workers ----------------------------------------------------------------
     def _start_worker_agent(self, entry: Entry) -> None:
-        if entry.id in self._workers_started or not self.agents.can_start("worker"):
+        if entry.id in self._workers_started or self.stopping.halted or not self.agents.can_start("worker"):
             return
         wt = worktrees.ensure(self.lab, entry.id, entry.base)
         self.agents.start("worker", entry.id, wt, entry.path)

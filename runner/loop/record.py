@@ -23,6 +23,7 @@ from ..files.yamlio import atomic_write, write_yaml
 from ..lab import Lab
 from ..repo import worktrees
 from ..secrets import mask
+from ..state.accounting import record_job
 from ..state.entries import Entry
 from ..state.timeutil import iso, now, parse_iso
 
@@ -50,6 +51,8 @@ class Outcome:
     z: float | None = None           # its gain in stdevs of the difference
     margin: float | None = None      # the margin it was judged with
     evidence: str | None = None      # of a promotion: strong, single-run or confirmed
+    holdout: float | None = None     # objective.holdout's value (never judged)
+    base_holdout: float | None = None
 
 
 def experiment_dir(lab: Lab, exp_id: str) -> Path:
@@ -67,6 +70,7 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
     crash_point("record.after-files")
     _append_score(lab, entry, outcome)
     crash_point("record.after-score")
+    ran = record_job(lab, entry, outcome.status) or lab.jobs_table.exists()
     data = dict(entry.data)
     data["status"] = outcome.status
     data["updated"] = iso()
@@ -79,13 +83,16 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
     crash_point("record.after-queue-removal")
     worktrees.remove(lab, entry.id)
     files = [out / name for name in ("metrics.parquet", "patch.diff", "log.txt", "experiment.yaml")]
-    return [lab.rel(entry.path), *(lab.rel(f) for f in files if f.exists()), lab.rel(lab.scores_path)]
+    tables = [lab.scores_path, *([lab.jobs_table] if ran else [])]
+    return [lab.rel(entry.path), *(lab.rel(f) for f in files + tables if f.exists())]
 
 
 def _result(lab: Lab, o: Outcome) -> dict:
     result = {"metric": lab.metric, "value": _num(o.value),
               "metrics": {k: _num(v) for k, v in o.summary.items()},
               "base_value": _num(o.base_value), "delta": _delta(o), "promoted": o.promoted}
+    if o.holdout is not None:
+        result.update(holdout=_num(o.holdout), base_holdout=_num(o.base_holdout))
     if o.commit:
         result["commit"] = o.commit
     for name in ("seed", "z", "margin", "evidence", "constraint"):
@@ -141,7 +148,8 @@ def _append_score(lab: Lab, entry: Entry, o: Outcome) -> None:
             "wave": entry.data.get("wave"), "started": started, "finished": finished,
             "duration_s": (finished - started).total_seconds() if started else None, "reason": o.reason or None,
             "seed": o.seed, "cost": _num(o.cost), "constraint": o.constraint, "z": _num(o.z),
-            "margin": _num(o.margin), "evidence": o.evidence,
+            "margin": _num(o.margin), "evidence": o.evidence, "env_class": entry.env_class,
+            "holdout": _num(o.holdout), "base_holdout": _num(o.base_holdout),
         }
         append_rows(lab.scores_path, SCORES, [row], existing=table)  # read once above
 

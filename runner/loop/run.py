@@ -51,7 +51,8 @@ def run(lab: Lab, *, once: bool = False, until_idle: bool = False, max_experimen
         runner.reporter.close()
         if runner.agents and stop.is_set():
             for outcome in runner.agents.stop_all():
-                gitops.commit_paths(lab.root, outcome.to_commit, f"lab: {outcome.role} agent stopped at shutdown")
+                gitops.commit_paths(lab.root, [*outcome.to_commit, lab.rel(lab.agent_runs_path)],
+                                    f"lab: {outcome.role} agent stopped at shutdown")
         return runner
     finally:
         lock.release()

@@ -9,6 +9,7 @@ from ..errors import LabError
 from ..files.yamlio import load_yaml
 from ..lab import Lab
 from ..loop.passlog import PassLog
+from ..loop.jobs import baseline_class
 from ..loop.scoring import base_commit, failed_baseline, score_of
 from ..state import machine
 from ..state.create import new_experiment
@@ -52,7 +53,8 @@ class Planning:
     def _needs_baseline(self, main: str) -> bool:
         """Main has no score, none is being measured, and main's own target did not fail
         (a failing target gets one event, not a baseline every pass)."""
-        if score_of(self.lab, main) is not None or failed_baseline(self.lab, main):
+        env_class = baseline_class(self.lab)
+        if score_of(self.lab, main, env_class) is not None or failed_baseline(self.lab, main, env_class=env_class):
             return False
         return not any(entry.get("kind") == "baseline" for entry in _queue_documents(self.lab))
 
