@@ -3,7 +3,8 @@
 Methods, each given the same number of training runs of train.py (baselines and confirmation
 re-runs count), the same parameters and ranges (SPACE) and the same FLOP budget:
   lab-factor    `lab` with builtin roles (idea library, then moves by a factor around main)
-  lab-optuna    `lab` with builtin roles, exploring with Optuna TPE (roles.planner.exploration)
+  lab-optuna    `lab` with the builtin planner exploring with Optuna TPE from the start
+                (roles.planner.exploration: optuna, researcher off: no idea library)
   optuna-tpe    Optuna's TPE over every parameter at once, ask/tell, SLOTS trials at a time
   random        random configurations, SLOTS at a time
   keep-reset    one run at a time: move one random parameter of the best, keep it if better
@@ -60,7 +61,7 @@ SPACE = {
     "NORM": {"choices": ["layernorm", "rmsnorm"]},
     "POS_ENCODING": {"choices": ["learned", "rope"]},
 }
-METHODS = ("lab-factor", "lab-optuna", "optuna-tpe", "random", "keep-reset")
+METHODS = ("lab-optuna", "lab-factor", "optuna-tpe", "random", "keep-reset")
 REMEASURE_SEEDS = (9001, 9002, 9003)
 SLOTS = 2
 
@@ -150,7 +151,7 @@ def _random_value(rng: random.Random, spec: dict):
 
 
 # -- the lab -------------------------------------------------------------------------
-def lab_method(exploration: str):
+def lab_method(exploration: str, researcher: str = "builtin"):
     def method(trainer: Trainer, runs: int, seed: int) -> tuple[list[float], dict]:
         root = Path(tempfile.mkdtemp(prefix=f"search-vs-peers-lab-{exploration}-"))
         init_lab(root, template="tiny-gpt")
@@ -158,6 +159,8 @@ def lab_method(exploration: str):
         config = (root / "lab.yaml").read_text()
         config = re.sub(r"(?ms)^  params: \[.*?\]\n", f"  params: {json.dumps(SPACE)}\n", config)
         config = config.replace("  planner: {kind: builtin}", f"  planner: {{kind: builtin, exploration: {exploration}}}")
+        config = config.replace("  researcher: {kind: builtin}", f"  researcher: {{kind: {researcher}}}")
+        assert "exploration" in config and f"researcher: {{kind: {researcher}}}" in config and "low" in config
         (root / "lab.yaml").write_text(config)
         gitops.commit_paths(root, ["lab.yaml", "train.py"], f"bench: search space, seed {seed}")
         lab = Lab(root)
@@ -172,7 +175,7 @@ def lab_method(exploration: str):
     return method
 
 
-RUNNERS = {"lab-factor": lab_method("factor"), "lab-optuna": lab_method("optuna"),
+RUNNERS = {"lab-factor": lab_method("factor"), "lab-optuna": lab_method("optuna", researcher="off"),
            "optuna-tpe": optuna_tpe, "random": random_search, "keep-reset": keep_reset}
 
 
