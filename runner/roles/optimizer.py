@@ -7,8 +7,10 @@ is a told trial: the parameters of its base commit with its change applied, and 
 changes are told as running, so that the next ask looks elsewhere. To keep every
 proposal a single change from main, all parameters but one are fixed to main's values and
 TPE samples the free one; the free one goes round the declared parameters by trial number.
-The sampler's seed is the number of told trials, so after a restart the same history asks
-the same question; what was already proposed is then caught by the gates as a duplicate.
+The sampler's seed is the number of trials in the study, so after a restart the same files
+ask the same question; what was already proposed is then caught by the gates as a duplicate.
+(CMA-ES is not offered: it keeps its mean and covariance in Optuna's own trial records, which a
+study rebuilt from the lab's files does not have, and one free parameter leaves it nothing to adapt.)
 """
 from __future__ import annotations
 
