@@ -218,6 +218,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40, help="training runs per method and seed")
     parser.add_argument("--seeds", type=int, default=3, help="search seeds per method")
+    parser.add_argument("--first-seed", type=int, default=1, help="the first search seed (to add seeds to a run)")
     parser.add_argument("--checkpoints", type=int, nargs="*", default=[8, 16, 24, 40])
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     parser.add_argument("--flop-budget", type=float, default=None,
@@ -228,7 +229,7 @@ def main() -> None:
     trainer.run({}, 0)   # builds the corpus cache, so that no timed run pays for it
     checkpoints = [k for k in args.checkpoints if k <= args.runs]
     rows = []
-    for seed in range(1, args.seeds + 1):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for method in args.methods:
             rows.append(one(method, trainer, args.runs, seed, checkpoints))
             args.out.parent.mkdir(parents=True, exist_ok=True)
