@@ -159,6 +159,19 @@ def test_builtin_data_is_deterministic_and_the_splits_are_disjoint(ft):
         assert row["messages"][1]["content"] == solve[task](arg)
 
 
+def test_the_check_sizes_the_built_in_model_and_its_adapter_exactly(ft):
+    """lab finetune check counts parameters from a config; here they meet the real model and PEFT's adapter."""
+    from peft import LoraConfig, get_peft_model
+    from runner.finetune.check import DEFAULTS
+    from runner.finetune.sizing import model_shape
+    plan = {**DEFAULTS, **read_params(SCRIPT.read_text(), "finetune.py")}
+    shape, _ = model_shape(plan, offline=True)
+    model = ft.tiny_model(ft.tiny_tokenizer())
+    assert shape.params() == sum(p.numel() for p in model.parameters()) == 1_017_856
+    adapted = get_peft_model(model, LoraConfig(r=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    assert shape.lora_params(16, "all-linear") == sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+
+
 # -- the Hub code path, with a local model folder and a local data file -------------------------------
 def test_a_local_model_and_local_prompt_completion_data_train_with_lora(ft, tmp_path):
     import torch
