@@ -2,19 +2,24 @@
 
 Hyper-parameters are top-level constants, one per line, so a change is a one-line edit.
 `name: value` summary lines come last; a NaN loss prints `val_bpb: nan` and exits 1. Env:
-LAB_MAX_STEPS, LAB_TIME_BUDGET (s), LAB_SEED, LAB_METRICS (JSON lines per step), LAB_CACHE.
+LAB_MAX_STEPS (overrides the budget's step count, for tests), LAB_TIME_BUDGET (s), LAB_SEED,
+LAB_METRICS (JSON lines per step), LAB_CACHE.
 Data: docstrings of this machine's Python stdlib (sorted walk; a module is held out for
 validation when CRC-32(path) % 10 == 0), cached atomically under $LAB_CACHE (the runner sets it to
 the lab's .lab/cache for jobs and agents) or
 ~/.cache/benchlab by a hash of the file list. Evaluation: fixed windows, independent of SEED.
-Budget: MAX_STEPS steps (CUDA_MAX_STEPS on a GPU), with TIME_BUDGET_S as a safety cap set
-far above the normal run time, so the result does not depend on machine load (if the cap
-binds, the schedule follows max(step / steps, elapsed / cap) and still anneals).
+Budget: a fixed number of training FLOPs (FLOP_BUDGET, CUDA_FLOP_BUDGET on a GPU), so a change
+that makes a step dearer (a bigger batch, a wider or deeper model) gets fewer steps and wins only
+if it wins at equal compute. FLOPs per token = 6 x the weights of every matrix multiply plus
+6 x layers x context x width for attention (Kaplan et al. 2020; embedding look-ups are free);
+printed as `train_flops:`. TIME_BUDGET_S is a safety cap far above the normal run time, so the
+result does not depend on machine load (if it binds, the schedule follows
+max(step / steps, elapsed / cap) and still anneals).
 Baseline = the usual first picks for a small GPT (GPT-2/nanoGPT style): AdamW (decay 0.1 on
 matrices, betas 0.9/0.99), peak LR 3e-3 (small models take more than GPT-2's 6e-4), 5%
 linear warmup then cosine to 10%, clip 1.0, GELU MLP 4x, pre-LayerNorm, learned positions,
 tied embeddings, no dropout (under one epoch). 2 layers x 64 wide, 8 x 64 bytes per step,
-1500 steps (~15 s on one CPU thread): here many small steps beat fewer large ones.
+~1500 steps within the budget (~15 s on one CPU thread): here many small steps beat fewer large ones.
 """
 import ast
 import hashlib
@@ -53,9 +58,9 @@ POS_ENCODING = "learned"  # learned | rope
 TIE_EMBEDDINGS = True
 LABEL_SMOOTHING = 0.0
 SEED = 1337
-MAX_STEPS = 1500  # optimiser steps on CPU
-CUDA_MAX_STEPS = 6000  # optimiser steps on a GPU
-TIME_BUDGET_S = 90.0  # wall-clock safety cap on training; the step count should bind
+FLOP_BUDGET = 5.7e11  # training FLOPs on CPU (~1500 steps of the baseline)
+CUDA_FLOP_BUDGET = 2.3e12  # training FLOPs on a GPU (~6000 steps of the baseline)
+TIME_BUDGET_S = 180.0  # wall-clock safety cap on training; the FLOP budget should bind
 EVAL_TOKENS = 65536  # validation bytes scored (fixed windows)
 CORPUS_VERSION = 1  # bump when the corpus recipe changes
 
@@ -175,6 +180,18 @@ class GPT(nn.Module):
         return self.head(self.norm(x))
 
 
+def flops_per_token(model):
+    """Training FLOPs per token: forward 2 + backward 4 per matmul weight, plus attention."""
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    return 6 * matmul + 6 * N_LAYER * BLOCK_SIZE * N_EMBD
+
+
+def budget_steps(model, device):
+    """Optimiser steps that fit in the FLOP budget: a dearer step gets fewer of them."""
+    budget = CUDA_FLOP_BUDGET if device == "cuda" else FLOP_BUDGET
+    return max(1, int(budget // (flops_per_token(model) * BATCH_SIZE * BLOCK_SIZE)))
+
+
 def lr_at(progress, steps):
     """LR at training progress in [0, 1]: linear warmup, then the chosen decay."""
     warm = min(WARMUP_STEPS / steps, 1.0)
@@ -248,12 +265,12 @@ def main():
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # the thread limit of a CPU slot
         torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    steps = int(os.environ.get("LAB_MAX_STEPS") or (CUDA_MAX_STEPS if device == "cuda" else MAX_STEPS))
     seconds = float(os.environ.get("LAB_TIME_BUDGET") or TIME_BUDGET_S)
     seed = int(os.environ.get("LAB_SEED") or SEED)
     torch.manual_seed(seed)
     train_data, val_data = build_corpus()
     model = GPT().to(device)
+    steps = int(os.environ.get("LAB_MAX_STEPS") or budget_steps(model, device))
     t0 = time.time()
     done, losses = train(model, train_data, device, steps, seconds, seed)
     train_seconds = time.time() - t0
@@ -265,7 +282,8 @@ def main():
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     summary = {"val_bpb": f"{val_bpb:.6f}", "train_loss": f"{sum(losses[-20:]) / len(losses[-20:]):.6f}",
                "steps": done, "tokens_per_s": f"{done * BATCH_SIZE * BLOCK_SIZE / train_seconds:.0f}",
-               "params": sum(p.numel() for p in model.parameters()), "train_seconds": f"{train_seconds:.2f}",
+               "params": sum(p.numel() for p in model.parameters()), "train_flops": done * flops_per_token(model) * BATCH_SIZE * BLOCK_SIZE,
+               "train_seconds": f"{train_seconds:.2f}",
                "seconds": f"{time.time() - started:.2f}", "peak_mem_mb": f"{peak:.1f}"}
     print("\n".join(f"{name}: {value}" for name, value in summary.items()), flush=True)
 

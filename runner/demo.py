@@ -16,16 +16,19 @@ from pathlib import Path
 
 import click
 
-from .lab import Lab
-from .loop.run import run
-from .loop.scoring import base_commit, key_values, target_key
-from .repo import gitops
-from .report.progress import progress_line
-from .scaffold import init_lab
 from .backends.local import detect_gpus
 from .errors import LabError
+from .lab import Lab
+from .loop.run import run
+from .loop.scoring import base_commit, key_values, main_noise, target_key
+from .repo import gitops
+from .report.progress import progress_line
+from .report.status import EVIDENCE, evidence_counts, noise_info, noise_line
+from .scaffold import init_lab
 from .state.create import new_experiment
 from .state.scores import best_row, scores
+
+BASE_SEEDS = 4   # baseline runs of the first main: its score and the seed noise the margin follows from
 
 
 def run_demo(directory: str | None, *, template: str = "tiny-gpt", minutes: float = 9.5, experiments: int = 40,
@@ -43,11 +46,12 @@ def run_demo(directory: str | None, *, template: str = "tiny-gpt", minutes: floa
     click.echo(f"  {slots} {'GPU' if template == 'kernel' else 'CPU'} slots, up to {experiments} experiments, "
                f"done within {minutes:g} min; builtin roles (no LLM)")
     main = base_commit(lab)
-    for seed in range(slots):
+    seeds = max(BASE_SEEDS, slots)
+    for seed in range(seeds):
         new_experiment(lab, None, {}, main, priority=100, wave=seed, kind="baseline", by="demo")
-    gitops.commit_paths(root, ["queue"], f"demo: queue {slots} baseline runs (seeds 0..{slots - 1})")
+    gitops.commit_paths(root, ["queue"], f"demo: queue {seeds} baseline runs (seeds 0..{seeds - 1})")
 
-    runner = run(lab, until_idle=True, max_experiments=experiments + slots, stop=stop,
+    runner = run(lab, until_idle=True, max_experiments=experiments + seeds, stop=stop,
                  on_event=_timed(lab, started),
                  deadline=started + minutes * 60)
     _summary(lab, main, runner, time.monotonic() - started)
@@ -91,6 +95,12 @@ def _summary(lab: Lab, first_main: str, runner, elapsed: float) -> None:
         spread = f", stdev {statistics.stdev(base_values):.4f}" if len(base_values) > 1 else ""
         click.echo(f"  baseline {lab.metric}: {statistics.fmean(base_values):.4f} "
                    f"(mean of {len(base_values)} seeds{spread})")
+    click.echo(f"  noise: {noise_line(noise_info(main_noise(lab, table)))}")
+    promoted = table.filter(table["promoted"])["evidence"].to_pylist() if table.num_rows else []
+    if promoted:
+        counts = {**dict.fromkeys(EVIDENCE, 0), **evidence_counts(promoted)}
+        click.echo(f"  promotions: {len(promoted)} ({counts['confirmed']} confirmed on a second seed, "
+                   f"{counts['strong']} strong (z >= 3) on one run, {counts['single-run']} single-run evidence)")
     best = best_row(lab, table, main_only=True)
     if best and base_values and best["kind"] != "baseline":
         base = statistics.fmean(base_values)

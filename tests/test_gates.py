@@ -11,7 +11,7 @@ import yaml
 from runner.files.tables import SCORES, append_rows
 from runner.lab import Lab
 from runner.repo import gitops, worktrees
-from runner.roles import gates, history
+from runner.roles import history
 from runner.roles.gates import History, check_diff, parse_diff, review_change
 from runner.scaffold import init_lab
 from runner.state import create as state

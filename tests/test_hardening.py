@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import GIT_IDENTITY
 
 from runner.files.tables import SCORES, write_table
 from runner.lab import Lab

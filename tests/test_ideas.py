@@ -61,7 +61,7 @@ def test_every_idea_builds_a_model_that_runs_forward_and_backward():
         logits = model(batch[:, :-1])
         assert logits.shape == (2, module.BLOCK_SIZE, 256), idea.id
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten()).backward()
-        assert 0 < module.lr_at(0.5, module.MAX_STEPS) <= max(module.LEARNING_RATE, 1e-9), idea.id
+        assert 0 < module.lr_at(0.5, module.budget_steps(model, "cpu")) <= max(module.LEARNING_RATE, 1e-9), idea.id
 
 
 def test_applicable_skips_ideas_already_applied_or_for_unknown_params():

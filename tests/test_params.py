@@ -112,7 +112,7 @@ def test_every_declared_param_of_the_embedded_target_is_editable():
     params = read_params(text, "train.py")
     declared = ["LEARNING_RATE", "WARMUP_STEPS", "LR_SCHEDULE", "WEIGHT_DECAY", "BATCH_SIZE", "N_LAYER",
                 "N_EMBD", "N_HEAD", "DROPOUT", "ACTIVATION", "NORM", "GRAD_CLIP", "BETA1", "BETA2", "SEED",
-                "MAX_STEPS"]
+                "FLOP_BUDGET"]
     assert set(declared) <= set(params)
     for name in declared:
         value = params[name]

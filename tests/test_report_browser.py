@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def expected_counts(lab) -> dict:
         curves.append(baselines[0])
     with_loss = [e for e in curves if "train_loss" in read_table(
         lab.experiments / e / "metrics.parquet", METRICS)["name"].to_pylist()]
-    return {"bars": pc.sum(timed).as_py(), "markers": scored.num_rows, "lines": len(with_loss)}
+    costed = scored.filter(pc.is_valid(scored["cost"])).num_rows if lab.config["objective"].get("cost") else 0
+    return {"bars": pc.sum(timed).as_py(), "markers": scored.num_rows, "lines": len(with_loss), "pareto": costed}
 
 
 @pytest.fixture(scope="module", params=["real", "generated"])
@@ -93,6 +95,22 @@ def test_report_renders_in_chromium_without_errors(report, tmp_path):
     for chart in ("chart-progress-time", "chart-progress-index"):
         assert int(charts[chart]["data-rendered-markers"]) == want["markers"] > 0
     assert int(charts["chart-loss"]["data-rendered-lines"]) == want["lines"] > 0
+    if want["pareto"]:     # score against objective.cost: one marker per result that printed the cost
+        assert int(charts["chart-pareto"]["data-rendered-markers"]) == want["pareto"]
+        assert int(charts["chart-pareto"]["data-points"]) == want["pareto"]
+        assert int(charts["chart-pareto"]["data-rendered-lines"]) == 1          # the front
+    else:                  # a lab recorded before objective.cost: the page says so, and still renders
+        assert "chart-pareto" not in charts and 'id="chart-pareto-none"' in done.stdout
+
+
+def test_the_generated_lab_has_a_cost_front_and_a_violator():
+    from runner.report.data import load, pareto_front
+    with tempfile.TemporaryDirectory() as tmp:
+        data = load(make_lab(Path(tmp) / "lab", 14))
+        front = pareto_front(data)
+        assert data.cost_metric == "train_seconds" and len(front) >= 2
+        assert any(r["outcome"] == "violates" for r in data.rows)
+        assert not any(r.get("constraint") for r in front)
 
 
 def test_screenshot_is_saved_as_an_artifact(report, tmp_path):

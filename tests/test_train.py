@@ -40,7 +40,8 @@ def test_runs_end_to_end_and_prints_a_parseable_summary(tmp_path, cache):
     proc = run_train(tmp_path, cache, LAB_METRICS=str(metrics), LAB_SEED="7")
     assert proc.returncode == 0, proc.stderr
     found = summary(proc.stdout)
-    assert {"val_bpb", "train_loss", "steps", "tokens_per_s", "params", "seconds", "peak_mem_mb"} <= set(found)
+    assert {"val_bpb", "train_loss", "steps", "tokens_per_s", "params", "train_flops", "seconds",
+            "peak_mem_mb"} <= set(found)
     assert found["steps"] == 3
     # three steps of a randomly initialised byte model: near log2(256) = 8 bits, far from a trained one
     assert 5.0 < found["val_bpb"] < 9.0
@@ -89,3 +90,37 @@ def test_every_option_of_the_string_params_runs(tmp_path, cache, params):
     proc = run_train(tmp_path, cache, script)
     assert proc.returncode == 0, proc.stderr
     assert math.isfinite(summary(proc.stdout)["val_bpb"])
+
+
+def _module(params: dict):
+    import types
+    module = types.ModuleType("train_variant")
+    exec(compile(apply_params(TRAIN.read_text(), params, "train.py"), "train.py", "exec"), module.__dict__)
+    return module
+
+
+def test_the_flop_budget_gives_a_dearer_step_fewer_steps():
+    pytest.importorskip("torch")
+    base = _module({})
+    steps = base.budget_steps(base.GPT(), "cpu")
+    assert 1400 <= steps <= 1600                                    # the documented ~1500 steps
+    double = _module({"BATCH_SIZE": 16})
+    assert double.budget_steps(double.GPT(), "cpu") in (steps // 2, steps // 2 - 1)
+    deeper = _module({"N_LAYER": 3})
+    assert deeper.budget_steps(deeper.GPT(), "cpu") < 0.7 * steps
+    swiglu = _module({"ACTIVATION": "swiglu"})            # about the same parameter count: about the same steps
+    assert abs(swiglu.budget_steps(swiglu.GPT(), "cpu") - steps) <= 0.01 * steps
+    # every budgeted run spends at most the budget and less than one step under it
+    for module in (base, double, deeper, swiglu):
+        model = module.GPT()
+        step = module.flops_per_token(model) * module.BATCH_SIZE * module.BLOCK_SIZE
+        assert module.FLOP_BUDGET - step < module.budget_steps(model, "cpu") * step <= module.FLOP_BUDGET
+
+
+def test_train_flops_is_printed_and_counts_the_steps_run(tmp_path, cache):
+    proc = run_train(tmp_path, cache, LAB_MAX_STEPS="3")
+    assert proc.returncode == 0, proc.stderr
+    found = summary(proc.stdout)
+    base = _module({})
+    model = base.GPT()
+    assert found["train_flops"] == 3 * base.flops_per_token(model) * base.BATCH_SIZE * base.BLOCK_SIZE

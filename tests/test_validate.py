@@ -160,6 +160,8 @@ def lab_seed() -> dict:
     text = (asset_path("schemas").parent / "runner" / "templates" / "lab-tiny-gpt.yaml").read_text()
     data = yaml.load(text.format(name="x"), Loader=_Loader)
     data["roles"]["planner"] = {"kind": "agent", "command": ["claude", "-p"], "time_limit_s": 60}
+    data["target"]["params"] = {"LEARNING_RATE": {"low": 1e-4, "high": 3e-2, "log": True},   # both forms
+                                "LR_SCHEDULE": {"choices": ["cosine", "linear"]}, "BETA1": {}}
     return data
 
 

@@ -7,6 +7,9 @@ dir's `log` and `metrics.jsonl` current, also for remote jobs, so that metric
 parsing, stall detection and the reporter read local files), `logs`, `cancel`,
 `reattach` (after a restart: stop jobs whose experiment is no longer live) and
 its `slots`. Slot limits are enforced by the loop through `slots`, never by prompt.
+A backend that cannot reach its engine (network, controller) raises `Unreachable`
+after its own bounded retries: the loop records an event and tries again on a later
+pass, while the other slots keep running.
 """
 from __future__ import annotations
 
@@ -24,6 +27,11 @@ class JobStartError(RuntimeError):
     """The job could not be started (missing cwd, no interpreter, a refused submit): infrastructure."""
 
 
+class Unreachable(RuntimeError):
+    """The backend's engine did not answer (timeouts, 5xx, 429, a dropped stream) after bounded
+    retries: nothing is decided; the same call is safe to make again on a later pass."""
+
+
 @dataclass
 class JobSpec:
     exp_id: str
@@ -38,6 +46,8 @@ class JobSpec:
     #                        carrying it is this attempt's (a record forged in the job dir is not)
     labels: dict[str, str] = field(default_factory=dict)   # lab, experiment, hypothesis, base
     secrets: tuple[str, ...] = ()   # names of environment variables passed by name, masked in output
+    job_id: str = ""       # the engine's id of this attempt's job, once the queue entry records it
+    flavor: str = ""       # hardware asked for (a remote backend's default when empty)
 
 
 @dataclass
@@ -54,6 +64,27 @@ class JobStatus:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+
+def breach(spec: JobSpec, started: float, now: float) -> tuple[str, str] | None:
+    """("timed_out" | "stalled", reason) once a running job passes its time limit (counted from
+    when it began running) or wrote neither output nor a metric for the stall timeout."""
+    elapsed = now - started
+    if spec.time_limit_s and spec.time_limit_s > 0 and elapsed > spec.time_limit_s:
+        return "timed_out", f"time limit of {spec.time_limit_s:g}s exceeded (ran {elapsed:.1f}s)"
+    job_dir = spec.job_dir.resolve()
+    last = max(started, mtime(job_dir / LOG_FILE), mtime(job_dir / METRICS_FILE))
+    idle = now - last
+    if spec.stall_timeout_s and spec.stall_timeout_s > 0 and idle > spec.stall_timeout_s:
+        return "stalled", f"stalled: no output and no metric for {idle:.1f}s (limit {spec.stall_timeout_s:g}s)"
+    return None
+
+
+def mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 class Backend(ABC):
@@ -74,7 +105,8 @@ class Backend(ABC):
 
     @abstractmethod
     def reattach(self, live: set[str], jobs_root: Path) -> None:
-        """After a restart: stop every job under `jobs_root` whose experiment is not in `live`."""
+        """After a restart: stop every job of this lab (under `jobs_root`, or carrying its labels)
+        whose experiment is not in `live`. Live jobs are adopted by `start` and `poll`."""
 
     def logs(self, spec: JobSpec) -> str:
         """The job's output so far (its job dir's log)."""

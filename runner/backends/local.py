@@ -38,7 +38,8 @@ from ..errors import LabError
 from ..files.locks import FileLock
 from ..state.timeutil import iso
 from . import jobwrap
-from .base import Backend, JobSpec, JobStartError, JobStatus
+from .base import Backend, JobSpec, JobStartError, JobStatus, mtime
+from .base import breach as check_breach
 from .environment import job_environment
 from .jobwrap import (
     EXIT_FILE,
@@ -158,7 +159,7 @@ class LocalBackend(Backend):
         rec = _pid_record(job_dir)
         if rec is None:
             return self._status(spec, "lost", None, f"no valid pid record in {job_dir}: "
-                                "the job wrapper never started", _mtime(job_dir), _mtime(job_dir))
+                                "the job wrapper never started", mtime(job_dir), mtime(job_dir))
         alive = _leads(rec, job_dir)   # before reading exit.json: a wrapper dead now has written it already
         done, stop = read_json(job_dir / EXIT_FILE), read_json(job_dir / STOP_FILE)
         if done is None and alive:
@@ -174,7 +175,7 @@ class LocalBackend(Backend):
     def _running(self, spec: JobSpec, rec: dict, stop: dict | None) -> JobStatus:
         now = time.time()
         if stop is None:
-            breach = self._breach(spec, rec, now)
+            breach = check_breach(spec, rec["started"], now)
             if breach is None:
                 return self._status(spec, "running", None, "running", rec["started"], None, rec)
             stop = self._request_stop(spec, rec, *breach)
@@ -183,17 +184,6 @@ class LocalBackend(Backend):
             stop["sigkill_at"] = now
             jobwrap.write_json(spec.job_dir.resolve() / STOP_FILE, stop)
         return self._status(spec, "running", None, f"stopping: {stop['reason']}", rec["started"], None, rec)
-
-    def _breach(self, spec: JobSpec, rec: dict, now: float) -> tuple[str, str] | None:
-        elapsed = now - rec["started"]
-        if spec.time_limit_s and spec.time_limit_s > 0 and elapsed > spec.time_limit_s:
-            return "timed_out", f"time limit of {spec.time_limit_s:g}s exceeded (ran {elapsed:.1f}s)"
-        job_dir = spec.job_dir.resolve()
-        last = max(rec["started"], _mtime(job_dir / LOG_FILE), _mtime(job_dir / METRICS_FILE))
-        idle = now - last
-        if spec.stall_timeout_s and spec.stall_timeout_s > 0 and idle > spec.stall_timeout_s:
-            return "stalled", f"stalled: no output and no metric for {idle:.1f}s (limit {spec.stall_timeout_s:g}s)"
-        return None
 
     def _final(self, spec: JobSpec, rec: dict, done: dict | None, stop: dict | None) -> JobStatus:
         if done is not None:
@@ -208,7 +198,7 @@ class LocalBackend(Backend):
         if stop is not None:
             return self._status(spec, stop["state"], None, stop["reason"], rec["started"], stop["at"], rec)
         job_dir = spec.job_dir.resolve()
-        last = max(rec["started"], _mtime(job_dir / LOG_FILE), _mtime(job_dir / METRICS_FILE))
+        last = max(rec["started"], mtime(job_dir / LOG_FILE), mtime(job_dir / METRICS_FILE))
         return self._status(spec, "lost", None, f"lost: the job wrapper (pid {rec.get('pid')}) is gone without "
                             "an exit record (machine reboot or SIGKILL of the wrapper)", rec["started"], last, rec)
 
@@ -371,8 +361,3 @@ def _pid_record(job_dir: Path) -> dict | None:
     return rec
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0

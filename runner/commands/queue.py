@@ -24,8 +24,11 @@ def queue_group() -> None:
 @click.option("--wave", type=int, default=0)
 @click.option("--base", default=None,
               help="Base commit [default: the commit on main that last changed the target's editable files].")
+@click.option("--backend", type=click.Choice(["local", "hf_jobs", "slurm"]), default=None,
+              help="Where it runs (default: lab.yaml backends.default).")
+@click.option("--flavor", default=None, help="Hardware it asks for (an hf_jobs flavor, a Slurm partition).")
 @pass_ctx
-def queue_add(ctx, hyp_id, params, instructions, priority, wave, base):
+def queue_add(ctx, hyp_id, params, instructions, priority, wave, base, backend, flavor):
     """Queue one experiment against one base commit."""
     from ..state.create import load_hypothesis, new_experiment
     lab = ctx.lab
@@ -37,7 +40,7 @@ def queue_add(ctx, hyp_id, params, instructions, priority, wave, base):
         from ..loop.scoring import base_commit
         base = base_commit(lab, base)  # the commit that last changed the target: "same base" = same code
     exp_id, path = new_experiment(lab, hyp_id, change, base, priority=priority, wave=wave,
-                                  by=acting_as("human"))
+                                  by=acting_as("human"), backend=backend, flavor=flavor)
     click.echo(f"{exp_id}\t{lab.rel(path)}")
 
 

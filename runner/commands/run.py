@@ -49,20 +49,32 @@ def run_command(ctx: Context, once: bool, until_idle: bool, max_experiments: int
 def baseline_command(ctx: Context, repeats: int) -> None:
     """Measure the current main K times with different seeds; store the noise."""
     from ..loop.run import run
-    from ..loop.scoring import base_commit, key_values, noise_margin, target_key
+    from ..loop.scoring import base_commit, key_values, main_noise, target_key
+    from ..report.status import noise_info, noise_line
     from ..state.create import new_experiment
     from ..state.scores import scores
 
     lab = ctx.lab
     main = base_commit(lab)
-    for seed in range(repeats):
+    first = next_seed(lab, target_key(lab, main))
+    for seed in range(first, first + repeats):
         new_experiment(lab, None, {}, main, priority=100, wave=seed, kind="baseline", by="human")
-    click.echo(f"queued {repeats} baseline run(s) of {main[:10]}")
+    click.echo(f"queued {repeats} baseline run(s) of {main[:10]} (seeds {first}..{first + repeats - 1})")
     run(lab, until_idle=True, plan=False, stop=stop_on_signals(), on_event=progress_printer(lab))
     values = key_values(scores(lab), target_key(lab, main))
     if values:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         click.echo(f"{lab.metric}: mean {statistics.fmean(values):.6g}, stdev {spread:.4g} over {len(values)} "
-                   f"run(s); promotion margin now {noise_margin(lab):.4g}")
+                   f"run(s); {noise_line(noise_info(main_noise(lab)))}")
 
+
+def next_seed(lab, key: str) -> int:
+    """The first seed no baseline of this target used: a repeated seed would repeat its number
+    and shrink the measured noise."""
+    from ..state.scores import scores
+
+    table = scores(lab)
+    waves = [w for t, k, w in zip(table["target"].to_pylist(), table["kind"].to_pylist(),
+                                  table["wave"].to_pylist()) if t == key and k == "baseline" and w is not None]
+    return max(waves) + 1 if waves else 0
 

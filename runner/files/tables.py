@@ -39,7 +39,16 @@ SCORES = pa.schema([
     pa.field("finished", _TS),
     pa.field("duration_s", pa.float64()),
     pa.field("reason", pa.string()),
+    pa.field("seed", pa.int64()),                           # LAB_SEED of the run
+    pa.field("cost", pa.float64()),                         # the objective.cost metric it printed
+    pa.field("constraint", pa.string()),                    # the objective.constraints rule it broke
+    pa.field("z", pa.float64()),                            # gain / stdev of the difference
+    pa.field("margin", pa.float64()),                       # the noise margin it was judged with
+    pa.field("evidence", pa.string()),                      # promotions: strong | single-run | confirmed
 ])
+
+# scores columns added after the first release: an older table lacks them and reads them as null
+LATER_SCORES = {"seed", "cost", "constraint", "z", "margin", "evidence"}
 
 METRICS = pa.schema([
     pa.field("step", pa.int64()),
@@ -88,7 +97,8 @@ def check_parquet(path: Path, expected: pa.Schema, shown: str) -> list[Problem]:
     for field in expected:
         idx = actual.get_field_index(field.name)
         if idx < 0:
-            problems.append(Problem(shown, "missing column", field=field.name))
+            if not (expected is SCORES and field.name in LATER_SCORES):
+                problems.append(Problem(shown, "missing column", field=field.name))
         elif not actual.field(idx).type.equals(field.type):
             problems.append(Problem(shown, f"type {actual.field(idx).type}, expected {field.type}",
                                     field=field.name))

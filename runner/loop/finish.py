@@ -1,12 +1,15 @@
 """Finishing an experiment, read top to bottom: the job's outcome parsed from its
-output, the verdict against its base, the promotion or re-queue the verdict asks
-for, the terminal record, the reporter's hook, and the commit when main moved.
+output, the constraints it keeps, the verdict against its base, the promotion,
+re-queue or confirmation run the verdict asks for, the terminal record, the
+reporter's hook, and the commit when main moved.
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 from typing import Callable
+
+import pyarrow.compute as pc
 
 from ..backends.base import Backend, JobStatus
 from ..files.metrics import (
@@ -17,6 +20,7 @@ from ..files.metrics import (
     read_log,
     read_stream,
 )
+from ..errors import LabError
 from ..files.yamlio import load_yaml
 from ..lab import Lab
 from ..repo import gitops, worktrees
@@ -26,11 +30,12 @@ from ..state.create import new_experiment, title_of, write_checked
 from ..state.entries import Entry
 from ..state.events import record_event
 from ..state.scores import scores
-from .jobs import job_spec
+from . import constraints
+from .jobs import job_spec, seed_of
 from .passlog import Committer, PassLog
-from .promotion import PROMOTE, REQUEUE, judge, merge_into_main
+from .promotion import CONFIRM, PROMOTE, REQUEUE, judge, merge_into_main
 from .record import Outcome, record
-from .scoring import base_commit, noise_margin, score_of, target_key
+from .scoring import base_commit, base_metrics, noise, runs_of, score_of, target_key
 
 
 def outcome_of(lab: Lab, status: JobStatus) -> Outcome:
@@ -66,8 +71,10 @@ class Finisher:
             spec = job_spec(self.lab, entry)
             self.backends[entry.job.get("backend", "local")].cancel(spec, "cancelled")
         self._measured(entry, outcome)
-        if outcome.status == machine.FINISHED and not entry.is_baseline:
-            self._judge(entry, outcome, log)
+        if outcome.status == machine.FINISHED:
+            base_broken = self._check_constraints(entry, outcome)
+            if not entry.is_baseline:
+                self._judge(entry, outcome, log, base_broken)
         patch = worktrees.changes(self.lab, entry.id, entry.base)[1] if outcome.commit else ""
         paths = record(self.lab, entry, outcome, log_path, patch)
         shutil.rmtree(self.lab.jobs / entry.id, ignore_errors=True)
@@ -86,40 +93,88 @@ class Finisher:
         self.on_event("recorded", {"entry": entry, "outcome": outcome})
 
     def _measured(self, entry: Entry, o: Outcome) -> None:
-        """What was measured (the branch head and its target key) and its base's score."""
+        """What was measured (the branch head, its target key, seed and cost) and its base's score."""
         branch = worktrees.branch(entry.id)
         if gitops.run_git(self.lab.root, "branch", "--list", branch):
             o.commit = gitops.head(self.lab.root, branch)
             o.target = target_key(self.lab, o.commit)
         o.title = "baseline" if entry.is_baseline else title_of(self.lab, entry.hypothesis)
         o.base_value = score_of(self.lab, entry.base)
+        o.seed = seed_of(entry)
+        cost = self.lab.config["objective"].get("cost")
+        o.cost = o.summary.get(cost) if cost else None
 
-    def _judge(self, entry: Entry, o: Outcome, log: PassLog) -> None:
-        main = base_commit(self.lab)
-        verdict = judge(self.lab, o.value, o.base_value, noise_margin(self.lab, scores(self.lab)),
-                        base_is_main=target_key(self.lab, main) == target_key(self.lab, entry.base))
-        o.reason = verdict.reason
+    def _check_constraints(self, entry: Entry, o: Outcome) -> str | None:
+        """Sets the rule a finished result breaks (a baseline: the absolute rules only); returns the
+        absolute rule an experiment's base breaks."""
+        rules = constraints.rules(self.lab.config["objective"])
+        if not rules:
+            return None
+        if entry.is_baseline:
+            o.constraint = constraints.broken(constraints.absolute(rules), o.summary)
+            if o.constraint:
+                o.reason = f"main breaks the constraint {o.constraint}: a result that keeps every rule replaces it"
+                record_event(self.lab, "warn", "base-violates", o.reason, experiment=entry.id)
+            return None
+        base = base_metrics(self.lab, entry.base)
+        o.constraint = constraints.broken(rules, o.summary, base)
+        return constraints.broken(constraints.absolute(rules), base)
+
+    def _judge(self, entry: Entry, o: Outcome, log: PassLog, base_broken: str | None) -> None:
+        main, table = base_commit(self.lab), scores(self.lab)
+        value, runs = self._candidate(entry, o, table)
+        verdict = judge(self.lab, value, o.base_value, noise(self.lab, table, runs_of(self.lab, entry.base, table),
+                                                             len(runs)),
+                        base_is_main=target_key(self.lab, main) == target_key(self.lab, entry.base),
+                        broken=o.constraint, base_broken=base_broken, confirming=len(runs) > 1)
+        o.reason, o.z, o.margin, o.evidence = verdict.reason, verdict.z, verdict.margin, verdict.evidence
         if verdict.action == REQUEUE:
             o.status = machine.STALE
-            new_id = self._requeue(entry, main, log)
+            new_id = self._follow_up(entry, main, "requeued_from", log)
             o.reason += f": re-queued on main as {new_id}"
+        elif verdict.action == CONFIRM:
+            new_id = self._follow_up(entry, entry.base, "confirms", log)
+            o.reason += f" as {new_id}"
         elif verdict.action == PROMOTE:
             self._promote(entry, o, log)
 
     def stale(self, entry: Entry, main: str, log: PassLog) -> None:
         """An entry whose base main moved past before it ran: recorded stale, re-queued on main."""
-        new_id = self._requeue(entry, main, log)
+        new_id = self._follow_up(entry, main, "requeued_from", log)
         self.finish(entry, Outcome(machine.STALE, reason=f"main moved before it ran: re-queued on main as "
                                                          f"{new_id}"), log)
 
-    def _requeue(self, entry: Entry, main: str, log: PassLog) -> str:
-        """The same change again, on today's main, ahead of new work."""
-        new_id, path = new_experiment(self.lab, entry.hypothesis, entry.change, main,
-                                      priority=entry.priority + 10, wave=entry.wave, by="runner")
+    def _candidate(self, entry: Entry, o: Outcome, table) -> tuple[float, list[float]]:
+        """The value judged and the runs it averages: a confirmation run of the same target
+        adds the run it confirms."""
+        first = entry.data.get("confirms")
+        if entry.kind == "confirm" and first and table.num_rows:
+            rows = table.filter(pc.equal(table["id"], first)).to_pylist()
+            if rows and rows[0]["target"] == o.target and is_finite(rows[0]["value"]):
+                runs = [rows[0]["value"], o.value]
+                return sum(runs) / 2, runs
+        return o.value, [o.value]
+
+    def _follow_up(self, entry: Entry, base: str, link: str, log: PassLog) -> str:
+        """The same change again on `base`, ahead of new work: a re-queue of a stale winner
+        (link requeued_from) or a confirmation run on another seed (link confirms). Made once:
+        after a restart the entry queued before the crash is found again."""
+        for path in sorted(self.lab.queue.glob("*.yaml")):
+            try:
+                data = load_yaml(path)[0]
+            except LabError:
+                continue  # `lab validate` reports it
+            if isinstance(data, dict) and data.get(link) == entry.id:
+                return str(data.get("id", path.stem))
+        kind = "confirm" if link == "confirms" else "experiment"
+        new_id, path = new_experiment(self.lab, entry.hypothesis, entry.change, base, kind=kind,
+                                      priority=entry.priority + 10, wave=entry.wave, by="runner",
+                                      backend=entry.data.get("backend"), flavor=entry.data.get("flavor"))
         data = load_yaml(path)[0]
-        data["requeued_from"] = entry.id
+        data[link] = entry.id
         write_checked(path, "experiment", data, self.lab)
-        log.add(self.lab, path, line=f"{entry.id}: stale, re-queued as {new_id}")
+        log.add(self.lab, path, line=f"{entry.id}: {'confirmation' if kind == 'confirm' else 'stale'}, "
+                                     f"queued as {new_id}")
         return new_id
 
     def _promote(self, entry: Entry, o: Outcome, log: PassLog) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import zlib
 
 from ..backends.base import JobSpec
 from ..lab import Lab
@@ -9,11 +10,23 @@ from ..repo import worktrees
 from ..state.entries import Entry
 
 
+def backend_of(lab: Lab, entry: Entry) -> str:
+    """Where an entry runs: its own `backend`, a baseline's backends.baseline, else backends.default."""
+    backends = lab.config["backends"]
+    chosen = entry.data.get("backend") or (entry.is_baseline and (backends.get("baseline") or {}).get("backend"))
+    return chosen or backends.get("default") or "local"
+
+
+def flavor_of(lab: Lab, entry: Entry) -> str:
+    """The hardware an entry asks for ("" = its backend's default)."""
+    baseline = (lab.config["backends"].get("baseline") or {}) if entry.is_baseline else {}
+    return entry.data.get("flavor") or baseline.get("flavor") or ""
+
+
 def job_spec(lab: Lab, entry: Entry) -> JobSpec:
     target = lab.config["target"]
     env = {"LAB_CACHE": str(lab.runtime / "cache"), **(target.get("env") or {})}  # caches stay in the lab
-    if entry.is_baseline:
-        env["LAB_SEED"] = str(entry.wave)
+    env["LAB_SEED"] = str(seed_of(entry))
     job = entry.job
     command = list(target["command"])
     if command[0] in ("python", "python3"):
@@ -23,7 +36,15 @@ def job_spec(lab: Lab, entry: Entry) -> JobSpec:
                    job_dir=lab.job_dir(entry.id, job.get("attempts", 1)),
                    time_limit_s=float(target["time_limit_s"]), stall_timeout_s=float(target["stall_timeout_s"]),
                    token=job.get("token", ""), secrets=tuple(target.get("secrets") or ()),
-                   labels=labels(lab, entry))
+                   labels=labels(lab, entry), job_id=str(job.get("id") or ""), flavor=flavor_of(lab, entry))
+
+
+def seed_of(entry: Entry) -> int:
+    """LAB_SEED of a run: a baseline's wave (0, 1, ...), else a number derived from the experiment's id,
+    so that no two candidates share their seed noise and a confirmation runs on another seed."""
+    if entry.is_baseline:
+        return entry.wave
+    return 1000 + zlib.crc32(entry.id.encode()) % 1_000_000_000
 
 
 def labels(lab: Lab, entry: Entry) -> dict[str, str]:

@@ -11,10 +11,17 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..backends import default_backend, make_backends
+from ..backends import (
+    Backend,
+    JobStartError,
+    Unreachable,
+    default_backend,
+    make_backends,
+)
 from ..errors import LabError
 from ..files.yamlio import write_yaml
 from ..lab import Lab
@@ -24,20 +31,21 @@ from ..roles.agents import AgentOutcome, AgentRunner
 from ..roles.planning import Planning
 from ..roles.reporter import Reporter
 from ..state import machine
-from ..state.create import new_experiment
 from ..state.entries import Entry, restore_status, transition
 from ..state.entries import load as load_entry
-from ..state.events import record_event, record_once
+from ..state.events import record_event
 from ..state.scores import scores
+from ..state.timeutil import iso
 from ..validation.validate import validate
-from . import recovery
+from . import baselines, recovery, smoke
 from .finish import Finisher, outcome_of
-from .jobs import job_spec
+from .jobs import backend_of, job_spec
 from .passlog import Committer, PassLog
 from .record import Outcome
-from .scoring import base_commit, failed_baseline, score_of, target_key
+from .scoring import base_commit, target_key
 
 FRESH_S = 1.0        # a file younger than this may be half-written by an agent: retry, don't report
+UNREACHABLE_EVENT_S = 60.0   # one `backend-unreachable` event per experiment per this long
 
 
 @dataclass
@@ -70,6 +78,7 @@ class Runner:
         self._reported: dict[str, float] = {}
         self._workers_started: set[str] = set()
         self._main: str | None = None
+        self._unreachable_at: dict[str, float] = {}
 
     @property
     def recorded(self) -> int: return self.finisher.recorded
@@ -181,23 +190,28 @@ class Runner:
     def _dispatch(self, entries: list[Entry], log: PassLog) -> None:
         active = [e for e in entries if e.status in machine.ACTIVE]
         used = {(e.job.get("backend", "local"), e.slot) for e in active}
-        free = [(name, slot) for name, backend in self.backends.items() if name == self.default_backend
-                for slot in backend.slots if (name, slot) not in used]
+        free = {name: [slot for slot in backend.slots if (name, slot) not in used]
+                for name, backend in self.backends.items()}
         room = self.lab.config["limits"]["max_running"] - len(active)
         queued = [e for e in entries if e.status == machine.QUEUED]
-        if not (queued and free):
+        if not (queued and any(free.values())):
             return
         main, table = base_commit(self.lab), scores(self.lab)
         for entry in [e for e in queued if not e.is_baseline]:
             if target_key(self.lab, entry.base) != target_key(self.lab, main):
                 entry.base = main  # not started yet: measure it on today's main
-        queued += self._missing_baselines(queued, entries, table, log)
+        queued += baselines.missing(self.lab, queued, entries, table, log)
         for entry in sorted(queued, key=_dispatch_order):
-            if not free or room <= 0 or self.limit.reached():
+            if room <= 0 or self.limit.reached():
                 break
-            if not entry.is_baseline and not self._base_measured(entry.base, table, entries):
+            backend = backend_of(self.lab, entry)
+            if backend not in free:
+                reason = f"backend {backend!r} is not configured in lab.yaml (backends.{backend})"
+                self.finisher.finish(entry, Outcome(machine.FAILED, reason=reason), log)
                 continue
-            backend, slot = free.pop(0)
+            if not free[backend] or not entry.is_baseline and not baselines.measured(self.lab, entry.base, table, entries):
+                continue
+            slot = free[backend].pop(0)
             room -= 1
             worktrees.ensure(self.lab, entry.id, entry.base)
             transition(entry, machine.ASSIGNED, "runner", branch=worktrees.branch(entry.id),
@@ -224,50 +238,6 @@ class Runner:
             for outcome in self.agents.stop("worker", entry.id):
                 log.add(self.lab, *outcome.to_commit)
         self.finisher.stale(entry, self._main, log)
-
-    def _missing_baselines(self, queued: list[Entry], entries: list[Entry], table, log: PassLog) -> list[Entry]:
-        """A baseline for every base that experiments wait on and nobody measures yet, so that an
-        experiment is judged against a number, never recorded "no score for the base". A base whose
-        own baseline failed gets no more (one event; its experiments wait until main changes)."""
-        made = []
-        for base in dict.fromkeys(e.base for e in queued if not e.is_baseline):
-            key = target_key(self.lab, base)
-            if score_of(self.lab, base, table) is not None or any(
-                    e.is_baseline and target_key(self.lab, e.base) == key for e in entries + made):
-                continue
-            failed = failed_baseline(self.lab, base, table)
-            if failed:
-                record_once(self.lab, "base-fails", f"the target at {base[:12]} fails: see "
-                            f"experiments/{failed}/log.txt; experiments on it wait until main changes",
-                            experiment=failed)
-                continue
-            _, path = new_experiment(self.lab, None, {}, base, priority=100, kind="baseline", by="runner")
-            made.append(load_entry(self.lab, path))
-            log.add(self.lab, path, line=f"runner: base {base[:12]} has no score yet: queued a baseline")
-        entries += made
-        return made
-
-    def _base_measured(self, base: str, table, entries: list[Entry]) -> bool:
-        """A base with a score, or whose baseline is in flight (dispatched ahead, priority 100)."""
-        if score_of(self.lab, base, table) is not None:
-            return True
-        key = target_key(self.lab, base)
-        return any(e.is_baseline and e.status in machine.ACTIVE and target_key(self.lab, e.base) == key
-                   for e in entries)
-
-    def _awaiting_base(self, entry: Entry) -> bool:
-        """A finished run whose base's baseline is still in flight waits to be judged."""
-        if entry.is_baseline or score_of(self.lab, entry.base) is not None:
-            return False
-        key = target_key(self.lab, entry.base)
-        for path in self.lab.queue.glob("*.yaml"):
-            try:
-                other = load_entry(self.lab, path)
-            except LabError:
-                continue
-            if other.is_baseline and other.status in machine.ACTIVE and target_key(self.lab, other.base) == key:
-                return True
-        return False
 
     def _worker_kind(self) -> str:
         return self.lab.config["roles"]["worker"]["kind"]
@@ -301,6 +271,14 @@ class Runner:
                 reason = f"refused ({rejection.rule}): {rejection.message}"
                 self.finisher.finish(entry, Outcome(machine.FAILED, reason=reason), log)
                 return
+        backend = self._backend(entry)
+        if smoke.needed(self.lab, entry, backend.name):
+            outcome, status = smoke.check(self.lab, entry, self.backends["local"])
+            if outcome is None:
+                return  # the smoke still runs
+            if outcome.status != machine.FINISHED:
+                self.finisher.finish(entry, outcome, log, status.log_path)
+                return
         job = entry.job
         if not job.get("token"):
             # a new attempt and its token reach the entry before the job starts: a restarted runner
@@ -308,16 +286,25 @@ class Runner:
             job.update(attempts=entry.attempts + 1, token=secrets.token_hex(16))
             entry.data["job"] = job
             write_yaml(entry.path, entry.data)
-        job.update(self.backends[job.get("backend", "local")].start(job_spec(self.lab, entry)))
+        try:
+            job.update(backend.start(job_spec(self.lab, entry)))
+        except Unreachable as exc:
+            return self._unreachable(entry, exc, log)  # the next pass adopts or submits this attempt
+        except JobStartError as exc:
+            return self.finisher.finish(entry, Outcome(machine.FAILED, reason=f"infrastructure: {exc}"), log)
         transition(entry, machine.RUNNING, "runner", job=job)
         log.add(self.lab, entry.path, line=f"{entry.id}: ready -> running ({job.get('slot')})")
         self.on_event("running", {"entry": entry})
 
     def _poll(self, entry: Entry, log: PassLog) -> None:
         spec = job_spec(self.lab, entry)
-        status = self.backends[entry.job.get("backend", "local")].poll(spec)
+        try:
+            status = self._backend(entry).poll(spec)
+        except Unreachable as exc:
+            return self._unreachable(entry, exc, log)
         if status.state == "running":
             return
+        self._unreachable_at.pop(entry.id, None)
         if status.state == "lost":
             if entry.attempts <= self.lab.config["limits"]["retries"]:
                 record_event(self.lab, "warn", "retry", f"job lost ({status.reason}); retrying", experiment=entry.id)
@@ -329,9 +316,27 @@ class Runner:
             outcome = Outcome(machine.FAILED, reason=f"infrastructure: {status.reason}")
         else:
             outcome = outcome_of(self.lab, status)
-            if outcome.status == machine.FINISHED and self._awaiting_base(entry):
+            if outcome.status == machine.FINISHED and baselines.awaiting(self.lab, entry):
                 return
+        entry.data["job"] = {**entry.job, **_timing(status)}
         self.finisher.finish(entry, outcome, log, status.log_path)
+
+    def _backend(self, entry: Entry) -> Backend:
+        name = entry.job.get("backend", "local")
+        if name not in self.backends:
+            raise LabError(f"backend {name!r} is not configured in lab.yaml (backends.{name})", "lab.yaml",
+                           field=f"backends.{name}")
+        return self.backends[name]
+
+    def _unreachable(self, entry: Entry, exc: Unreachable, log: PassLog) -> None:
+        """A backend that did not answer: one event a minute per experiment; the entry stays as it
+        is and is tried again on a later pass (other slots go on)."""
+        if time.monotonic() - self._unreachable_at.get(entry.id, -UNREACHABLE_EVENT_S) < UNREACHABLE_EVENT_S:
+            return
+        self._unreachable_at[entry.id] = time.monotonic()
+        record_event(self.lab, "warn", "backend-unreachable", f"{exc}; trying again on a later pass",
+                     experiment=entry.id, hypothesis=entry.hypothesis)
+        log.add(self.lab, self.lab.events_path)
 
     # -- agent workers ----------------------------------------------------------------
     def _start_worker_agent(self, entry: Entry) -> None:
@@ -369,6 +374,15 @@ class Runner:
             why = outcome.reason or f"exit code {outcome.exit_code}"
             reason = f"worker agent {outcome.state} without setting ready: {why}"
             self.finisher.finish(entry, Outcome(machine.FAILED, reason=reason), log)
+
+
+def _timing(status) -> dict:
+    """When the job began running and ended, for the record (queue wait vs run time)."""
+    stamp = lambda t: iso(datetime.fromtimestamp(t, timezone.utc))  # noqa: E731
+    timing = {"run_started": stamp(status.started)} if status.started else {}
+    if status.finished:
+        timing["finished"] = stamp(status.finished)
+    return timing
 
 
 def _dispatch_order(entry: Entry) -> tuple:

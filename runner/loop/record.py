@@ -43,6 +43,12 @@ class Outcome:
     exit_code: int | None = None
     title: str = ""                  # the hypothesis's title, for the scores table
     job_seconds: float | None = None  # the job process's own run time
+    seed: int | None = None          # LAB_SEED of the run
+    cost: float | None = None        # the objective.cost metric it printed
+    constraint: str | None = None    # the rule it broke (objective.constraints)
+    z: float | None = None           # its gain in stdevs of the difference
+    margin: float | None = None      # the margin it was judged with
+    evidence: str | None = None      # of a promotion: strong, single-run or confirmed
 
 
 def experiment_dir(lab: Lab, exp_id: str) -> Path:
@@ -77,6 +83,10 @@ def _result(lab: Lab, o: Outcome) -> dict:
               "base_value": _num(o.base_value), "delta": _delta(o), "promoted": o.promoted}
     if o.commit:
         result["commit"] = o.commit
+    for name in ("seed", "z", "margin", "evidence", "constraint"):
+        value = getattr(o, name)
+        if value is not None:
+            result[name] = _num(value) if isinstance(value, float) else value
     if o.reason:
         result["reason"] = o.reason
     return result
@@ -125,6 +135,8 @@ def _append_score(lab: Lab, entry: Entry, o: Outcome) -> None:
             "delta": _delta(o), "promoted": o.promoted, "slot": job.get("slot"), "worker": entry.data.get("worker"),
             "wave": entry.data.get("wave"), "started": started, "finished": finished,
             "duration_s": (finished - started).total_seconds() if started else None, "reason": o.reason or None,
+            "seed": o.seed, "cost": _num(o.cost), "constraint": o.constraint, "z": _num(o.z),
+            "margin": _num(o.margin), "evidence": o.evidence,
         }
         append_rows(lab.scores_path, SCORES, [row], existing=table)  # read once above
 

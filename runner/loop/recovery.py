@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..backends import Unreachable
 from ..errors import LabError
 from ..files.yamlio import load_yaml
 from ..repo import gitops, worktrees
 from ..state import machine
 from ..state.entries import load as load_entry
+from ..state.events import record_event
 from .passlog import PassLog
 from .promotion import merge_into_main
 from .record import recorded_ids
@@ -24,7 +26,11 @@ def recover(runner) -> None:
         if exp_id not in live:
             worktrees.remove(lab, exp_id)
     for backend in runner.backends.values():
-        backend.reattach(live, lab.jobs)
+        try:
+            backend.reattach(live, lab.jobs)
+        except Unreachable as exc:  # its jobs are polled (and adopted) as usual; orphans wait for a later start
+            record_event(lab, "warn", "backend-unreachable", f"reattach: {exc}")
+            log.add(lab, lab.events_path)
     if runner.agents:
         for outcome in runner.agents.recover():
             log.add(lab, *outcome.to_commit, line=f"{outcome.role} agent {outcome.task_id}: stopped by restart")

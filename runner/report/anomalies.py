@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..backends import slot_count
 from ..files.metrics import loss_name, read_stream
 from ..files.tables import SCORES, read_table
 from ..files.yamlio import load_yaml
@@ -202,7 +203,7 @@ def duplicates(entries: list[dict]) -> list[dict]:
 
 
 def idle_slots(lab: Lab, entries: list[dict], now: datetime, grace_s: float = IDLE_GRACE_S) -> list[dict]:
-    slots = min(int(lab.config["backends"]["local"]["slots"]), int(lab.config["limits"]["max_running"]))
+    slots = slot_count(lab.config)
     busy = sum(1 for e in entries if e.get("status") in machine.ACTIVE)
     queued = sorted((e for e in entries if e.get("status") == "queued"),
                     key=lambda e: (str(e.get("created")), e["id"]))

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from .data import OUTCOMES, ReportData, curves_loss_name, leaderboard
+from .data import OUTCOMES, ReportData, curves_loss_name, leaderboard, pareto_front, with_cost
 
-COLOURS = {"promoted": "#2ca02c", "baseline": "#1f77b4", "worse": "#9aa5b1", "failed": "#d62728",
-           "timed out": "#ff7f0e", "stale": "#8c564b", "cancelled": "#c7c7c7"}
-SYMBOLS = {"promoted": "star", "baseline": "diamond"}
+COLOURS = {"promoted": "#2ca02c", "baseline": "#1f77b4", "worse": "#9aa5b1", "violates": "#9467bd",
+           "failed": "#d62728", "timed out": "#ff7f0e", "stale": "#8c564b", "cancelled": "#c7c7c7"}
+SYMBOLS = {"promoted": "star", "baseline": "diamond", "violates": "x"}
 WEBGL_ABOVE = 2000      # scatter points: SVG below (countable in the DOM), WebGL above
 GANTT_CAP = 1500        # bars drawn in the Gantt chart (the most recent ones)
 LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=40), height=380,
@@ -26,8 +26,10 @@ def _scatter(n_points: int):
 def _hover(row: dict, metric: str) -> str:
     value = "n/a" if row["value"] is None else f"{row['value']:.6g}"
     delta = "" if row.get("delta") is None else f" (Δ {row['delta']:+.4g})"
+    extra = "".join(f"<br>{text}" for text in (row.get("evidence_text"), row.get("constraint") and
+                                                 f"broke {row['constraint']}") if text)
     return (f"{row['id']}<br>{row.get('title') or row['kind']}<br>{row['change_text']}<br>"
-            f"{metric} {value}{delta} · {row['outcome']}")
+            f"{metric} {value}{delta} · {row['outcome']}{extra}")
 
 
 def progression(data: ReportData, x_axis: str) -> go.Figure:
@@ -48,7 +50,7 @@ def progression(data: ReportData, x_axis: str) -> go.Figure:
         fig.add_trace(go.Scatter(x=xs, y=[b + sign * data.margin for b in best], mode="lines",
                                  line=dict(width=0, shape="hv"), fill="tonexty",
                                  fillcolor="rgba(44,160,44,0.12)", hoverinfo="skip",
-                                 name=f"noise margin ±{data.margin:g}"))
+                                 name=f"noise margin ±{data.margin:.4g}"))
         fig.add_trace(go.Scatter(x=xs, y=best, mode="lines", name="best on main",
                                  line=dict(color=COLOURS["promoted"], shape="hv", width=2)))
     for name in OUTCOMES:
@@ -64,6 +66,34 @@ def progression(data: ReportData, x_axis: str) -> go.Figure:
     title = "time finished" if x_axis == "time" else "experiment index"
     fig.update_layout(title=f"{data.metric} by {title}", xaxis_title=title, yaxis_title=data.metric,
                       **LAYOUT)
+    return fig
+
+
+def pareto(data: ReportData) -> go.Figure | None:
+    """Score against objective.cost for every result that printed it; the Pareto front highlighted
+    (None without a cost metric or a result that printed it)."""
+    rows = with_cost(data)
+    if not data.cost_metric or not rows:
+        return None
+    front = pareto_front(data)
+    on_front = {r["id"] for r in front}
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[r["cost"] for r in front], y=[r["value"] for r in front], mode="lines",
+                             line=dict(color=COLOURS["promoted"], shape="hv", width=2), name="Pareto front",
+                             hoverinfo="skip"))
+    groups = (("on the front", lambda r: r["id"] in on_front, COLOURS["promoted"], "star", 12),
+              ("dominated", lambda r: r["id"] not in on_front and not r.get("constraint"), COLOURS["worse"],
+               "circle", 8),
+              ("violates a constraint", lambda r: bool(r.get("constraint")), COLOURS["violates"], "x", 9))
+    for name, keep, colour, symbol, size in groups:
+        mine = [r for r in rows if keep(r)]
+        if mine:
+            fig.add_trace(_scatter(len(mine))(
+                x=[r["cost"] for r in mine], y=[r["value"] for r in mine], mode="markers", name=name,
+                marker=dict(color=colour, symbol=symbol, size=size), meta="pareto", hoverinfo="text",
+                hovertext=[_hover(r, data.metric) + f"<br>{data.cost_metric} {r['cost']:.4g}" for r in mine]))
+    fig.update_layout(title=f"{data.metric} against {data.cost_metric}: the Pareto front",
+                      xaxis_title=f"{data.cost_metric} (cost)", yaxis_title=data.metric, **LAYOUT)
     return fig
 
 

@@ -20,8 +20,9 @@ from ..files.yamlio import load_yaml
 from ..lab import Lab
 from ..roles.review import self_reviewed
 from ..state.timeutil import now
+from .status import evidence_counts, evidence_phrase, noise_summary
 
-OUTCOMES = ("promoted", "baseline", "worse", "failed", "timed out", "stale", "cancelled")
+OUTCOMES = ("promoted", "baseline", "worse", "violates", "failed", "timed out", "stale", "cancelled")
 CURVES_TOP = 5          # loss curves of this many best experiments (plus the first baseline)
 
 
@@ -31,15 +32,20 @@ class ReportData:
     name: str
     metric: str
     minimize: bool
-    margin: float
+    noise: dict                            # margin, sigma, sigma_runs, base_runs, rate (report.status)
     rows: list[dict]                       # scores, ordered by finish time, with derived fields
     events: list[dict]
+    cost_metric: str | None = None         # objective.cost
     curves: dict[str, dict[str, tuple[list, list]]] = field(default_factory=dict)
     self_reviewed: list[str] = field(default_factory=list)  # hypotheses accepted by their own author agent
     generated: datetime = field(default_factory=now)
 
     def better(self, a: float, b: float) -> bool:
         return a < b if self.minimize else a > b
+
+    @property
+    def margin(self) -> float:
+        return self.noise["margin"]
 
     @property
     def valid(self) -> list[dict]:
@@ -78,7 +84,18 @@ def outcome(row: dict) -> str:
         return "promoted"
     if row["kind"] == "baseline":
         return "baseline"
+    if row.get("constraint"):
+        return "violates"
     return "worse" if _finite(row["value"]) else "failed"
+
+
+def evidence_text(row: dict) -> str:
+    """How far a promotion can be trusted: `strong (z 4.1)`, `single-run evidence (z 2.0)`, `confirmed`."""
+    if not row["promoted"]:
+        return ""
+    evidence = row.get("evidence") or ""
+    z = f" (z {row['z']:.1f})" if _finite(row.get("z")) else ""
+    return ("single-run evidence" if evidence == "single-run" else evidence) + z if evidence or z else ""
 
 
 def change_text(change_json: str | None, limit: int = 80) -> str:
@@ -99,16 +116,16 @@ def change_text(change_json: str | None, limit: int = 80) -> str:
 
 
 def load(lab: Lab, curves_top: int = CURVES_TOP) -> ReportData:
-    objective = lab.config["objective"]
     table = read_table(lab.scores_path, SCORES)
     rows = _ordered(table.to_pylist())
     for index, row in enumerate(rows):
         row["index"] = index
         row["outcome"] = outcome(row)
         row["change_text"] = change_text(row.get("change"))
+        row["evidence_text"] = evidence_text(row)
     data = ReportData(lab=lab, name=lab.config["lab"], metric=lab.metric, minimize=lab.minimize,
-                      margin=float(objective.get("noise_margin") or 0.0), rows=rows,
-                      events=_events(lab))
+                      noise=noise_summary(lab, table), rows=rows, events=_events(lab),
+                      cost_metric=lab.config["objective"].get("cost"))
     _fill_titles(lab, leaderboard(data, 50))
     _running_best(data)
     data.curves = _curves(lab, data, curves_top)
@@ -151,6 +168,23 @@ def _fill_titles(lab: Lab, rows: list[dict]) -> None:
             row["title"] = (load_yaml(path)[0] or {}).get("title")
         except Exception:  # a broken hypothesis file must not break the report
             row["title"] = None
+
+
+def with_cost(data: ReportData) -> list[dict]:
+    """Scored results that printed the cost metric (what the Pareto chart plots)."""
+    return [r for r in data.valid if _finite(r.get("cost"))]
+
+
+def pareto_front(data: ReportData) -> list[dict]:
+    """Results no other result beats on both score and cost (lower cost is better), cheapest first;
+    results that broke a constraint are not on it."""
+    front, best = [], None
+    for row in sorted((r for r in with_cost(data) if not r.get("constraint")),
+                      key=lambda r: (r["cost"], r["value"] if data.minimize else -r["value"])):
+        if best is None or data.better(row["value"], best):
+            front.append(row)
+            best = row["value"]
+    return front
 
 
 def leaderboard(data: ReportData, top: int | None = None) -> list[dict]:
@@ -199,6 +233,7 @@ def overview(data: ReportData) -> dict:
     return {
         "run": len(data.rows),
         "promoted": sum(1 for r in data.rows if r["promoted"]),
+        "evidence": evidence_counts([r.get("evidence") for r in data.rows if r["promoted"]]),
         "failed": statuses.count("failed"),
         "timed_out": statuses.count("timed_out"),
         "stale": statuses.count("stale"),
@@ -212,7 +247,9 @@ def overview(data: ReportData) -> dict:
 
 def overview_line(data: ReportData) -> str:
     o = overview(data)
-    text = (f"{o['run']} experiments run, {o['promoted']} promoted, {o['failed']} failed, "
+    evidence = evidence_phrase(o["evidence"])
+    promoted = f"{o['promoted']} promoted" + (f" ({evidence})" if evidence else "")
+    text = (f"{o['run']} experiments run, {promoted}, {o['failed']} failed, "
             f"{o['timed_out']} timed out; compute {_duration(o['compute_s'])}")
     if o["best"] is not None:
         text += f"; best {data.metric} {o['best']:.6g} ({o['best_id']})"

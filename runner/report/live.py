@@ -9,6 +9,7 @@ import sys
 import time
 from datetime import datetime
 
+from ..backends import slot_count
 from ..lab import Lab
 from ..state import machine
 from ..state.events import read_events
@@ -63,7 +64,7 @@ def render(lab: Lab, now: datetime | None = None, width: int = 100) -> str:
     entries = live_entries(lab)
     live = [e for e in entries if e.get("status") in machine.ACTIVE]
     queued = sum(1 for e in entries if e.get("status") == "queued")
-    slots = min(int(lab.config["backends"]["local"]["slots"]), int(lab.config["limits"]["max_running"]))
+    slots = slot_count(lab.config)
     table = scores(lab)
     best = best_row(lab, table)
     direction = lab.config["objective"]["direction"]

@@ -6,12 +6,15 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from . import charts
+from ..loop.noise import EVIDENCE_Z
+from . import charts, jobs
 from .data import ReportData, leaderboard, overview_line, relative_link
 from .leaderboard import fmt_delta, fmt_seconds, fmt_value
+from .status import noise_line
 
 LEADERBOARD_ROWS = 200
 EVENT_ROWS = 300
+JOB_ROWS = 20           # recorded experiments in the Jobs table (after the running ones)
 EXPERIMENT_FILES = ("experiment.yaml", "metrics.parquet", "patch.diff", "log.txt")
 
 STYLE = """
@@ -23,6 +26,7 @@ h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1.4em 0 .4em;border-
 table{border-collapse:collapse;width:100%;font-size:.85em}th,td{text-align:left;padding:4px 8px;
 border-bottom:1px solid #eef1f4;vertical-align:top}th{background:#f4f7fa;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}tr.promoted td{background:#effaf0}
+tr.violates td{background:#f6f0fa}
 .lvl-error{color:#b3261e;font-weight:600}.lvl-warn{color:#a35d00;font-weight:600}.lvl-info{color:#3b6ea8}
 a{color:#1f5fa8}.files a{margin-right:.5em}
 @media(max-width:900px){.grid{grid-template-columns:1fr}}
@@ -71,9 +75,9 @@ if(location.protocol.indexOf('http')===0){
 """
 
 
-def _chart(fig, div_id: str) -> str:
+def _chart(fig, div_id: str, empty: str = "No step metrics recorded yet.") -> str:
     if fig is None:
-        return f'<div class="chart" id="{div_id}-none"><p class="meta">No step metrics recorded yet.</p></div>'
+        return f'<div class="chart" id="{div_id}-none"><p class="meta">{escape(empty)}</p></div>'
     inner = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                         config={"displaylogo": False, "responsive": True})
     return f'<div class="chart">{inner}</div>'
@@ -91,16 +95,20 @@ def _files(data: ReportData, exp_id: str | None, out_dir: Path) -> str:
 def _leaderboard_html(data: ReportData, out_dir: Path) -> str:
     ranked = leaderboard(data)
     rows = []
+    cost = f"<th>{escape(data.cost_metric)}</th>" if data.cost_metric else ""
     for rank, r in enumerate(ranked[:LEADERBOARD_ROWS], 1):
+        outcome = r["outcome"] + (f": {r['evidence_text']}" if r["evidence_text"] else "")
+        outcome += f" ({r['constraint']})" if r.get("constraint") else ""
+        cells = f'<td class="num">{fmt_value(r.get("cost"))}</td>' if data.cost_metric else ""
         rows.append(
-            f'<tr class="{"promoted" if r["promoted"] else ""}"><td class="num">{rank}</td>'
+            f'<tr class="{"promoted" if r["promoted"] else r["outcome"]}"><td class="num">{rank}</td>'
             f'<td>{escape(r["id"])}<br>{_files(data, r["id"], out_dir)}</td>'
-            f'<td class="num">{fmt_value(r["value"])}</td><td class="num">{fmt_delta(r["delta"])}</td>'
-            f'<td>{escape(r["outcome"])}</td><td>{escape(r.get("title") or r["kind"])}</td>'
+            f'<td class="num">{fmt_value(r["value"])}</td><td class="num">{fmt_delta(r["delta"])}</td>{cells}'
+            f'<td>{escape(outcome)}</td><td>{escape(r.get("title") or r["kind"])}</td>'
             f'<td>{escape(r["change_text"])}</td><td class="num">{fmt_seconds(r["duration_s"])}</td></tr>')
     more = f'<p class="meta">Showing {LEADERBOARD_ROWS} of {len(ranked)}.</p>' if len(ranked) > LEADERBOARD_ROWS else ""
     return (f'<table id="leaderboard" data-rows="{min(len(ranked), LEADERBOARD_ROWS)}"><thead><tr><th>#</th>'
-            f'<th>experiment</th><th>{escape(data.metric)}</th><th>Δ vs base</th><th>outcome</th>'
+            f'<th>experiment</th><th>{escape(data.metric)}</th><th>Δ vs base</th>{cost}<th>outcome</th>'
             f'<th>hypothesis</th><th>change</th><th>duration</th></tr></thead><tbody>{"".join(rows)}'
             f'</tbody></table>{more}')
 
@@ -127,15 +135,20 @@ def render(data: ReportData, out_dir: Path, poll_ms: int = 3000) -> str:
     direction = "lower" if data.minimize else "higher"
     body = [
         f"<h1>{escape(title)}</h1>",
-        f'<p class="meta">Objective: {direction} {escape(data.metric)} is better; noise margin '
-        f'{data.margin:g}. Generated {data.generated:%Y-%m-%d %H:%M:%S} UTC from {escape(str(data.lab.root))}.</p>',
+        f'<p class="meta">Objective: {direction} {escape(data.metric)} is better. Generated '
+        f'{data.generated:%Y-%m-%d %H:%M:%S} UTC from {escape(str(data.lab.root))}.</p>',
+        f'<p class="meta" id="noise">Noise: {escape(noise_line(data.noise))}. Promotions below z '
+        f'{EVIDENCE_Z:g} are single-run evidence unless a second seed confirmed them.</p>',
         f'<p class="overview" id="overview">{escape(overview_line(data))}</p>',
         "<h2>Score progression</h2>",
         '<div class="grid">' + _chart(charts.progression(data, "time"), "chart-progress-time")
         + _chart(charts.progression(data, "index"), "chart-progress-index") + "</div>",
         "<h2>Timeline</h2>", _chart(charts.gantt(data), "chart-gantt"),
         "<h2>Loss curves</h2>", _chart(charts.loss_curves(data), "chart-loss"),
+        "<h2>Score against cost</h2>", _chart(charts.pareto(data), "chart-pareto",
+                                              "No cost metric (objective.cost) recorded yet."),
         "<h2>Leaderboard</h2>", _leaderboard_html(data, out_dir),
+        "<h2>Jobs</h2>", jobs.html(jobs.rows(data.lab, [r["id"] for r in data.rows][::-1][:JOB_ROWS])),
         "<h2>Events</h2>", _events_html(data, out_dir),
     ]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

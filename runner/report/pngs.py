@@ -11,10 +11,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..files.yamlio import atomic_write  # noqa: E402
 from .charts import COLOURS, GANTT_CAP, _lane, gantt_rows  # noqa: E402
-from .data import OUTCOMES, ReportData, curves_loss_name, leaderboard  # noqa: E402
+from .data import OUTCOMES, ReportData, curves_loss_name, leaderboard, pareto_front, with_cost  # noqa: E402
 
 LABELS_UP_TO = 120      # bars annotated with their score in the PNG Gantt chart
-MARKERS = {"promoted": "*", "baseline": "D"}
+MARKERS = {"promoted": "*", "baseline": "D", "violates": "x"}
 
 
 def _save(fig, path: Path) -> Path:
@@ -36,7 +36,7 @@ def progression_png(data: ReportData, path: Path) -> Path:
             xs, best = [x_of(r) for r in best_rows], [r["best"] for r in best_rows]
             ax.fill_between(xs, [b - data.margin for b in best], [b + data.margin for b in best],
                             step="post", color=COLOURS["promoted"], alpha=0.12,
-                            label=f"noise margin ±{data.margin:g}")
+                            label=f"noise margin ±{data.margin:.4g}")
             ax.step(xs, best, where="post", color=COLOURS["promoted"], label="best on main")
         for name in OUTCOMES:
             rows = [r for r in data.rows if r["outcome"] == name and r["value"] is not None
@@ -104,7 +104,32 @@ def loss_png(data: ReportData, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def pareto_png(data: ReportData, path: Path) -> Path | None:
+    rows = with_cost(data)
+    if not data.cost_metric or not rows:
+        return None
+    front = pareto_front(data)
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    ax.step([r["cost"] for r in front], [r["value"] for r in front], where="post", color=COLOURS["promoted"],
+            label="Pareto front")
+    on_front = {r["id"] for r in front}
+    for name, keep, colour, marker in (
+            ("on the front", lambda r: r["id"] in on_front, COLOURS["promoted"], "*"),
+            ("dominated", lambda r: r["id"] not in on_front and not r.get("constraint"), COLOURS["worse"], "o"),
+            ("violates a constraint", lambda r: bool(r.get("constraint")), COLOURS["violates"], "x")):
+        mine = [r for r in rows if keep(r)]
+        if mine:
+            ax.scatter([r["cost"] for r in mine], [r["value"] for r in mine], marker=marker, color=colour,
+                       s=60 if marker == "*" else 20, label=name, zorder=3)
+    ax.set_xlabel(f"{data.cost_metric} (cost)")
+    ax.set_ylabel(data.metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{data.metric} against {data.cost_metric}: the Pareto front")
+    return _save(fig, path)
+
+
 def write_pngs(data: ReportData, out_dir: Path) -> list[Path]:
     paths = [progression_png(data, out_dir / "progression.png"), gantt_png(data, out_dir / "gantt.png")]
-    loss = loss_png(data, out_dir / "loss.png")
-    return paths + ([loss] if loss else [])
+    extra = [loss_png(data, out_dir / "loss.png"), pareto_png(data, out_dir / "pareto.png")]
+    return paths + [p for p in extra if p]

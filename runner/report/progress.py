@@ -9,6 +9,8 @@ def progress_line(lab, kind: str, info: dict) -> str | None:
     entry = info["entry"]
     if kind == "running":
         change = (entry.data.get("change") or {}).get("params") or ("baseline" if entry.is_baseline else "")
+        if entry.kind == "confirm":
+            change = f"{change} (confirms {entry.data.get('confirms')} on another seed)"
         return f"start     {entry.id}  {(entry.data.get('job') or {}).get('slot', '')}  {change}"
     if kind == "recorded":
         o = info["outcome"]

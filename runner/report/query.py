@@ -50,15 +50,16 @@ EXPERIMENTS = pa.schema([
     ("id", _S), ("hypothesis", _S), ("kind", _S), ("status", _S), ("base", _S), ("priority", _I),
     ("wave", _I), ("change", _S), ("params", _S), ("instructions", _S), ("file", _S),
     ("fingerprint", _S), ("created", _S), ("updated", _S), ("worker", _S), ("branch", _S),
-    ("requeued_from", _S), ("job", _S), ("history", _S),
+    ("requeued_from", _S), ("confirms", _S), ("job", _S), ("history", _S),
     ("metric", _S), ("value", _F), ("base_value", _F), ("delta", _F), ("promoted", _B),
-    ("commit", _S), ("duration_s", _F), ("reason", _S), ("metrics", _S), ("path", _S),
+    ("commit", _S), ("duration_s", _F), ("reason", _S), ("seed", _I), ("z", _F), ("margin", _F),
+    ("evidence", _S), ("constraint", _S), ("metrics", _S), ("path", _S),
 ])
 
 METRICS_VIEW = pa.schema([pa.field("experiment", _S), *METRICS])
 
 VIEWS = ("scores", "events", "metrics", "hypotheses", "queue", "experiments")
-CACHE_VERSION = 1  # bump when the row builders change
+CACHE_VERSION = 2  # bump when the row builders change
 
 
 @dataclass
@@ -268,13 +269,14 @@ def hypothesis_row(data: dict) -> dict:
 def experiment_row(data: dict) -> dict:
     result = data.get("result") if isinstance(data.get("result"), dict) else {}
     row = {k: data.get(k) for k in ("id", "hypothesis", "kind", "status", "base", "priority", "wave",
-                                    "fingerprint", "created", "updated", "worker", "branch", "requeued_from")}
+                                    "fingerprint", "created", "updated", "worker", "branch", "requeued_from",
+                                    "confirms")}
     row["kind"] = row["kind"] or "experiment"
     row.update(_change_columns(data.get("change")))
     row["job"] = _json(data.get("job"))
     row["history"] = _json(data.get("history"))
     row.update({k: result.get(k) for k in ("metric", "value", "base_value", "delta", "promoted", "commit",
-                                           "duration_s", "reason")})
+                                           "duration_s", "reason", "seed", "z", "margin", "evidence", "constraint")})
     row["metrics"] = _json(result.get("metrics"))
     return row
 

@@ -1,4 +1,5 @@
-"""`lab status`: a short summary of hypotheses, queue and scores."""
+"""`lab status`: a short summary of hypotheses, queue and scores, the noise promotions are
+judged with, and the cost of the best result."""
 from __future__ import annotations
 
 from collections import Counter
@@ -12,6 +13,7 @@ from ..roles.review import self_reviewed
 from ..state.entries import count_statuses
 from ..state.entries import load as load_entry
 from ..state.scores import best_row, scores
+from . import jobs
 
 
 def _read(lab: Lab, path, read):
@@ -23,7 +25,7 @@ def _read(lab: Lab, path, read):
         raise LabError(f"cannot read ({detail}); run `lab validate`", lab.rel(path)) from None
 
 
-def collect(lab: Lab, recent_events: int = 5) -> dict:
+def collect(lab: Lab, recent_events: int = 5, recent_jobs: int = 5) -> dict:
     hyps = count_statuses(lab.hypotheses.glob("*.yaml")) if lab.hypotheses.is_dir() else Counter()
     queue = _queue_statuses(lab)
     table = _read(lab, lab.scores_path, lambda: scores(lab))
@@ -49,7 +51,11 @@ def collect(lab: Lab, recent_events: int = 5) -> dict:
         "best_seen": _brief(best_any, lab),
         "main_fails": _main_fails(lab, table),
         "self_reviewed": self_reviewed(lab),
+        "noise": noise_summary(lab, table),
+        "cost_metric": lab.config["objective"].get("cost"),
+        "evidence": _evidence(table),
         "recent_events": [{**e, "at": e["at"].isoformat()} for e in tail],
+        "jobs": jobs.rows(lab, table["id"].to_pylist()[::-1][:recent_jobs] if table.num_rows else []),
     }
 
 
@@ -77,11 +83,54 @@ def _main_fails(lab: Lab, table) -> str | None:
     return f"experiments/{failed}/log.txt" if failed else None
 
 
+def noise_summary(lab: Lab, table) -> dict:
+    """The noise a one-run candidate on today's main is judged with. Without the lab's git (a copied
+    record), main is taken to be the target of the last baseline or promotion."""
+    from ..loop.scoring import baseline_sigma, key_values, main_noise, noise_for
+    if (lab.root / ".git").exists():
+        return noise_info(main_noise(lab, table))
+    on_main = [r["target"] for r in table.select(["target", "kind", "promoted", "status"]).to_pylist()
+               if r["status"] == "finished" and (r["promoted"] or r["kind"] == "baseline")]
+    runs = len(key_values(table, on_main[-1])) if on_main else 1
+    return noise_info(noise_for(lab.config["objective"], *baseline_sigma(table), runs))
+
+
+def noise_info(noise) -> dict:
+    return {"margin": noise.margin, "sigma": noise.sigma, "sigma_runs": noise.sigma_runs,
+            "base_runs": noise.n_base, "rate": noise.rate}
+
+
+def noise_line(info: dict) -> str:
+    """The margin, the seed noise and the false-promotion rate they imply, in one line."""
+    if info["sigma"] is None:
+        return f"margin {info['margin']:.4g} (seed noise not measured yet: `lab baseline --repeats 4`)"
+    return (f"margin {info['margin']:.4g}, seed stdev {info['sigma']:.4g} over {info['sigma_runs']} runs, "
+            f"base of {info['base_runs']} run(s): a change with no effect is promoted with probability "
+            f"{info['rate']:.1%}")
+
+
+EVIDENCE = ("confirmed", "strong", "single-run")   # runner.loop.promotion's evidence of a promotion
+
+
+def evidence_counts(evidence: list) -> dict[str, int]:
+    """Promotions by evidence, in a fixed order (records older than the evidence column carry none)."""
+    return {kind: evidence.count(kind) for kind in EVIDENCE if kind in evidence}
+
+
+def evidence_phrase(counts: dict[str, int]) -> str:
+    """`1 confirmed, 2 strong, 1 single-run evidence`."""
+    return ", ".join(f"{n} {'single-run evidence' if kind == 'single-run' else kind}" for kind, n in counts.items())
+
+
+def _evidence(table) -> dict:
+    return evidence_counts(table.filter(table["promoted"])["evidence"].to_pylist()) if table.num_rows else {}
+
+
 def _brief(row: dict | None, lab: Lab) -> dict | None:
     if not row:
         return None
     return {"id": row["id"], "value": row["value"], "kind": row["kind"], "title": row["title"],
-            "commit": row["commit"], "promoted": row["promoted"]}
+            "commit": row["commit"], "promoted": row["promoted"], "cost": row["cost"]}
 
 
 def render(info: dict) -> str:
@@ -93,7 +142,9 @@ def render(info: dict) -> str:
              f"hypotheses: {sum(info['hypotheses'].values())} ({counts(info['hypotheses'])})",
              f"queue: {sum(info['queue'].values())} ({counts(info['queue'])})",
              f"finished: {sum(info['finished'].values())} ({counts(info['finished'])}), "
-             f"promoted {info['promoted']}"]
+             f"promoted {info['promoted']}" + (f" ({evidence_phrase(info['evidence'])})" if info.get("evidence")
+                                               else ""),
+             f"noise: {noise_line(info['noise'])}"]
     if info.get("main_fails"):
         lines.append(f"main's target fails: see {info['main_fails']} (nothing runs on it until main changes)")
     if info.get("self_reviewed"):
@@ -104,9 +155,15 @@ def render(info: dict) -> str:
         gain = ""
         if info["baseline"]:
             gain = f", {100 * (best['value'] - info['baseline']) / info['baseline']:+.2f}% vs first baseline"
-        lines.append(f"best on main: {info['metric']} {best['value']:.6g} ({best['id']}{gain})")
+        cost = ""
+        if info.get("cost_metric") and best.get("cost") is not None:
+            cost = f", {info['cost_metric']} {best['cost']:.4g}"
+        lines.append(f"best on main: {info['metric']} {best['value']:.6g} ({best['id']}{gain}{cost})")
     else:
         lines.append("best on main: none yet (run `lab baseline`)")
+    if info.get("jobs"):
+        lines.append("jobs (running, then the latest recorded):")
+        lines.extend(jobs.lines(info["jobs"]))
     for event in info["recent_events"]:
         lines.append(f"  [{event['level']}] {event['at'][:19]} {event['kind']}: {event['message']}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import sys
 
 import pyarrow.compute as pc
 
@@ -47,12 +48,37 @@ def enabled(lab: Lab) -> bool:
     return settings(lab) is not None and installed()
 
 
+@contextlib.contextmanager
+def hub_offline():
+    """huggingface_hub offline for the mirror's own calls only, then as it was: the runner's other
+    Hub calls (Hugging Face Jobs) in the same process must keep working."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    was = getattr(constants, "HF_HUB_OFFLINE", None)
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
+        constants = sys.modules.get("huggingface_hub.constants")
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = bool(was) if was is not None else _truthy(before)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
 def _import_trackio(directory: str | None):
     """Trackio reads TRACKIO_DIR when first imported, so set it before."""
     if directory:
         os.environ["TRACKIO_DIR"] = directory
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    with contextlib.redirect_stdout(None):
+    with contextlib.redirect_stdout(None), hub_offline():
         import trackio
     return trackio
 
@@ -189,7 +215,7 @@ class TrackioMirror:
         live = live_entries(self.lab)
         done = {k for k, v in self.state["runs"].items() if v.get("done")}
         counts = {"steps": 0, "finished": 0, "alerts": 0}
-        with self._quiet():
+        with self._quiet(), hub_offline():
             for entry in live:
                 if entry.get("status") == "running" and entry["id"] not in done:
                     counts["steps"] += self._mirror_live(entry)

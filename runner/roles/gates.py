@@ -1,4 +1,4 @@
-"""Gates in code: duplicate, near-duplicate, do-not-repeat, single-change,
+"""Gates in code: duplicate, near-duplicate, do-not-repeat, broke-constraint, single-change,
 protected and editable checks on a proposed change or on a worker's diff.
 
 The planner (builtin or agent) and the runner call these before an experiment is
@@ -29,8 +29,8 @@ from .history import History, Key, base_key, derive, is_change, same_base
 
 # "stale" is a planner's verdict on an idea written against a best main no longer holds (the runner
 # itself re-queues an experiment whose base main moved past); the others are also checked in code
-RULES = ("duplicate", "near-duplicate", "do-not-repeat", "stale", "single-change", "protected", "not-editable",
-         "empty")
+RULES = ("duplicate", "near-duplicate", "do-not-repeat", "broke-constraint", "stale", "single-change", "protected",
+         "not-editable", "empty")
 DEFAULTS = {"tolerance": 0.05, "max_params": 1, "declared_only": True, "max_regions": 1, "region_gap": 10}
 
 
@@ -68,6 +68,7 @@ def review_change(lab, history: History, change: dict, *, base: str | None, excl
         return Rejection("empty", "the change has neither params nor instructions")
     key = derive(change)
     return (_single_change(lab, change, cfg)
+            or _broke_constraint(history, key, excluded, tolerance)
             or _exact(history, key, excluded, hypothesis_id)
             or _near(history, key, base, excluded, tolerance))
 
@@ -97,6 +98,19 @@ def out_of_range(spec: dict, value) -> str | None:
     if "low" in spec and is_number(value) and not spec["low"] <= value <= spec["high"]:
         return f"outside [{spec['low']}, {spec['high']}]"
     return None
+
+
+def _broke_constraint(history: History, key: Key, excluded: set, tolerance: float) -> Rejection | None:
+    """A change whose result broke an objective.constraints rule (or one within tolerance of it),
+    on any base: a constraint is a property of the change, not of the score it was compared with."""
+    found = history.violated.get(key.fingerprint)
+    if found is None and key.shape is not None and tolerance > 0 and key.shape in history.near_violated:
+        found = next((e for e in history.near_violated[key.shape].near(key.numbers, tolerance)
+                      if e.id not in excluded), None)
+    if found is None or found.id in excluded:
+        return None
+    return Rejection("broke-constraint", f"{found.id} made this change and broke the constraint "
+                     f"{found.constraint}", found.id)
 
 
 def _exact(history: History, key: Key, excluded: set, hypothesis_id: str | None) -> Rejection | None:

@@ -104,6 +104,7 @@ class Entry:
     title: str | None = None
     created: str = ""
     mtime_ns: int = 0        # tie-break for two files created in the same second
+    constraint: str | None = None  # the objective.constraints rule its result broke
 
     def describe(self) -> str:
         what = "hypothesis " if self.kind == "hypothesis" else ""
@@ -168,6 +169,8 @@ class History:
     by_fingerprint: dict[str, list[Entry]] = field(default_factory=dict)
     near_experiments: dict[tuple, NearIndex] = field(default_factory=dict)   # (base[:7], shape)
     near_rejected: dict[tuple, NearIndex] = field(default_factory=dict)      # shape, do-not-repeat only
+    violated: dict[str, Entry] = field(default_factory=dict)                 # fingerprint -> broke a constraint
+    near_violated: dict[tuple, NearIndex] = field(default_factory=dict)      # shape, broke a constraint
     hypotheses: dict[str, Entry] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
 
@@ -183,7 +186,7 @@ class History:
     def _load_scores(self, path: Path) -> None:
         if not path.exists():
             return
-        wanted = ["id", "status", "change", "base", "value", "metric", "title"]
+        wanted = ["id", "status", "change", "base", "value", "metric", "title", "constraint"]
         try:
             present = set(pq.read_schema(path).names)
             table = pq.read_table(path, columns=[c for c in wanted if c in present])
@@ -196,7 +199,8 @@ class History:
             key = _derive_json(raw) if raw else None
             if key is not None:
                 self._index(Entry(cols["id"][i], "experiment", cols["status"][i] or "", cols["base"][i], key,
-                                  cols["value"][i], cols["metric"][i], cols["title"][i]))
+                                  cols["value"][i], cols["metric"][i], cols["title"][i],
+                                  constraint=cols["constraint"][i]))
 
     def _load_yaml_dir(self, directory: Path, kind: str) -> None:
         if not directory.is_dir():
@@ -235,6 +239,10 @@ class History:
             self.hypotheses[entry.id] = entry
         self.by_fingerprint.setdefault(entry.key.fingerprint, []).append(entry)
         shape = entry.key.shape
+        if entry.constraint:  # on any base: a change that broke a rule is not proposed again
+            self.violated.setdefault(entry.key.fingerprint, entry)
+            if shape is not None:
+                self.near_violated.setdefault(shape, NearIndex()).add(entry)
         if shape is None:
             return
         if entry.kind == "experiment":

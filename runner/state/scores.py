@@ -12,12 +12,13 @@ def scores(lab: Lab):
 
 
 def best_row(lab: Lab, table=None, main_only: bool = True) -> dict | None:
-    """Best score of a finished run (a failed run may have printed a value: it never counts);
-    main_only keeps baselines and promotions (what main holds)."""
+    """Best score of a finished run (a failed run may have printed a value, a run may break a
+    constraint: neither counts); main_only keeps baselines and promotions (what main holds)."""
     table = scores(lab) if table is None else table
     if table.num_rows == 0:
         return None
     mask = pc.and_(pc.is_valid(table["value"]), pc.equal(table["status"], "finished"))
+    mask = pc.and_(mask, pc.is_null(table["constraint"]))
     if main_only:
         mask = pc.and_(mask, pc.or_(table["promoted"], pc.equal(table["kind"], "baseline")))
     candidates = table.filter(mask)

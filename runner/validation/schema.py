@@ -133,6 +133,8 @@ def _message(error) -> str:
     """jsonschema's message, with long values abbreviated and our descriptions used as hints."""
     description = error.schema.get("description") if isinstance(error.schema, dict) else None
     keyword, value, limit = error.validator, error.instance, error.validator_value
+    if keyword == "pattern" and description and description.startswith("the NAME of"):
+        return f"expected {description}: this is not such a name (a value? it is not repeated here)"
     if keyword == "pattern" and description:
         article = description.startswith(("a ", "an "))
         return (f"{_short(value)} is not {description}" if article
@@ -148,5 +150,9 @@ def _message(error) -> str:
         return f"{_short(value)} is not of type {', '.join(map(repr, [limit] if isinstance(limit, str) else limit))}"
     if keyword == "enum":
         return f"{_short(value)} is not one of {', '.join(map(repr, limit))}"
+    if keyword in ("minProperties", "maxProperties") and description and isinstance(value, dict):
+        return f"{description} (given: {', '.join(map(str, value)) or 'nothing'})"
+    if keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") and description:
+        return f"{_short(value)} is out of range: {description}"
     message = error.message
     return message if len(message) <= 200 else message[:200] + "..."

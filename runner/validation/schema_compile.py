@@ -23,7 +23,7 @@ Check = Callable[[Any], bool]
 ANNOTATIONS = {"$schema", "$id", "$comment", "$defs", "definitions", "title", "description", "default",
                "examples", "deprecated", "readOnly", "writeOnly", "then", "else"}
 OBJECT_KEYWORDS = {"properties", "required", "additionalProperties", "propertyNames", "maxProperties",
-                   "minProperties"}
+                   "minProperties", "dependentRequired"}
 
 
 class Unsupported(Exception):
@@ -179,6 +179,7 @@ class Compiler:
         names = self.compile(schema["propertyNames"]) if "propertyNames" in schema else _always
         max_props = schema.get("maxProperties")
         min_props = schema.get("minProperties", 0)
+        dependent = schema.get("dependentRequired", {})
 
         def check(x: Any) -> bool:
             if not isinstance(x, dict):
@@ -187,6 +188,9 @@ class Compiler:
                 return False
             for key in required:
                 if key not in x:
+                    return False
+            for key, needs in dependent.items():
+                if key in x and any(n not in x for n in needs):
                     return False
             for key, value in x.items():
                 test = props.get(key)
