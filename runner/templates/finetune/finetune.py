@@ -24,8 +24,8 @@ Built-in default (no download): MODEL = "tiny-qwen3" is a 4-layer Qwen3 (1M para
 random weights and a byte-level tokenizer made here; DATASET = "tiny-tasks" is a generated set
 of short tasks with checkable answers (reverse, sort, add, uppercase). Its recipe: a full
 fine-tune, AdamW at 5e-4 (a model trained from scratch takes more than the ~2e-5 of a
-pretrained one), 10% warmup then cosine, 16 examples per step, 2 epochs (500 steps): ~30 s of
-CPU on one thread, eval_score 0.40 +- 0.04 over 5 seeds. The real thing is the same code:
+pretrained one), 10% warmup then cosine, 16 examples per step, 2 epochs (500 steps): ~50 s of
+CPU on one thread, eval_score 0.35 +- 0.03 over 3 seeds. The real thing is the same code:
 MODEL = "Qwen/Qwen3-0.6B", DATASET = "open-r1/codeforces-cots", DATASET_CONFIG = "solutions_py".
 Output: OUTPUT_DIR holds the model (or LoRA adapter), tokenizer and a README.md model card;
 with HUB_MODEL_ID set, the folder is pushed to the Hub.
