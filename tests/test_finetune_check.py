@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.finetune import data, sizing, template
-from runner.state.params import apply_params, read_params
+from runner.state.params import apply_params
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "runner" / "templates" / "finetune" / "finetune.py"
