@@ -8,7 +8,8 @@
 
 Fixtures: make_lab, lab (a blank lab at tmp_path/"lab"), run_lab, git, write_doc,
 hypothesis_doc, experiment_doc, tree_hashes; slurm_cluster (session: a private one-node Slurm,
-tests/slurm_cluster.py).
+tests/slurm_cluster.py). `lab_env()` puts the real `lab` first on PATH for shipped scripts that
+call it.
 """
 from __future__ import annotations
 
@@ -44,6 +45,13 @@ def lab_executable() -> str:
 def _env(extra: dict | None = None) -> dict:
     env = {**os.environ, **GIT_IDENTITY, "PYTHONDONTWRITEBYTECODE": "1"}
     env.update(extra or {})
+    return env
+
+
+def lab_env(extra: dict | None = None) -> dict:
+    """The test environment with the real `lab` script first on PATH, for scripts that call `lab`."""
+    env = _env(extra)
+    env["PATH"] = f"{Path(lab_executable()).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 

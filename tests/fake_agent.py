@@ -30,6 +30,23 @@ FAKE_AGENT_SCENARIO (or FAKE_AGENT_SCENARIO_<ROLE>, which wins) picks a misbehav
     claim           worker: claims its entry first (runner.roles.claims.claim), works only if it won
     hang            starts a child that sleeps, then sleeps forever (pids in $FAKE_AGENT_PIDS)
     fail            prints a message and exits 3
+    queue-assigned  planner: queues its entries with status assigned (the runner's call)
+    propose         planner: writes a new hypothesis (the researcher's job)
+
+and these, done instead of the role's work, to trigger one ownership rule each:
+
+    write-file      writes a line to $FAKE_AGENT_PATH (lab-relative; directories made)
+    delete-file     deletes $FAKE_AGENT_PATH
+    mark-ready      sets status ready (with a history item) in the queue entry $FAKE_AGENT_PATH
+    append-event    records one event in experiments/events.parquet (the runner's file alone)
+    truncate-events rewrites experiments/events.parquet without its last row
+    corrupt-events  overwrites experiments/events.parquet with bytes that are not Parquet
+    rejudge         sets status rejected and a review on the first proposed hypothesis
+    refine          rewrites the rationale of the first proposed hypothesis, status untouched
+    edit-title      accepts the first proposed hypothesis and also changes its title
+    edit-live       raises the priority of the first queue entry
+    edit-change     worker: changes the params of its own entry and sets it ready
+    set-running     worker: sets its own entry running (the runner's call)
 
 FAKE_AGENT_LINGER=<seconds> keeps it alive that long after it has acted.
 """
@@ -76,7 +93,7 @@ def main() -> int:
             handle.write("# committed by a fake agent\n")
         subprocess.run(["git", "commit", "-q", "--no-verify", "-m", "agent edits lab.yaml", "--", "lab.yaml"],
                        cwd=lab.root, check=True)
-    code = ROLES[role](lab, scenario)
+    code = MISCHIEF[scenario](lab) if scenario in MISCHIEF else ROLES[role](lab, scenario)
     time.sleep(float(os.environ.get("FAKE_AGENT_LINGER", "0")))
     return code
 
@@ -121,6 +138,8 @@ def propose(lab: Lab, tried: list[dict]) -> dict:
 
 
 def planner(lab: Lab, scenario: str) -> int:
+    if scenario == "propose":
+        return researcher(lab, "good")
     base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=lab.root, capture_output=True, text=True,
                           check=True).stdout.strip()
     for path in sorted(lab.hypotheses.glob("*.yaml")):
@@ -136,7 +155,8 @@ def planner(lab: Lab, scenario: str) -> int:
             queue.write_text(f"id: {exp_id}\nstatus: queued\nchange: {{params: [\n")
             continue
         now = iso()
-        write(queue, {"id": exp_id, "hypothesis": hyp["id"], "kind": "experiment", "status": "queued",
+        status = "assigned" if scenario == "queue-assigned" else "queued"
+        write(queue, {"id": exp_id, "hypothesis": hyp["id"], "kind": "experiment", "status": status,
                       "base": base, "priority": 0, "wave": 0, "change": hyp["change"],
                       "fingerprint": fingerprint(hyp["change"]), "created": now,
                       "history": [{"status": "queued", "at": now, "by": "planner"}]})
@@ -186,6 +206,105 @@ def reporter(lab: Lab, scenario: str) -> int:
 
 
 ROLES = {"researcher": researcher, "planner": planner, "worker": worker, "reporter": reporter}
+
+
+# -- one ownership rule each ------------------------------------------------------------------
+def target_path(lab: Lab) -> Path:
+    return lab.root / os.environ["FAKE_AGENT_PATH"]
+
+
+def write_file(lab: Lab) -> int:
+    path = target_path(lab)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write("# written by a fake agent\n")
+    return 0
+
+
+def delete_file(lab: Lab) -> int:
+    target_path(lab).unlink()
+    return 0
+
+
+def mark_ready(lab: Lab) -> int:
+    path = target_path(lab)
+    entry = load(path)
+    now = iso()
+    entry.update(status="ready", updated=now)
+    entry.setdefault("history", []).append({"status": "ready", "at": now, "by": "worker"})
+    write(path, entry)
+    return 0
+
+
+def append_event(lab: Lab) -> int:
+    from runner.state.events import record_event
+    record_event(lab, "info", "note", f"fake {os.environ['LAB_ROLE']} agent was here")
+    return 0
+
+
+def truncate_events(lab: Lab) -> int:
+    import pyarrow.parquet as pq
+    table = pq.read_table(lab.events_path)
+    pq.write_table(table.slice(0, table.num_rows - 1), lab.events_path)
+    return 0
+
+
+def corrupt_events(lab: Lab) -> int:
+    lab.events_path.write_bytes(b"these bytes are not Parquet\n")
+    return 0
+
+
+def edit_first(directory: Path, change) -> int:
+    """Edit the first proposed hypothesis (or the first queue entry)."""
+    path = next(p for p in sorted(directory.glob("*.yaml")) if load(p).get("status") in ("proposed", "queued"))
+    data = load(path)
+    change(data)
+    write(path, data)
+    return 0
+
+
+def rejudge(lab: Lab) -> int:
+    return edit_first(lab.hypotheses, lambda h: h.update(
+        status="rejected", review={"by": "researcher", "at": iso(), "reason": "fake agent: judging"}))
+
+
+def refine(lab: Lab) -> int:
+    return edit_first(lab.hypotheses, lambda h: h.update(rationale="fake agent: a better argument"))
+
+
+def edit_title(lab: Lab) -> int:
+    return edit_first(lab.hypotheses, lambda h: h.update(
+        status="accepted", title=h["title"] + " (retitled)",
+        review={"by": "planner", "at": iso(), "reason": "fake agent: accepted"}))
+
+
+def edit_live(lab: Lab) -> int:
+    return edit_first(lab.queue, lambda e: e.update(priority=int(e.get("priority", 0)) + 1))
+
+
+def edit_change(lab: Lab) -> int:
+    path = Path(os.environ["LAB_ENTRY"])
+    entry = load(path)
+    entry["change"] = {"params": {name: 0 for name in (entry["change"].get("params") or {"X": 0})}}
+    entry.update(status="ready", updated=iso())
+    write(path, entry)
+    return 0
+
+
+def set_running(lab: Lab) -> int:
+    path = Path(os.environ["LAB_ENTRY"])
+    entry = load(path)
+    now = iso()
+    entry.update(status="running", updated=now)
+    entry.setdefault("history", []).append({"status": "running", "at": now, "by": "worker"})
+    write(path, entry)
+    return 0
+
+
+MISCHIEF = {"write-file": write_file, "delete-file": delete_file, "mark-ready": mark_ready,
+            "append-event": append_event, "truncate-events": truncate_events, "corrupt-events": corrupt_events,
+            "rejudge": rejudge, "refine": refine, "edit-title": edit_title, "edit-live": edit_live,
+            "edit-change": edit_change, "set-running": set_running}
 
 
 # -- helpers -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import yaml
 
 from runner.lab import Lab
 from runner.repo import gitops, worktrees
-from runner.roles import agents, gates
+from runner.roles import gates
 from runner.roles.agents import AgentRunner
 from runner.roles.claims import claim, claim_holder, release_claim
 from runner.roles.prompts import build_prompt
@@ -307,12 +307,9 @@ def test_hanging_agent_is_killed_at_its_limit_with_its_children(tmp_path):
     pids = tmp_path / "pids"
     lab = make_lab(tmp_path, time_limit=1.5, FAKE_AGENT_SCENARIO="hang", FAKE_AGENT_PIDS=str(pids))
     runner = AgentRunner(lab)
-    started = time.monotonic()
     runner.start("researcher", "r1", lab.root, None)
     outcome = only(run_to_end(runner, timeout=15))
-    elapsed = time.monotonic() - started
     assert outcome.state == "timed_out" and "time limit" in outcome.reason
-    assert 1.5 <= elapsed < 1.5 + agents.KILL_GRACE_S + 3
     for pid in map(int, pids.read_text().split()):
         deadline = time.monotonic() + 3
         while _alive(pid) and time.monotonic() < deadline:

@@ -11,7 +11,7 @@ import yaml
 from runner.files.tables import SCORES, append_rows
 from runner.lab import Lab
 from runner.repo import gitops, worktrees
-from runner.roles import history
+from runner.roles import gates, history
 from runner.roles.gates import History, check_diff, parse_diff, review_change
 from runner.scaffold import init_lab
 from runner.state import create as state
@@ -224,6 +224,25 @@ def test_of_two_identical_proposals_only_the_later_is_a_duplicate(lab):
     assert f"hypothesis {first} (proposed: lr)" in rejection.message
 
 
+def test_a_proposal_added_within_a_pass_is_later_than_every_loaded_one(lab):
+    first, _ = state.new_hypothesis(lab, "lr", LR)
+    data = yaml.safe_load((lab.hypotheses / f"{first}.yaml").read_text())
+    data["created"] = "2020-01-01T00:00:00Z"
+    (lab.hypotheses / f"{first}.yaml").write_text(yaml.safe_dump(data))
+    history = History.load(lab)
+    history.add("h-new", LR, None, "proposed", kind="hypothesis", title="lr again")
+    assert review_change(lab, history, LR, base="a" * 40, hypothesis_id=first) is None   # the original
+    rejection = review_change(lab, history, LR, base="a" * 40, hypothesis_id="h-new")
+    assert rejection.rule == "duplicate" and rejection.collides_with == first
+
+
+def test_history_loaded_again_from_unchanged_files_is_the_same(lab):
+    first, _ = state.new_hypothesis(lab, "lr", LR)
+    once, again = History.load(lab), History.load(lab)           # the second reads the parsed-file cache
+    assert again.hypotheses.keys() == once.hypotheses.keys() == {first}
+    assert review_change(lab, again, LR, base="a" * 40).collides_with == first
+
+
 def test_derived_fingerprint_is_the_lab_fingerprint():
     from runner.state.fingerprint import fingerprint
     for change in (LR, {"params": {"A": 1, "B": "x"}, "instructions": " Do  it ", "file": "m.py"},
@@ -246,3 +265,139 @@ def test_near_index_finds_exactly_what_a_full_scan_finds():
             found = {e.id for e in index.near(probe, tolerance)}
             scan = {e.id for e in entries if history._close(probe, e.key.numbers, tolerance)}
             assert found == scan
+
+
+def test_a_diff_touching_a_frozen_constant_is_refused_naming_it(tmp_path):
+    lab = make_lab(tmp_path)
+    config = yaml.safe_load(lab.config_path.read_text())
+    config["target"]["frozen"] = ["BATCH_SIZE"]
+    lab.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    git(lab.root, "commit", "-qam", "freeze BATCH_SIZE")
+    lab = Lab(lab.root)
+    text = TRAIN.replace("LEARNING_RATE = 0.001", "LEARNING_RATE = 0.002").replace("BATCH_SIZE = 16", "BATCH_SIZE = 8")
+    rejection = check_diff(lab, *diff_of(lab, text), LR)
+    assert (rejection.rule, rejection.message) == (
+        "protected", "train.py: BATCH_SIZE is frozen (target.frozen): it defines the budget or the evaluation")
+    assert check_diff(lab, *diff_of(lab, TRAIN.replace("LEARNING_RATE = 0.001", "LEARNING_RATE = 0.002")), LR) is None
+
+
+def test_an_entry_added_within_a_pass_is_described_like_a_loaded_one(lab):
+    base = gitops.head(lab.root)
+    history = History.load(lab)
+    history.add("e-new", LR, base, "finished", value=1.5, metric="val_bpb", title="faster")
+    assert review_change(lab, history, LR, base=base).message == "duplicate of e-new (finished, val_bpb 1.5)"
+    history.add("h-new", {"params": {"BATCH_SIZE": 8}}, None, "rejected", kind="hypothesis", title="smaller")
+    rejection = review_change(lab, history, {"params": {"BATCH_SIZE": 8}}, base=base)
+    assert rejection.rule == "do-not-repeat" and "hypothesis h-new (rejected: smaller)" in rejection.message
+
+
+def test_protected_and_editable_patterns_name_files_and_directories(tmp_path):
+    lab = make_lab(tmp_path, None)
+    config = yaml.safe_load(lab.config_path.read_text())
+    config["target"]["protected"] = ["./.env", "data", "eval/", "./conf/"]
+    lab.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    lab = Lab(lab.root)
+    for path in (".env", "data", "data/train.bin", "eval/x.py", "conf/a.yaml"):
+        assert gates.is_protected(lab, path), path
+    for path in ("env", "database.py", "evaluate.py", "eval", "data.py", "config.py"):
+        assert not gates.is_protected(lab, path), path
+
+
+def test_check_diff_refuses_no_files_or_an_empty_diff_in_its_own_words(lab):
+    for files, diff in (([], "diff --git a/train.py b/train.py\n"), (["train.py"], " \n"), ([""], "x")):
+        assert check_diff(lab, files, diff, LR) == gates.Rejection("empty", "the worker's diff changes nothing")
+
+
+def test_parse_diff_reads_hunks_by_their_counts():
+    diff = "\n".join([
+        "@@ -1 +1 @@", "-a", "+b",                                     # no file header yet, counts of 1
+        "diff --git a/gone.py b/gone.py", "deleted file mode 100644", "--- a/gone.py", "+++ /dev/null",
+        "@@ -1,2 +0,0 @@", "-x", "-y",
+        "diff --git a/new.py b/new.py", "--- /dev/null", "+++ new.py",    # --no-prefix
+        "@@ -0,0 +1,2 @@", "+p", "+q",
+        "diff --git a/t.py b/t.py", "--- a/t.py", "+++ b/t.py",
+        "@@ -10,4 +10,3 @@", " ctx", "-old", "\\ No newline at end of file", "+new", "", "-tail",
+        "@@ -20,2 +19,3 @@", " keep", "+one", "+two",
+    ]) + "\n"
+    hunks = parse_diff(diff)
+    assert [(h.path, h.new_start, h.removed, h.added, h.changed_lines) for h in hunks] == [
+        ("?", 1, ["a"], ["b"], [1, 1]),
+        ("gone.py", 0, ["x", "y"], [], [0, 0]),
+        ("new.py", 1, [], ["p", "q"], [1, 2]),
+        ("t.py", 10, ["old", "tail"], ["new"], [11, 11, 13]),
+        ("t.py", 19, [], ["one", "two"], [20, 21]),
+    ]
+
+
+def test_a_params_change_may_carry_comments_and_blank_lines(lab):
+    text = TRAIN.replace("LEARNING_RATE = 0.001", "# tuned below\n\nLEARNING_RATE = 0.002")
+    assert check_diff(lab, *diff_of(lab, text), LR) is None
+
+
+def test_a_lowercase_parameter_is_an_assignment_too(tmp_path):
+    lab = make_lab(tmp_path)
+    (lab.root / "train.py").write_text(TRAIN + "lr = 0.1\n")
+    git(lab.root, "commit", "-qam", "a lowercase constant")
+    text = (lab.root / "train.py").read_text().replace("lr = 0.1", "lr = 0.2")
+    assert check_diff(lab, *diff_of(lab, text), {"params": {"lr": 0.2}}) is None
+
+
+def test_a_stray_line_is_named_in_full_up_to_80_characters(lab):
+    long = "NOTE = '" + "g" * 100 + "'"
+    text = TRAIN.replace("LEARNING_RATE = 0.001", "LEARNING_RATE = 0.002").replace("x5 = 5\n", f"x5 = 5\n{long}\n")
+    text = text.replace("x30 = 30", "x30 = 31")                        # a second stray line, later
+    two = {"params": {"LEARNING_RATE": 0.002, "BATCH_SIZE": 16}}
+    rejection = check_diff(lab, *diff_of(lab, text), two)
+    assert rejection == gates.Rejection("single-change", f"train.py: the diff changes `{long[:80]}`, but the "
+                                                         "experiment declares only BATCH_SIZE, LEARNING_RATE")
+
+
+def test_instruction_regions_are_named_and_a_gap_of_exactly_region_gap_is_one_region(tmp_path):
+    lab = make_lab(tmp_path)
+    change = {"instructions": "rename variables"}
+    at_gap = TRAIN.replace("x10 = 10", "y10 = 10").replace("x20 = 20", "y20 = 20")    # 10 lines apart
+    assert check_diff(lab, *diff_of(lab, at_gap), change) is None
+    beyond = TRAIN.replace("x10 = 10", "y10 = 10").replace("x21 = 21", "y21 = 21")
+    assert check_diff(lab, *diff_of(lab, beyond), change) == gates.Rejection(
+        "single-change", "the diff changes 2 separate regions (train.py:17, train.py:28); an instruction change "
+                         "may touch at most 1 (gates.max_regions)")
+
+
+def test_params_with_instructions_count_regions_of_the_other_lines_only(tmp_path):
+    lab = make_lab(tmp_path)
+    change = {"params": {"LEARNING_RATE": 0.002}, "instructions": "and rename x50"}
+    text = TRAIN.replace("LEARNING_RATE = 0.001", "LEARNING_RATE = 0.002").replace("x50 = 50", "y50 = 50")
+    assert check_diff(lab, *diff_of(lab, text), change) is None      # the assignment is not a region
+    both = text.replace("x10 = 10", "y10 = 10")
+    assert "2 separate regions (train.py:17, train.py:57)" in check_diff(lab, *diff_of(lab, both), change).message
+
+
+def test_a_tolerance_of_zero_turns_the_near_duplicate_check_off(lab):
+    base = gitops.head(lab.root)
+    score(lab, "e-1", {"params": {"LEARNING_RATE": 0.002}}, base)
+    history = History.load(lab)
+    near = {"params": {"LEARNING_RATE": 0.00201}}
+    rejection = review_change(lab, history, near, base=base)
+    assert rejection.message == f"every value within 5% of e-1 (finished, val_loss 1.92) on the same base {base[:12]}"
+    assert review_change(lab, history, near, base=base, tolerance=0) is None
+
+
+def test_a_near_copy_of_a_rejected_hypothesis_is_named_on_the_do_not_repeat_list(lab):
+    hyp, _ = state.new_hypothesis(lab, "too high", {"params": {"LEARNING_RATE": 0.1}}, status="rejected")
+    rejection = review_change(lab, History.load(lab), {"params": {"LEARNING_RATE": 0.101}}, base="a" * 40)
+    assert rejection.message == f"within 5% of hypothesis {hyp} (rejected: too high), which is on the do-not-repeat list"
+
+
+def test_same_base_needs_two_bases_one_a_prefix_of_the_other():
+    assert history.same_base("abc1234", "ABC1234ffff") and history.same_base("abc1234ffff", "abc1234")
+    assert not history.same_base("abc1234", "abd1234") and not history.same_base("", "abc")
+    assert not history.same_base("abc", None) and not history.same_base(None, None)
+
+
+def test_history_sees_a_hypothesis_file_changed_since_the_last_load(lab):
+    hyp, path = state.new_hypothesis(lab, "lr", LR)
+    assert review_change(lab, History.load(lab), LR, base="a" * 40).rule == "duplicate"
+    data = yaml.safe_load(path.read_text())
+    data.update(status="rejected", review={"by": "planner", "at": data["created"], "reason": "no"})
+    path.write_text(yaml.safe_dump(data, sort_keys=False) + "# a longer file\n")
+    assert review_change(lab, History.load(lab), LR, base="a" * 40).rule == "do-not-repeat"

@@ -41,10 +41,7 @@ def test_init_makes_a_lab_in_a_new_git_repo(tmp_path, run_lab, git):
 
 
 def test_init_tiny_gpt_template_ships_the_target(tmp_path, run_lab):
-    try:
-        train = asset_path("train.py")
-    except FileNotFoundError:
-        pytest.skip("this checkout has no embedded train.py yet")
+    train = asset_path("train.py")      # missing from the install: a packaging regression, so fail
     result = run_lab("init", "tiny", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "tiny" / "train.py").read_bytes() == train.read_bytes()
@@ -83,9 +80,10 @@ def test_init_errors_are_one_line(tmp_path, run_lab):
     (tmp_path / "file").write_text("x")
     result = run_lab("init", "file", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().endswith("Directory 'file' is a file.")
+    assert "'file'" in result.stderr and (tmp_path / "file").read_text() == "x"    # named, untouched
     bad = run_lab("init", "x", "--template", "nope", cwd=tmp_path)
-    assert bad.returncode == 2 and "'nope' is not one of" in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "'nope'" in bad.stderr and not (tmp_path / "x").exists()
 
 
 def test_commands_outside_a_lab_say_so(tmp_path, run_lab):

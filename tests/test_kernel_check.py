@@ -58,7 +58,7 @@ def test_bad_capability_names_file_line_and_field(broken):
     line = next(i for i, t in enumerate((broken / "build.toml").read_text().splitlines(), 1) if "sm90" in t)
     assert len(found) == 1
     assert found[0].startswith(f"kernels/{NAME}/build.toml:") and "kernel.rmsnorm.cuda-capabilities[0]" in found[0]
-    assert found[0].startswith(f"kernels/{NAME}/build.toml:{line}: ") and "'sm90' does not match" in found[0]
+    assert found[0].startswith(f"kernels/{NAME}/build.toml:{line}: kernel.rmsnorm.cuda-capabilities[0]: 'sm90'")
 
 
 def test_unknown_field_and_dir_name_mismatch(broken):
@@ -101,8 +101,8 @@ def test_cuda_syntax_error_is_reported_with_file_and_line(broken):
     line = next(i for i, t in enumerate(cu.read_text().splitlines(), 1) if "kWarpBlock = ;" in t)
     proc = lab(broken.parents[1], "kernel", "check", NAME)
     assert proc.returncode == 1
-    assert f"kernels/{NAME}/csrc/rmsnorm.cu:{line}: kernel.rmsnorm.src: nvcc (sm_90): expected an expression" \
-        in proc.stdout, proc.stdout + proc.stderr
+    assert f"kernels/{NAME}/csrc/rmsnorm.cu:{line}: kernel.rmsnorm.src: nvcc (sm_90): " \
+        in proc.stdout, proc.stdout + proc.stderr       # nvcc's own words follow; ours are the location
 
 
 def test_malformed_toml_is_one_line_error(broken):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +35,11 @@ class FakeTiming:
 
 
 class CountingTimer:
-    """Stands in for the GPU harness on a CPU: runs each call once; every call 'takes' 2 µs, every
-    copy 1 µs (so vs_copy is known)."""
-    def time(self, fn, use_graph):
-        fn()
-        return FakeTiming(2.0)
-
-    def copy_time(self, like):
-        return 1.0
+    """Stands in for the GPU harness on a CPU: runs each call once; the op 'takes' 2 µs, a copy
+    1 µs per 10k elements it wrote (so vs_copy is known and shows the bytes the copy moved)."""
+    def time_many(self, fns, use_graph, rounds):
+        fns["op"]()
+        return {"op": FakeTiming(2.0), "copy": FakeTiming(fns["copy"]().numel() / 1e4)}
 
 
 def right_ops(target):
@@ -61,7 +60,7 @@ def test_the_template_scaffolds_a_lab_that_validates_and_declares_every_tuning_c
     result = _run_lab("validate", cwd=lab.root)
     assert result.returncode == 0 and "warning" not in result.stdout, result.stdout
     config = yaml.safe_load(lab.config_path.read_text())
-    assert config["objective"]["metric"] == "latency_us" and config["backends"]["local"]["kind"] == "gpu"
+    assert config["objective"]["metric"] == "vs_copy" and config["backends"]["local"]["kind"] == "gpu"
     assert "kernels/qwen3-rmsnorm/tests/" in config["target"]["protected"]
     assert "kernels/qwen3-rmsnorm/benchmarks/" in config["target"]["protected"]
     tuning = (lab.root / "kernels/qwen3-rmsnorm/torch-ext/qwen3_rmsnorm/tuning.py").read_text()
@@ -83,7 +82,9 @@ def test_the_target_prints_a_latency_only_when_every_output_is_right(monkeypatch
     assert values["correct"] == "1" and float(values["max_rel_err"]) < target.TOLERANCE
     assert set(values) >= {"rms_norm_1_us", "rms_norm_16_us", "fused_add_rms_norm_16_us", "vs_copy", "latency_us"}
     assert float(values["latency_us"]) == pytest.approx(2.0)
-    assert float(values["vs_copy"]) == pytest.approx(math.sqrt(0.5 * 1.0), abs=1e-4)  # fused: twice the bytes
+    # the copy moves the op's bytes: x's for rms_norm, twice x's for fused (x and residual in, two out)
+    copies = [4096 / 1e4 / 2, 16 * 4096 / 1e4 / 2, 2 * 4096 / 1e4 / 2, 2 * 16 * 4096 / 1e4 / 2]
+    assert float(values["vs_copy"]) == pytest.approx(math.prod(copies) ** 0.25, abs=1e-4)
 
     wrong = right_ops(target)
     wrong["fused_add_rms_norm"] = lambda t: t["x"] * 1.5              # forgot the residual and the norm
@@ -100,3 +101,22 @@ def test_a_nan_output_is_never_correct(monkeypatch):
     nan["rms_norm"] = lambda t: torch.full_like(t["x"], float("nan"))
     values = dict(line.split(": ") for line in target.run(torch, nan, torch.device("cpu"), CountingTimer(), 1))
     assert values["correct"] == "0" and "latency_us" not in values
+
+
+def test_lab_noise_measures_each_size_only_from_runs_that_left_it_alone(tmp_path):
+    """Runs that changed NORM_1 must not count towards rms_norm at 1 token; the objective's spread
+    compares each run with the others over the sizes it kept."""
+    noise = Path(__file__).resolve().parents[1] / "kernels" / "qwen3-rmsnorm" / "benchmarks" / "lab_noise.py"
+    norm_1 = [10.0, 11.0, 12.0, 1.0]          # the last run changed NORM_1: its 1.0 is not noise
+    for i, us in enumerate(norm_1):
+        doc = {"id": f"e{i}", "status": "finished", "change": {"params": {"NORM_1": 4}} if i == 3 else {},
+               "result": {"metrics": {"correct": 1, "rms_norm_1_us": us, "rms_norm_1_copy_us": us / 2,
+                                      "fused_add_rms_norm_1_us": 20.0, "fused_add_rms_norm_1_copy_us": 10.0}}}
+        (tmp_path / "experiments" / f"e{i}").mkdir(parents=True)
+        (tmp_path / "experiments" / f"e{i}" / "experiment.yaml").write_text(yaml.safe_dump(doc))
+    done = subprocess.run([sys.executable, str(noise), str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    row = next(line.split() for line in done.stdout.splitlines() if line.startswith("rms_norm "))
+    assert row[2:5] == ["3", "11.000", "9.09%"]          # runs 0-2 only: sd 1 over mean 11
+    vs_copy = next(line.split() for line in done.stdout.splitlines() if line.strip().startswith("vs_copy"))
+    assert vs_copy[1:4] == ["0.5000", "sd", "0.0000"]    # copy/op is steady even where the µs are not

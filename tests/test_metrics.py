@@ -10,6 +10,7 @@ import pytest
 
 from runner.files.metrics import (
     is_finite,
+    loss_name,
     metrics_rows,
     objective,
     parse_summary,
@@ -143,3 +144,51 @@ def test_metrics_rows_round_trip_through_parquet(tmp_path):
     assert math.isnan(back[2]["value"]) and back[5]["value"] == math.inf
     assert back[6] == {"step": None, "time_s": None, "name": "val_bpb", "value": 1.04, "summary": True}
     assert back[0]["time_s"] == 0.5
+
+
+def test_summary_keeps_the_order_of_last_appearance():
+    summary = parse_summary("a: 1\nb: 2\na: 3\ndone\n")
+    assert list(summary.items()) == [("b", 2.0), ("a", 3.0)]
+
+
+def test_read_log_of_a_small_log_is_the_whole_log(tmp_path):
+    path = tmp_path / "log"
+    path.write_bytes(b"val_bpb: 1.5\n")
+    assert read_log(path) == "val_bpb: 1.5\n"
+    assert read_log(path, max_bytes=13) == "val_bpb: 1.5\n"       # exactly at the limit: nothing dropped
+    assert read_log(path, max_bytes=12) == ""                     # over it: the partial first line goes
+
+
+def test_read_log_drops_only_the_partial_first_line(tmp_path):
+    path = tmp_path / "log"
+    path.write_bytes(b"aaaa\nbbbb\ncccc\n")
+    assert read_log(path, max_bytes=12) == "bbbb\ncccc\n"
+    assert read_log(path, max_bytes=10) == "cccc\n"
+
+
+@pytest.mark.parametrize("step, expected", [
+    (2 ** 63 - 1, 2 ** 63 - 1), (2 ** 63, None), (-(2 ** 63), -(2 ** 63)), (-(2 ** 63) - 1, None),
+    (2.0 ** 62, 2 ** 62), (2.0 ** 63, None), (-(2.0 ** 63), None), (3.0, 3), (3.5, None), (True, None),
+])
+def test_steps_outside_int64_are_dropped(step, expected):
+    [row] = metrics_rows([{"step": step, "loss": 1.0}], {})
+    assert row["step"] == expected and type(row["step"]) is type(expected)
+
+
+def test_integers_too_large_for_a_double_are_signed_infinities():
+    rows = metrics_rows([{"up": 10 ** 400, "down": -(10 ** 400), "small": 7}], {})
+    assert [(r["name"], r["value"]) for r in rows] == [("up", math.inf), ("down", -math.inf), ("small", 7.0)]
+
+
+def test_summary_rows_have_every_metrics_column():
+    assert metrics_rows([], {"val_bpb": 1.0}) == [
+        {"step": None, "time_s": None, "name": "val_bpb", "value": 1.0, "summary": True}]
+
+
+@pytest.mark.parametrize("names, expected", [
+    (["val_bpb", "loss", "train_loss"], "train_loss"), (iter(["loss", "val_loss"]), "loss"),
+    (["val_loss", "aux_loss", "lr"], "aux_loss"), (["lr", "val_bpb"], None), ([], None),
+    (["Loss", "LOSS"], None),
+])
+def test_loss_name_prefers_train_loss_then_loss_then_the_first_lossy_name(names, expected):
+    assert loss_name(names) == expected

@@ -5,7 +5,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +12,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from conftest import lab_executable
 
 from runner.errors import LabError
 from runner.lab import Lab
@@ -25,18 +25,6 @@ from runner.roles.papers import (
     search_papers,
 )
 from runner.scaffold import init_lab
-
-SHIM = """#!{python}
-import sys
-from runner.cli import main
-from runner.commands.papers import papers_group
-from runner.commands.query import query_command
-from runner.commands.skills import skills_group
-for command in (query_command, papers_group, skills_group):
-    if command.name not in main.commands:
-        main.add_command(command)
-sys.exit(main())
-"""
 
 # The shapes the Hub answers with: /api/papers/search?q= returns daily-paper objects with
 # the paper nested under "paper"; /api/papers/<id> returns the paper itself.
@@ -165,12 +153,10 @@ def test_expired_cache_asks_again(hub, lab, monkeypatch):
     assert len(hub.requests) == 2
 
 
-def test_offline_env_is_fast_and_serves_cache(hub, lab, monkeypatch):
+def test_offline_env_asks_nothing_and_serves_cache(hub, lab, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    started = time.monotonic()
     with pytest.raises(PapersUnavailable) as info:
         search_papers(lab, "gated linear units", 3)
-    assert time.monotonic() - started < 1.0
     assert "offline (HF_HUB_OFFLINE is set); no cached results for 'gated linear units'" in str(info.value)
     assert hub.requests == []
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -191,11 +177,9 @@ def test_unreachable_hub(lab, monkeypatch):
 
 
 def test_slow_hub_times_out(hub, lab):
-    hub.delay = 3.0
-    started = time.monotonic()
+    hub.delay = 3.0                      # answered after the timeout: the call must give up first
     with pytest.raises(PapersUnavailable) as info:
         search_papers(lab, "weight decay", 3, timeout=0.3)
-    assert time.monotonic() - started < 2.0
     assert "no answer from" in str(info.value) and "within 0.3s" in str(info.value)
 
 
@@ -218,13 +202,11 @@ def test_arxiv_ids():
 
 
 def _cli(tmp: Path, cwd: Path, env_extra: dict, *args: str) -> subprocess.CompletedProcess:
-    bin_dir = tmp / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "lab").write_text(SHIM.format(python=sys.executable))
-    (bin_dir / "lab").chmod(0o755)
+    """The real `lab` console script, with the Hub settings of env_extra only."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", **env_extra)
-    return subprocess.run(["lab", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    env.update(env_extra)
+    return subprocess.run([lab_executable(), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=60)
 
 
 def test_cli_search_show_and_offline(hub, lab, tmp_path):

@@ -185,3 +185,19 @@ def test_live_view_shows_running_jobs_queue_best_and_events(tmp_path):
     assert re.search(r"e-run\s+slot-1\s+\[######\.+\]\s+2m30s/5m00s\s+step 42\s+train_loss 2.457", frame)
     assert "best on main" in frame and "recent events:" in frame
     assert "timed_out" in frame                                          # the fixture's events
+
+
+def test_charts_hold_one_bar_per_experiment_and_one_point_per_score(fixture_lab):
+    """Counted in the figures themselves, from the Parquet (test_report_browser counts what chromium drew)."""
+    from runner.report import charts, data as report_data
+    loaded = report_data.load(fixture_lab)
+    table = read_table(fixture_lab.scores_path, SCORES)
+    timed = pc.sum(pc.and_(pc.is_valid(table["started"]), pc.is_valid(table["finished"]))).as_py()
+    scored = table.filter(pc.and_(pc.equal(table["status"], "finished"), pc.is_valid(table["value"]))).num_rows
+    bars = [trace for trace in charts.gantt(loaded).data if trace.type == "bar"]
+    assert sum(len(trace.x) for trace in bars) == timed == table.num_rows > 0
+    ids = sorted(i for trace in bars for i in (h.split("<br>")[0] for h in trace.hovertext))
+    assert ids == sorted(table["id"].to_pylist())                      # every experiment, each once
+    for axis in ("time", "index"):
+        markers = [t for t in charts.progression(loaded, axis).data if t.mode == "markers"]
+        assert sum(len(t.y) for t in markers) == scored > 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import lab_env, lab_executable
 
 from runner.files.yamlio import parse_yaml
 from runner.lab import Lab
@@ -30,34 +31,20 @@ from runner.validation.validate import validate
 
 REPO = Path(__file__).resolve().parent.parent
 ROLE_SKILLS = ("autolab", "autolab-researcher", "autolab-planner", "autolab-worker", "autolab-reporter")
-SHIM = """#!{python}
-import sys
-from runner.cli import main
-from runner.commands.papers import papers_group
-from runner.commands.query import query_command
-from runner.commands.skills import skills_group
-for command in (query_command, papers_group, skills_group):
-    if command.name not in main.commands:
-        main.add_command(command)
-sys.exit(main())
-"""
 
 
 def cli_env(tmp: Path, home: Path | None = None) -> dict:
-    """PATH with a `lab` that has these commands whether or not cli.py wires them yet; HOME redirected."""
-    bin_dir = tmp / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    shim = bin_dir / "lab"
-    shim.write_text(SHIM.format(python=sys.executable))
-    shim.chmod(0o755)
+    """The real `lab` first on PATH (shipped scripts call it); HOME redirected."""
     home = home or tmp / "home"
     home.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("CODEX_HOME", "XDG_CONFIG_HOME", "LAB_ROOT")}
-    return {**env, "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}", "HOME": str(home)}
+    env = {k: v for k, v in lab_env().items() if k not in ("CODEX_HOME", "XDG_CONFIG_HOME", "LAB_ROOT")}
+    return {**env, "HOME": str(home)}
 
 
 def lab_cmd(env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["lab", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    """The real `lab` console script (the one `pip install` made)."""
+    return subprocess.run([lab_executable(), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=60)
 
 
 def tree(directory: Path) -> dict[str, bytes]:
@@ -188,10 +175,14 @@ def test_install_default_all_clients_is_idempotent(tmp_path, lab):
     (lab.root / "CLAUDE.md").write_text("# My notes\n\nkeep me\n")
     first = lab_cmd(env, lab.root, "skills", "install")
     assert first.returncode == 0, first.stderr
-    source = {s.name: tree(s.path) for s in find_skills(lab.root / "skills")}
+    # evals/ (the cases and their results) stays with the skill's author: agents never get it
+    source = {s.name: {rel: data for rel, data in tree(s.path).items() if not rel.startswith("evals/")}
+              for s in find_skills(lab.root / "skills")}
+    assert (lab.root / "skills" / "autolab-worker" / "evals" / "evals.json").is_file()
     for d in PROJECT_DIRS:
         for name, files in source.items():
             installed = tree(lab.root / d / name)
+            assert not (lab.root / d / name / "evals").exists(), (d, name)
             manifest = json.loads(installed.pop(MANIFEST))
             assert installed == files, (d, name)
             assert set(manifest["files"]) == set(files)

@@ -42,7 +42,7 @@ def test_runs_end_to_end_and_prints_a_parseable_summary(tmp_path, cache):
     found = summary(proc.stdout)
     assert {"val_bpb", "train_loss", "steps", "tokens_per_s", "params", "train_flops", "seconds",
             "peak_mem_mb"} <= set(found)
-    assert found["steps"] == 3
+    assert found["steps"] == 3 and found["flop_budget_used"] == 1.0
     # three steps of a randomly initialised byte model: near log2(256) = 8 bits, far from a trained one
     assert 5.0 < found["val_bpb"] < 9.0
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
@@ -69,6 +69,24 @@ def test_time_budget_caps_the_number_of_steps(tmp_path, cache):
     found = summary(proc.stdout)
     assert 1 <= found["steps"] < 100000
     assert found["seconds"] < 60
+    assert found["flop_budget_used"] == pytest.approx(found["steps"] / 100000, abs=1e-4)
+
+
+@pytest.mark.parametrize("config", ["lab.yaml", "runner/templates/lab-tiny-gpt.yaml"])
+def test_the_labs_constraints_refuse_a_run_the_time_cap_cut_short(config):
+    """A loaded machine can make TIME_BUDGET_S bind; such a run trained on fewer FLOPs than its
+    budget and must be neither promoted nor a base, even though it prints fewer train_flops."""
+    import yaml
+
+    from runner.loop import constraints
+
+    text = (ROOT / config).read_text().replace("{{", "{").replace("}}", "}")
+    rules = constraints.rules(yaml.safe_load(text)["objective"])
+    full = {"train_flops": 5.7e11, "flop_budget_used": 1.0}
+    cut = {"train_flops": 1.6e11, "flop_budget_used": 0.28}
+    assert constraints.broken(rules, full, full) is None
+    assert "flop_budget_used >= 0.99" in constraints.broken(rules, cut, full)
+    assert constraints.broken(constraints.absolute(rules), cut) is not None   # a cut base is replaced
 
 
 def test_a_diverging_run_prints_nan_and_exits_non_zero(tmp_path, cache):

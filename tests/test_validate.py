@@ -11,6 +11,8 @@ import json
 import math
 import os
 import random
+import sys
+import threading
 
 import pytest
 import yaml
@@ -22,7 +24,7 @@ from runner.assets import asset_path
 from runner.files import tables
 from runner.files.tomlio import toml_lines
 from runner.files.yamlio import _Loader, _parse_checked, parse_data, parse_yaml
-from runner.validation import parallel, schema
+from runner.validation import parallel, schema, schema_compile
 from runner.validation import validate as validate_module
 from runner.validation.validate import classify, validate
 
@@ -48,8 +50,10 @@ def test_clean_lab_validates_with_a_one_line_summary(lab, write_doc, run_lab, tr
     report = validate(lab.root)
     assert report.ok, "\n".join(map(str, report.problems))
     n_skills = len(list(lab.root.glob("skills/*/SKILL.md")))
+    n_evals = len(list(lab.root.glob("skills/*/evals/evals.json")))
     assert report.counts == {"lab": 1, "hypothesis": 3, "queue": 4, "experiment": 3, "parquet": 5,
-                             **({"skill": n_skills} if n_skills else {})}
+                             **({"skill": n_skills} if n_skills else {}),
+                             **({"skill-evals": n_evals} if n_evals else {})}
     before = tree_hashes(lab.root)
     result = run_lab("validate", cwd=lab.root)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -115,6 +119,9 @@ def test_classify():
     assert classify("experiments/scores.parquet") == "parquet"
     assert classify("skills/autolab/SKILL.md") == "skill"
     assert classify("kernels/rms/build.toml") == "build-toml"
+    assert classify("skills/autolab/evals/evals.json") == "skill-evals"
+    assert classify("skills/autolab/evals/results.parquet") == "parquet"
+    assert classify("skills/autolab/evals/files/x.json") is None
     assert classify("train.py") is None
 
 
@@ -150,6 +157,15 @@ SEEDS = {
     "build-toml": [{"general": {"name": "rms", "version": 1, "backends": ["cuda"], "hub": {"repo-id": "a/b"}},
                     "torch": {"src": ["a.cpp"]},
                     "kernel": {"rms": {"backend": "cuda", "src": ["a.cu"], "cuda-capabilities": ["9.0"]}}}],
+    "skill-evals": [{"skill_name": "my-skill", "evals": [
+        {"id": "worker-case", "prompt": "p {task}", "role": "worker", "task": "e-1", "template": "blank",
+         "files": ["evals/files/x", {"path": "a.txt", "content": "x"}, {"path": "b.parquet", "rows": [{"a": 1}]}],
+         "setup": ["true"], "solution": ["true"],
+         "assertions": [{"type": "file_exists", "path": "a*", "count": 1}, {"type": "accepted", "not": True},
+                        {"type": "field", "path": "a.yaml", "field": "x.y", "equals": 1},
+                        {"type": "query", "sql": "SELECT 1", "row": [1]}, {"type": "command", "run": "true"},
+                        {"type": "output_contains", "text": "x"}]},
+        {"id": 3, "prompt": "q", "assertions": [{"type": "validate", "paths": ["hypotheses"]}]}]}],
 }
 ODD_VALUES = [None, True, False, 0, 1, -1, 1.0, 2.5, -0.0, float("inf"), "", "x", "a/b", "h..1", "9.0",
               "2026-11-21T08:30:00Z", "queued", "finished", "baseline", "agent", "cuda", "minimize", [], ["x"],
@@ -162,6 +178,14 @@ def lab_seed() -> dict:
     data["roles"]["planner"] = {"kind": "agent", "command": ["claude", "-p"], "time_limit_s": 60}
     data["target"]["params"] = {"LEARNING_RATE": {"low": 1e-4, "high": 3e-2, "log": True},   # both forms
                                 "LR_SCHEDULE": {"choices": ["cosine", "linear"]}, "BETA1": {}}
+    return data
+
+
+def ranged_lab_seed() -> dict:
+    """Params as ranges and choices (dependentRequired: a low needs a high, a log needs a low)."""
+    data = lab_seed()
+    data["target"]["params"] = {"LEARNING_RATE": {"low": 1e-4, "high": 1e-2, "log": True},
+                                "ACTIVATION": {"choices": ["relu", "gelu"]}, "BATCH_SIZE": None}
     return data
 
 
@@ -201,7 +225,7 @@ def mutate(doc, rng: random.Random):
 @pytest.mark.parametrize("kind", schema.KINDS)
 def test_gate_agrees_with_jsonschema_on_mutated_documents(kind):
     rng = random.Random(kind)
-    seeds = [lab_seed()] if kind == "lab" else SEEDS[kind]
+    seeds = [lab_seed(), ranged_lab_seed()] if kind == "lab" else SEEDS[kind]
     gate, slow = schema.gate(kind), schema.validator(kind)
     for seed in seeds:
         assert gate(seed) and slow.is_valid(seed), list(slow.iter_errors(seed))
@@ -220,6 +244,42 @@ def test_check_reports_nothing_for_valid_and_one_line_per_field():
     del doc["created"]
     problems = schema.check("hypothesis", doc, "h.yaml", {"title": 2, "status": 3})
     assert [(p.field, p.line) for p in problems] == [("created", 1), ("title", 2), ("status", 3)]
+
+
+@pytest.mark.parametrize("kind, doc, field", [
+    ("hypothesis", hyp("h-1\n"), "id"), ("experiment", exp("e-1", "h-1\n"), "hypothesis"),
+    ("experiment", exp("e-1", "h-1", base="abcdef0\n"), "base"), ("skill", SEEDS["skill"][0] | {"name": "my-skill\n"},
+                                                                 "name")])
+def test_a_pattern_does_not_match_a_trailing_newline(kind, doc, field):
+    """Python's `$` matches before a final newline; a schema's `$` (ECMA-262) does not: the gate
+    and jsonschema both refuse, and the problem names the field."""
+    assert not schema.gate(kind)(doc) and not schema.validator(kind).is_valid(doc)
+    [problem] = schema.check(kind, doc, f"{kind}.yaml", {field: 4})
+    assert (problem.field, problem.line) == (field, 4)
+    fixed = {**doc, field: doc[field].rstrip("\n")}
+    assert schema.gate(kind)(fixed) and schema.check(kind, fixed, f"{kind}.yaml") == []
+
+
+def test_a_param_range_needs_both_ends_and_a_log_scale_a_low(lab, write_doc):
+    for spec, ok in (({"low": 1, "high": 2}, True), ({"low": 1}, False), ({"high": 2}, False),
+                     ({"log": True, "high": 2}, False), ({"choices": [1, 2]}, True)):
+        data = ranged_lab_seed()
+        data["target"]["params"]["LEARNING_RATE"] = spec
+        assert schema.gate("lab")(data) is ok and schema.validator("lab").is_valid(data) is ok, spec
+
+
+def test_pattern_search_turns_only_end_anchors_into_end_of_string():
+    assert schema_compile.pattern_search(r"^a$")("a") and not schema_compile.pattern_search(r"^a$")("a\n")
+    assert schema_compile.pattern_search(r"^a\$$")("a$") and not schema_compile.pattern_search(r"^a\$$")("a$\n")
+    assert schema_compile.pattern_search(r"^[$]+$")("$$") and not schema_compile.pattern_search(r"^[$]+$")("$\n")
+    assert schema_compile.pattern_search(r"b$")("ab") and schema_compile.pattern_search(r"^a")("a\n")
+
+
+def test_lab_validate_names_an_id_ending_in_a_newline(lab, write_doc, run_lab):
+    write_doc(lab.hypotheses / "h-1.yaml", hyp("h-1\n"))
+    result = run_lab("validate", cwd=lab.root)
+    assert result.returncode == 1
+    assert "hypotheses/h-1.yaml:1: id: " in result.stdout, result.stdout + result.stderr
 
 
 # -- the fast YAML path builds exactly what PyYAML builds ---------------------------
@@ -315,7 +375,22 @@ def test_alias_is_reported_where_it_is_used():
 
 
 # -- large labs: the forked split gives the serial answer ----------------------------
+def needs_fork() -> None:
+    """map_forked quietly works in the parent where forking is unsafe: then these tests prove nothing."""
+    if not parallel.can_fork():
+        pytest.skip(f"forking is off here ({sys.platform}, {threading.active_count()} threads running)")
+
+
+def children(monkeypatch) -> list:
+    """Records each child map_forked really forked: (pid, pipe), or None where the fork failed."""
+    made = []
+    real = parallel._spawn
+    monkeypatch.setattr(parallel, "_spawn", lambda fn, chunk: made.append(real(fn, chunk)) or made[-1])
+    return made
+
+
 def test_forked_validation_equals_serial(lab, write_doc, monkeypatch):
+    needs_fork()
     fill(lab, write_doc, n=12)
     (lab.hypotheses / "h-3.yaml").write_text("id: h-3\ntitle: 5\n")
     write_doc(lab.queue / "e-bad.yaml", exp("e-bad", "h-nope"))
@@ -325,22 +400,25 @@ def test_forked_validation_equals_serial(lab, write_doc, monkeypatch):
     forked = []
     real = parallel.map_forked
     monkeypatch.setattr(parallel, "map_forked", lambda fn, chunks: forked.append(len(chunks)) or real(fn, chunks))
+    forks = children(monkeypatch)
     split = validate(lab.root)
     assert forked and forked[0] >= 2, "the lab was not split"
+    assert len(forks) == forked[0] - 1 and all(forks), "the chunks were not validated in forked children"
     assert split.problems == serial.problems and split.counts == serial.counts
     assert {p.path for p in split.problems} == {"hypotheses/h-3.yaml", "queue/e-bad.yaml",
                                                 "experiments/e-f2/metrics.parquet"}
 
 
 def test_map_forked_runs_chunks_in_children_and_keeps_order():
-    if not parallel.can_fork():
-        pytest.skip("forking is not safe here (not Linux, or other threads running)")
+    needs_fork()
     results = parallel.map_forked(lambda chunk: (chunk, os.getpid()), ["a", "b", "c"])
     assert [r[0] for r in results] == ["a", "b", "c"]
     assert results[0][1] == os.getpid() and len({r[1] for r in results}) == 3
 
 
-def test_map_forked_redoes_a_failed_child_chunk_in_the_parent():
+def test_map_forked_redoes_a_failed_child_chunk_in_the_parent(monkeypatch):
+    needs_fork()
+    forks = children(monkeypatch)
     parent = os.getpid()
 
     def flaky(chunk):
@@ -348,6 +426,7 @@ def test_map_forked_redoes_a_failed_child_chunk_in_the_parent():
             os._exit(3)  # a child dying without a result
         return chunk * 2
     assert parallel.map_forked(flaky, [1, 2, 3]) == [2, 4, 6]
+    assert len(forks) == 2 and all(forks), "no child was forked, so none failed"
 
 
 def test_split_keeps_parquet_in_the_parent_and_balances():

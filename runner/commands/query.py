@@ -17,7 +17,8 @@ def query_command(ctx: Context, sql: str, as_json: bool, max_width: int) -> None
 
     \b
     Views: scores, events, metrics (with an experiment column), hypotheses,
-    queue, experiments. change/params/job/history are JSON text.
+    queue, experiments, skill_evals (`lab skills eval` results).
+    change/params/job/history are JSON text.
     Example: which learning rates were tried on base abc1234, and their scores?
       lab query "SELECT change->>'$.params.LEARNING_RATE' AS lr, value
                  FROM scores WHERE base LIKE 'abc1234%' AND lr IS NOT NULL"

@@ -149,3 +149,62 @@ def skills_install(ctx: Context, names, claude, codex, opencode, agents, global_
         shown = " ".join(dict.fromkeys(_shown(d, lab).split("/")[0] for d in dirs))
         click.echo(f"hint: commit them (git add {shown}) so that every worktree, where workers run, "
                    "has them too", err=True)
+
+
+@skills_group.command("eval")
+@click.argument("names", nargs=-1)
+@click.option("--agent", "agents", multiple=True, required=True, metavar="CMD",
+              help="A role of lab.yaml (worker, planner...: its command, env and time limit) or an agent "
+                   "command with the roles' placeholders, e.g. 'claude -p \"Do what {prompt_file} says\" "
+                   "--output-format json'. Repeatable.")
+@click.option("--runs", type=click.IntRange(1, 100), default=1, show_default=True, help="Runs of each case and variant.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also run every case without the skill (needed for lift and savings).")
+@click.option("--time-limit", "time_limit", type=click.FloatRange(min=1), default=None, metavar="S",
+              help="Seconds per run before the agent is killed (default: the role's time_limit_s, else 600).")
+@click.option("--case", "cases", multiple=True, help="Only this case id (repeatable).")
+@click.option("--sandbox/--no-sandbox", "sandboxed", default=None,
+              help="Confine the agent with bubblewrap, only its case's lab writable (default: where it works).")
+@click.option("--keep", is_flag=True, help="Keep each case's lab (its path goes in the results' log column).")
+@source_option
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def skills_eval(ctx: Context, names, agents, runs, baseline, time_limit, cases, sandboxed, keep, source,
+                as_json) -> None:
+    """Measure skills: each eval case (skills/NAME/evals/evals.json) run by an agent in a fresh lab,
+    with the skill installed and without it; assertions checked by code on what it wrote.
+
+    Rows go to skills/NAME/evals/results.parquet; the summary (pass rate with and without, lift,
+    token and time savings) is printed. Default NAMES: every skill with evals. Exit 1 if a case's
+    lab could not be set up.
+    """
+    from ..evals import results
+    from ..evals.cases import skills_with_evals
+    from ..evals.run import EvalPlan, evaluate, resolve_agent, sandbox_choice
+    src, lab = _source(ctx, source)
+    if lab is None and source is None:
+        raise LabError("not in a lab: run it inside one (results go to its skills/<name>/evals/), or give --source",
+                       str(Path.cwd()))
+    names = list(names) or skills_with_evals(src)
+    if not names:
+        raise LabError("no skill here has eval cases (skills/<name>/evals/evals.json)", _shown(src, lab))
+    skills = [s.path for s in find_skills(src, names)]
+    plan = EvalPlan(skills, [resolve_agent(a, lab, time_limit) for a in agents], runs, baseline,
+                    sandbox_choice(sandboxed, skills), tuple(cases), lab.root if lab else None, keep)
+
+    def progress(row: dict) -> None:
+        variant = "with" if row["with_skill"] else "without"
+        state = "failed" if row["state"] == "finished" else row["state"]
+        verdict = "passed" if row["passed"] else f"{state}: {(row['failed'] or [''])[0]}"
+        click.echo(f"{row['skill']} {row['case']} {variant} #{row['run']}: {verdict} "
+                   f"({row.get('duration_s') or 0:.1f}s)", err=True)
+
+    rows = evaluate(plan, progress)
+    lines = results.summarize(rows)
+    if as_json:
+        emit_json({"batch": plan.batch, "runs": rows, "summary": [line.to_dict() for line in lines]})
+    else:
+        click.echo(results.render(lines), nl=False)
+        click.echo(f"batch {plan.batch}: {len(rows)} runs appended to "
+                   + ", ".join(_shown(s / "evals" / "results.parquet", lab) for s in skills), err=True)
+    sys.exit(1 if any(r["state"] == "error" for r in rows) else 0)

@@ -68,10 +68,35 @@ EVENTS = pa.schema([
     pa.field("message", pa.string(), nullable=False),
 ])
 
+SKILL_EVALS = pa.schema([
+    pa.field("skill", pa.string(), nullable=False),
+    pa.field("case", pa.string(), nullable=False),           # the case id in evals/evals.json
+    pa.field("agent", pa.string(), nullable=False),          # the --agent given (a role or a command)
+    pa.field("with_skill", pa.bool_(), nullable=False),      # false: the baseline, skill absent
+    pa.field("run", pa.int64(), nullable=False),             # 1..N within the batch
+    pa.field("passed", pa.bool_(), nullable=False),          # state finished and every assertion held
+    pa.field("state", pa.string(), nullable=False),          # finished | failed | timed_out | refused | error
+    pa.field("assertions", pa.int64(), nullable=False),
+    pa.field("failed", pa.list_(pa.string())),               # the assertions that did not hold
+    pa.field("exit_code", pa.int64()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("tokens_in", pa.int64()),                       # from the agent's JSON output; null if none
+    pa.field("tokens_out", pa.int64()),
+    pa.field("turns", pa.int64()),
+    pa.field("cost_usd", pa.float64()),
+    pa.field("outside", pa.list_(pa.string())),              # paths outside its lab the agent changed
+    pa.field("skill_version", pa.string()),                  # hash of the skill's files
+    pa.field("batch", pa.string(), nullable=False),          # one `lab skills eval` invocation
+    pa.field("started", _TS, nullable=False),
+    pa.field("log", pa.string()),                            # the agent's output, lab-relative
+])
+
 TABLES = {
     "experiments/scores.parquet": ("scores", SCORES, "one row per finished experiment or baseline"),
     "experiments/<id>/metrics.parquet": ("metrics", METRICS, "step metrics and summary lines of one run"),
     "experiments/events.parquet": ("events", EVENTS, "anomalies, refusals, failures, promotions"),
+    "skills/<name>/evals/results.parquet": ("skill_evals", SKILL_EVALS,
+                                            "one row per agent run of a skill eval case (`lab skills eval`)"),
 }
 
 
@@ -84,6 +109,8 @@ def schema_for(relpath: str) -> pa.Schema | None:
         return EVENTS
     if len(parts) == 3 and parts[0] == "experiments" and parts[2] == "metrics.parquet":
         return METRICS
+    if len(parts) == 4 and parts[0] == "skills" and parts[2:] == ["evals", "results.parquet"]:
+        return SKILL_EVALS
     return None
 
 

@@ -12,6 +12,7 @@ from typing import Callable
 import pyarrow.compute as pc
 
 from ..backends.base import Backend, JobStatus
+from ..faults import crash_point
 from ..files.metrics import (
     is_finite,
     metrics_rows,
@@ -77,6 +78,7 @@ class Finisher:
                 self._judge(entry, outcome, log, base_broken)
         patch = worktrees.changes(self.lab, entry.id, entry.base)[1] if outcome.commit else ""
         paths = record(self.lab, entry, outcome, log_path, patch)
+        crash_point("record.before-commit")
         shutil.rmtree(self.lab.jobs / entry.id, ignore_errors=True)
         self.recorded += 1
         if outcome.job_seconds:
@@ -85,6 +87,7 @@ class Finisher:
         self.reporter.recorded(entry, outcome, log)
         if outcome.promoted:
             self.committer.commit(log)  # main moved: later results in this pass must see the new HEAD
+            crash_point("promote.after-commit")
             log.clear()
         if outcome.status in (machine.FAILED, machine.TIMED_OUT):
             record_event(self.lab, "error" if outcome.status == machine.FAILED else "warn", outcome.status,
@@ -179,6 +182,7 @@ class Finisher:
 
     def _promote(self, entry: Entry, o: Outcome, log: PassLog) -> None:
         changed = merge_into_main(self.lab, worktrees.branch(entry.id))
+        crash_point("promote.after-merge")
         o.promoted = True
         log.add(self.lab, *changed)
         pct = 100 * (o.value - o.base_value) / o.base_value

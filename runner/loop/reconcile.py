@@ -23,6 +23,7 @@ from ..backends import (
     make_backends,
 )
 from ..errors import LabError
+from ..faults import crash_point
 from ..files.yamlio import write_yaml
 from ..lab import Lab
 from ..repo import gitops, worktrees
@@ -214,8 +215,10 @@ class Runner:
             slot = free[backend].pop(0)
             room -= 1
             worktrees.ensure(self.lab, entry.id, entry.base)
+            crash_point("dispatch.after-worktree")
             transition(entry, machine.ASSIGNED, "runner", branch=worktrees.branch(entry.id),
                        worker=self._worker_kind(), job={"backend": backend, "slot": slot})
+            crash_point("dispatch.after-assigned")
             self.limit.dispatched += 1
             log.add(self.lab, entry.path, line=f"{entry.id}: queued -> assigned ({slot})")
             self.on_event("assigned", {"entry": entry})
@@ -292,6 +295,7 @@ class Runner:
             return self._unreachable(entry, exc, log)  # the next pass adopts or submits this attempt
         except JobStartError as exc:
             return self.finisher.finish(entry, Outcome(machine.FAILED, reason=f"infrastructure: {exc}"), log)
+        crash_point("dispatch.after-job-start")
         transition(entry, machine.RUNNING, "runner", job=job)
         log.add(self.lab, entry.path, line=f"{entry.id}: ready -> running ({job.get('slot')})")
         self.on_event("running", {"entry": entry})

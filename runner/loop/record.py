@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
+from ..faults import crash_point
 from ..files.locks import FileLock
 from ..files.tables import METRICS, SCORES, append_rows, read_table, write_table
 from ..files.yamlio import atomic_write, write_yaml
@@ -63,7 +64,9 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
     atomic_write(out / "patch.diff", patch)
     if log_path and log_path.exists():
         atomic_write(out / "log.txt", _tail(log_path))
+    crash_point("record.after-files")
     _append_score(lab, entry, outcome)
+    crash_point("record.after-score")
     data = dict(entry.data)
     data["status"] = outcome.status
     data["updated"] = iso()
@@ -71,7 +74,9 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
                                            **({"note": outcome.reason[:500]} if outcome.reason else {})})
     data["result"] = _result(lab, outcome)
     write_yaml(out / "experiment.yaml", data)
+    crash_point("record.after-experiment-yaml")
     entry.path.unlink(missing_ok=True)
+    crash_point("record.after-queue-removal")
     worktrees.remove(lab, entry.id)
     files = [out / name for name in ("metrics.parquet", "patch.diff", "log.txt", "experiment.yaml")]
     return [lab.rel(entry.path), *(lab.rel(f) for f in files if f.exists()), lab.rel(lab.scores_path)]

@@ -10,6 +10,7 @@ from ..loop.noise import EVIDENCE_Z
 from . import charts, jobs
 from .data import ReportData, leaderboard, overview_line, relative_link
 from .leaderboard import fmt_delta, fmt_seconds, fmt_value
+from .skills import section_html as skills_html
 from .status import noise_line
 
 LEADERBOARD_ROWS = 200
@@ -150,6 +151,7 @@ def render(data: ReportData, out_dir: Path, poll_ms: int = 3000) -> str:
         "<h2>Leaderboard</h2>", _leaderboard_html(data, out_dir),
         "<h2>Jobs</h2>", jobs.html(jobs.rows(data.lab, [r["id"] for r in data.rows][::-1][:JOB_ROWS])),
         "<h2>Events</h2>", _events_html(data, out_dir),
+        skills_html(data.lab),
     ]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'

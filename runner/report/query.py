@@ -9,6 +9,7 @@ parses ten thousand YAML files):
 - hypotheses   hypotheses/*.yaml, flattened (change/params as JSON text)
 - queue        queue/*.yaml, flattened
 - experiments  experiments/*/experiment.yaml, flattened (same columns as queue)
+- skill_evals  every skills/<name>/evals/results.parquet (`lab skills eval`)
 
 A missing table is an empty view with the right columns. Everything is loaded
 into memory first, then DuckDB's file access is switched off and locked, so a
@@ -29,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import LabError
-from ..files.tables import EVENTS, METRICS, SCORES, read_table
+from ..files.tables import EVENTS, METRICS, SCORES, SKILL_EVALS, read_table
 from ..files.yamlio import atomic_write, load_yaml
 from ..lab import Lab
 from ..state.fingerprint import fingerprint
@@ -58,7 +59,7 @@ EXPERIMENTS = pa.schema([
 
 METRICS_VIEW = pa.schema([pa.field("experiment", _S), *METRICS])
 
-VIEWS = ("scores", "events", "metrics", "hypotheses", "queue", "experiments")
+VIEWS = ("scores", "events", "metrics", "hypotheses", "queue", "experiments", "skill_evals")
 CACHE_VERSION = 2  # bump when the row builders change
 
 
@@ -134,6 +135,9 @@ def build_view(lab: Lab, name: str, skipped: list[str]) -> pa.Table:
     if name == "experiments":
         files = _listing(lab, "experiments", "experiment.yaml")
         return _yaml_table(lab, name, files, EXPERIMENTS, experiment_row, skipped)
+    if name == "skill_evals":
+        parts = [_parquet(lab, p, SKILL_EVALS, skipped) for p in sorted(lab.root.glob("skills/*/evals/results.parquet"))]
+        return pa.concat_tables(parts) if parts else SKILL_EVALS.empty_table()
     raise KeyError(name)
 
 

@@ -152,7 +152,7 @@ class AgentRunner:
                          time.monotonic() + limit)
         values = {"prompt_file": str(prompt), "worktree": str(cwd), "entry": str(entry or ""),
                   "lab": str(self.root), "role": role, "task": task_id}
-        argv = sandbox.command(self.lab, role, task_id, [_fill(arg, values) for arg in cfg["command"]],
+        argv = sandbox.command(self.lab, role, task_id, [fill(arg, values) for arg in cfg["command"]],
                                Path(cwd), Path(entry) if entry else None, network=cfg.get("network", True))
         task.sandboxed = argv[0] == "bwrap"
         if role == "worker":
@@ -164,7 +164,7 @@ class AgentRunner:
             task.process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, env=self._env(role, task, cfg),
                                             start_new_session=True)
-            threading.Thread(target=_copy_masked, args=(task.process.stdout, log), daemon=True).start()
+            threading.Thread(target=copy_masked, args=(task.process.stdout, log), daemon=True).start()
         except OSError as exc:
             task.error = f"cannot start {argv[0]!r}: {exc.strerror or exc} (roles.{role}.command)"
         pid = task.process.pid if task.process else None
@@ -425,7 +425,7 @@ class AgentRunner:
                      experiment=task.task_id if task.role == "worker" else None, path=path)
 
 
-def _copy_masked(stream, log: Path) -> None:
+def copy_masked(stream, log: Path) -> None:
     """The agent's output into its log, line by line, with every known secret masked: an agent
     holds the keys of its CLI and may print them."""
     secrets = [value.encode() for value in secret_values()]
@@ -460,8 +460,8 @@ def _start_time(pid: int | None) -> str | None:
         return None
 
 
-def _fill(arg: str, values: dict) -> str:
-    """Replace the known {placeholders}; leave any other braces alone."""
-    return re.sub(r"\{(" + "|".join(PLACEHOLDERS) + r")\}", lambda m: values[m.group(1)], arg)
+def fill(arg: str, values: dict) -> str:
+    """Replace the {placeholders} that `values` names; leave any other braces alone."""
+    return re.sub(r"\{(" + "|".join(map(re.escape, values)) + r")\}", lambda m: str(values[m.group(1)]), arg)
 
 

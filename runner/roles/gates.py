@@ -146,7 +146,7 @@ def _near(history: History, key: Key, base: str | None, excluded: set, tolerance
 
 # -- a worker's diff ----------------------------------------------------------------
 def _matches(path: str, pattern: str) -> bool:
-    pattern = pattern.lstrip("./") if pattern.startswith("./") else pattern
+    pattern = pattern.removeprefix("./")      # not lstrip: "./.env" names .env, not env
     if pattern.endswith("/"):
         return path.startswith(pattern)
     return path == pattern or path.startswith(pattern + "/")

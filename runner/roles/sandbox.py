@@ -45,6 +45,7 @@ class Binds:
     readonly: tuple[Path, ...] = ()   # kept visible, read-only (a lab under /tmp, below the private /tmp)
     writable: tuple[Path, ...] = ()
     pinned: tuple[Path, ...] = ()     # read-only again, on top of a writable bind
+    masked: tuple[Path, ...] = ()     # hidden under an empty tmpfs (what the agent must not see)
 
 
 # -- is bwrap usable here ------------------------------------------------------------
@@ -184,8 +185,8 @@ def wrap(argv: list[str], binds: Binds, cwd: Path, *, network: bool = True, home
     Later binds cover earlier ones, so the order is the policy: "/" read-only, a private
     /tmp, the home writable, then read-only again what must not change under it (the
     runner's interpreter and PATH, startup files), the lab read-only (it may live under
-    /tmp or the home), the role's writable paths, and the pinned paths on top of those.
-    The environment passes through; `network=False` leaves only loopback."""
+    /tmp or the home), the role's writable paths, the pinned paths on top of those, and
+    the masked paths (empty) last. The environment passes through; `network=False` leaves only loopback."""
     args = ["bwrap", *BASE, "--tmpfs", "/tmp"]
     home_dir = _home() if home else None
     if home_dir:
@@ -196,6 +197,8 @@ def wrap(argv: list[str], binds: Binds, cwd: Path, *, network: bool = True, home
         args += ["--bind", str(path), str(path)]
     for path in binds.pinned:
         args += ["--ro-bind", str(path), str(path)]
+    for path in binds.masked:
+        args += ["--tmpfs", str(path)]
     if not network:
         args.append("--unshare-net")
     return args + ["--chdir", str(_real(Path(cwd))), "--", *argv]

@@ -12,7 +12,8 @@ Where each client reads skills (from its documentation, November 2026):
 
 An installed copy carries a manifest (`.benchlab-skill.json`: the hash of every
 file at install time), so a later install can tell an untouched copy (safe to
-update) from one the user edited (refused without --force).
+update) from one the user edited (refused without --force). A skill's evals/ (its
+eval cases and results, runner/evals/) is never installed: it is for its authors.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ POINTER_START = "<!-- benchlab:skills:start -->"
 POINTER_END = "<!-- benchlab:skills:end -->"
 CLIENT_NAMES = ("claude", "codex", "opencode", "agents")
 POINTER_FILES = {"claude": "CLAUDE.md", "codex": "AGENTS.md", "opencode": "AGENTS.md", "agents": "AGENTS.md"}
-_IGNORED = ("__pycache__", "*.pyc", MANIFEST, ".DS_Store")
+_IGNORED = ("__pycache__", "*.pyc", MANIFEST, ".DS_Store", "evals")  # evals/: the author's, not the agent's
 _FRONTMATTER = re.compile(r"---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(\r?\n|$)", re.S)
 _REFERENCE = re.compile(r"(?<![\w.-])(?:skills/([a-z0-9-]+)/)?((?:scripts|references|assets)/[\w./-]*\w)")
 _EXAMPLE = re.compile(r"^```ya?ml[ \t]*\n# ((?:hypotheses|queue)/[^\s/]+\.yaml|experiments/[^\s/]+/experiment\.yaml)"

@@ -18,7 +18,7 @@ MAX_ID_LENGTH = 100
 
 
 def is_safe_id(value: object) -> bool:
-    return isinstance(value, str) and len(value) <= MAX_ID_LENGTH and bool(SAFE_ID.match(value))
+    return isinstance(value, str) and len(value) <= MAX_ID_LENGTH and bool(SAFE_ID.fullmatch(value))
 
 
 def new_id(prefix: str, taken=lambda candidate: False) -> str:

@@ -14,9 +14,9 @@ from functools import lru_cache
 
 from ..assets import asset_path
 from ..errors import Problem
-from .schema_compile import Unsupported, compile_schema
+from .schema_compile import Unsupported, compile_schema, pattern_search
 
-KINDS = ("lab", "hypothesis", "experiment", "skill", "build-toml")
+KINDS = ("lab", "hypothesis", "experiment", "skill", "build-toml", "skill-evals")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.I)
 
 
@@ -24,7 +24,7 @@ def _is_date_time(value) -> bool:
     """RFC 3339 date-time, e.g. 2026-11-21T08:30:00Z (checked here: jsonschema would need an extra)."""
     if not isinstance(value, str):
         return True
-    if not _RFC3339.match(value):
+    if not _RFC3339.fullmatch(value):
         return False
     try:
         datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
@@ -56,8 +56,15 @@ def load(kind: str) -> dict:
 def validator(kind: str):
     """jsonschema's Draft 2020-12 validator, imported only to word problems (the schemas
     themselves are checked by tests/test_validate.py)."""
-    from jsonschema import Draft202012Validator
-    return Draft202012Validator(load(kind), format_checker=format_checker())
+    from jsonschema import Draft202012Validator, validators
+    ecma = validators.extend(Draft202012Validator, {"pattern": _pattern})  # the gate's `pattern`, exactly
+    return ecma(load(kind), format_checker=format_checker())
+
+
+def _pattern(validator, pattern, instance, _schema):
+    from jsonschema.exceptions import ValidationError
+    if validator.is_type(instance, "string") and pattern_search(pattern)(instance) is None:
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 @lru_cache(maxsize=None)

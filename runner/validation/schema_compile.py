@@ -14,6 +14,7 @@ mutated documents.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, Callable
 
 from ..state.params import is_number
@@ -102,7 +103,7 @@ class Compiler:
                 "exclusiveMaximum": self._exclusive_maximum, "items": self._items, "minItems": self._min_items,
                 "maxItems": self._max_items, "allOf": self._all_of, "anyOf": self._any_of,
                 "oneOf": self._one_of, "not": self._not, "if": self._if, "$ref": self._ref,
-                "format": self._format}
+                "format": self._format, "dependentRequired": self._dependent_required}
 
     # -- scalars ------------------------------------------------------------
     def _type(self, value, _schema) -> Check:
@@ -128,7 +129,7 @@ class Compiler:
         return lambda x: _same(x, value)
 
     def _pattern(self, pattern, _schema) -> Check:
-        search = re.compile(pattern).search
+        search = pattern_search(pattern)
         return lambda x: not isinstance(x, str) or search(x) is not None
 
     def _min_length(self, n, _schema) -> Check:
@@ -201,6 +202,10 @@ class Compiler:
             return names is _always or all(names(key) for key in x)
         return check
 
+    def _dependent_required(self, needs: dict, _schema) -> Check:
+        pairs = [(key, tuple(others)) for key, others in needs.items()]
+        return lambda x: not isinstance(x, dict) or all(o in x for key, others in pairs if key in x for o in others)
+
     # -- combinators --------------------------------------------------------
     def _all_of(self, subs, _schema) -> Check:
         return _all([self.compile(s) for s in subs])
@@ -234,6 +239,27 @@ class Compiler:
             compiled = self.compile(target)
             self.refs[ref] = compiled
         return lambda x: self.refs[ref](x)
+
+
+@lru_cache(maxsize=None)
+def pattern_search(pattern: str) -> Callable[[str], Any]:
+    """A schema `pattern` as a Python search. In JSON Schema's regex dialect (ECMA-262) `$` ends
+    the string; Python's `$` also matches before a final newline, so "h-1\\n" would pass
+    `^...$`. Every `$` anchor (not escaped, not in a class) becomes `\\Z`."""
+    out, escaped, in_class = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            char = r"\Z"
+        out.append(char)
+    return re.compile("".join(out)).search
 
 
 def compile_schema(schema: dict, formats: dict[str, Check] | None = None) -> Check:

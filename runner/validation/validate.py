@@ -81,6 +81,8 @@ def classify(rel: str) -> str | None:
         return "parquet"
     if len(parts) == 3 and parts[0] == "skills" and name == "SKILL.md":
         return "skill"
+    if len(parts) == 4 and parts[0] == "skills" and parts[2] == "evals" and name == "evals.json":
+        return "skill-evals"
     if len(parts) == 3 and parts[0] == "kernels" and name == "build.toml":
         return "build-toml"
     return None
@@ -111,7 +113,8 @@ def discover(root: Path) -> list[str]:
                       if n in names]
         elif entry.name.endswith(".parquet"):
             found.append(f"experiments/{entry.name}")
-    for sub, name in (("skills", "SKILL.md"), ("kernels", "build.toml")):
+    for sub, name in (("skills", "SKILL.md"), ("kernels", "build.toml"), ("skills", "evals/evals.json"),
+                      ("skills", "evals/results.parquet")):
         found += [f"{sub}/{e.name}/{name}" for e in _entries(root / sub)
                   if e.is_dir() and os.path.isfile(os.path.join(e.path, name))]
     return found
@@ -241,13 +244,18 @@ class Validator:
             self.add(Problem(rel, f"name {data['name']!r} must equal the directory name {directory!r}",
                              field="name", line=lines.get("name")))
 
+    def _skill_evals(self, rel: str) -> None:
+        from ..evals.cases import check_evals
+        self.report.problems += check_evals(self.root / rel, rel)
+
     def _build_toml(self, rel: str) -> None:
         data, lines = parse_toml(self._read(rel), rel)
         if not schema.is_valid("build-toml", data):
             self.report.problems += schema.check("build-toml", data, rel, lines)
 
     _checks = {"lab": _lab, "stray": _stray, "hypothesis": _hypothesis, "queue": _queue,
-               "experiment": _experiment, "parquet": _parquet, "skill": _skill, "build-toml": _build_toml}
+               "experiment": _experiment, "parquet": _parquet, "skill": _skill, "build-toml": _build_toml,
+               "skill-evals": _skill_evals}
 
     # -- across files -------------------------------------------------------
     def cross_check_locations(self, rels: list[str]) -> None:

@@ -14,6 +14,8 @@ export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 lab() { python3 -m runner.cli "$@"; }
 nvidia-smi -L
 python3 -c "import torch; print('torch', torch.__version__, 'gpus', torch.cuda.device_count())"
+rm -rf /tmp/klab
 time lab demo /tmp/klab --template kernel --minutes "$minutes" --experiments 60
 (cd /tmp/klab && lab status)
 tar -czf "$OUT/klab.tgz" -C /tmp --exclude=klab/.lab/worktrees --exclude=klab/.lab/cache --exclude=klab/.lab/jobs klab
+python3 kernels/qwen3-rmsnorm/benchmarks/lab_noise.py /tmp/klab
