@@ -9,6 +9,7 @@ import click
 from . import __version__
 from .commands import (
     demo,
+    finetune,
     hypothesis,
     init,
     kernel,
@@ -74,7 +75,8 @@ def main(ctx: click.Context, directory: str | None) -> None:
 for command in (init.init_command, validate.validate_command, status.status_command, hypothesis.hypothesis_group,
                 queue.queue_group, run.run_command, run.baseline_command, demo.demo_command, query.query_command,
                 papers.papers_group, skills.skills_group, report.report_command, report.serve_command,
-                work.work_group, kernel.kernel, schema.schema_group, reproduce.reproduce_command):
+                work.work_group, kernel.kernel, finetune.finetune_group, schema.schema_group,
+                reproduce.reproduce_command):
     main.add_command(command)
 
 

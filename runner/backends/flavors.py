@@ -20,6 +20,8 @@ class Flavor:
     vram_gb: float | None = None
     cpus: int | None = None
     ram_gb: float | None = None
+    tflops: float | None = None     # dense peak per GPU, for `lab finetune check`'s estimates
+    bf16: bool | None = None
 
 
 @lru_cache(maxsize=4)

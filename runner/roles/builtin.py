@@ -1,7 +1,8 @@
 """Builtin roles, so the loop runs with no LLM at all.
 
-- researcher: turns ideas from the offline idea library (or papers, when online)
-  into `proposed` hypotheses, each with its paper reference;
+- researcher: turns ideas from the lab's offline idea library (roles.researcher.ideas,
+  default the package's; related papers when online) into `proposed` hypotheses,
+  each with its paper reference;
 - planner (+ reviewer): judges proposals with the gates (duplicate across the
   whole history, do-not-repeat, single change), queues accepted ones, and when
   ideas run out explores around main by perturbing one declared parameter (or asks
@@ -28,10 +29,10 @@ from .review import write_review
 def research(lab: Lab, history: History, want: int, main: str | None = None) -> list[Path]:
     """Propose up to `want` ideas from the library that were never proposed before and
     that would change main (an idea main already holds would measure nothing)."""
-    from .ideas import applicable, load_ideas
+    from .ideas import applicable, lab_ideas
 
     proposed = {h.get("tags", [""])[0] for h in _hypotheses(lab) if h.get("tags")}
-    ideas = load_ideas()
+    ideas = lab_ideas(lab)
     if main:
         ideas = applicable(ideas, read_params(run_git(lab.root, "show", f"{main}:{lab.config['target']['editable'][0]}")))
     made = []
