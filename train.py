@@ -1,12 +1,13 @@
-"""A tiny byte-level GPT: benchlab's embedded default target (prints `val_bpb: <x>`, lower is better).
+"""A tiny byte-level GPT: benchlab's embedded default target (prints `val_bpb: <x>`, lower is better,
+and `test_bpb: <x>`, the same figure on a third split that selection never sees: the holdout).
 
 Hyper-parameters are top-level constants, one per line, so a change is a one-line edit.
 `name: value` summary lines come last; a NaN loss prints `val_bpb: nan` and exits 1. Env:
 LAB_MAX_STEPS (overrides the budget's step count, for tests), LAB_TIME_BUDGET (s), LAB_SEED,
 LAB_METRICS (JSON lines per step), LAB_CACHE.
 Data: docstrings of this machine's Python stdlib (sorted walk; a module is held out for
-validation when CRC-32(path) % 10 == 0), cached atomically under $LAB_CACHE (the runner sets it to
-the lab's .lab/cache for jobs and agents) or
+validation when CRC-32(path) % 10 == 0, for the test split when it is 5), cached atomically
+under $LAB_CACHE (the runner sets it to the lab's .lab/cache for jobs and agents) or
 ~/.cache/benchlab by a hash of the file list. Evaluation: fixed windows, independent of SEED.
 Budget: a fixed number of training FLOPs (FLOP_BUDGET, CUDA_FLOP_BUDGET on a GPU), so a change
 that makes a step dearer (a bigger batch, a wider or deeper model) gets fewer steps and wins only
@@ -66,11 +67,11 @@ FLOP_BUDGET = 5.7e11  # training FLOPs on CPU (~1500 steps of the baseline)
 CUDA_FLOP_BUDGET = 2.3e12  # training FLOPs on a GPU (~6000 steps of the baseline)
 TIME_BUDGET_S = 180.0  # wall-clock safety cap on training; the FLOP budget should bind
 EVAL_TOKENS = 65536  # validation bytes scored (fixed windows)
-CORPUS_VERSION = 1  # bump when the corpus recipe changes
+CORPUS_VERSION = 2  # bump when the corpus recipe changes
 
 
 def build_corpus():
-    """(train, val) byte tensors from stdlib docstrings; cached by a hash of the file list."""
+    """(train, val, test) byte tensors from stdlib docstrings; cached by a hash of the file list."""
     root = sysconfig.get_paths()["stdlib"]
     skip = {"site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache__", "lib2to3", "turtledemo"}
     files = []
@@ -80,9 +81,9 @@ def build_corpus():
     listing = "\n".join(f"{os.path.relpath(f, root)} {os.path.getsize(f)}" for f in files)
     key = hashlib.sha256(f"{CORPUS_VERSION}\n{sys.version}\n{listing}".encode()).hexdigest()[:16]
     cache = os.path.expanduser(os.environ.get("LAB_CACHE") or "~/.cache/benchlab")
-    paths = [os.path.join(cache, f"corpus-{key}.{split}") for split in ("train", "val")]
+    paths = [os.path.join(cache, f"corpus-{key}.{split}") for split in ("train", "val", "test")]
     if not all(os.path.exists(p) for p in paths):
-        splits = ([], [])
+        splits = ([], [], [])
         for f in files:
             try:
                 tree = ast.parse(open(f, "rb").read())
@@ -91,7 +92,8 @@ def build_corpus():
             docs = [ast.get_docstring(n) for n in ast.walk(tree) if isinstance(
                 n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
             text = "".join(d + "\n\n" for d in docs if d).encode("utf-8", "replace")
-            splits[zlib.crc32(os.path.relpath(f, root).encode()) % 10 == 0].append(text)
+            bucket = zlib.crc32(os.path.relpath(f, root).encode()) % 10
+            splits[{0: 1, 5: 2}.get(bucket, 0)].append(text)
         data = [b"".join(parts) for parts in splits]
         try:
             os.makedirs(cache, exist_ok=True)
@@ -208,7 +210,7 @@ def lr_at(progress, steps):
 
 @torch.no_grad()
 def evaluate(model, val, device):
-    """Mean bits per byte over EVAL_TOKENS bytes in fixed, evenly spaced windows."""
+    """Mean bits per byte over EVAL_TOKENS bytes of a split in fixed, evenly spaced windows."""
     model.eval()
     n = max(1, EVAL_TOKENS // BLOCK_SIZE)
     starts = torch.linspace(0, len(val) - BLOCK_SIZE - 1, n).long()
@@ -272,7 +274,7 @@ def main():
     seconds = float(os.environ.get("LAB_TIME_BUDGET") or TIME_BUDGET_S)
     seed = int(os.environ.get("LAB_SEED") or SEED)
     torch.manual_seed(seed)
-    train_data, val_data = build_corpus()
+    train_data, val_data, test_data = build_corpus()
     model = GPT().to(device)
     steps = int(os.environ.get("LAB_MAX_STEPS") or budget_steps(model, device))
     t0 = time.time()
@@ -280,11 +282,13 @@ def main():
     train_seconds = time.time() - t0
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
         val_bpb = evaluate(model, val_data, device)
+        test_bpb = evaluate(model, test_data, device)
     if not math.isfinite(val_bpb):
         fail("non-finite validation loss")
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    summary = {"val_bpb": f"{val_bpb:.6f}", "train_loss": f"{sum(losses[-20:]) / len(losses[-20:]):.6f}",
+    summary = {"val_bpb": f"{val_bpb:.6f}", "test_bpb": f"{test_bpb:.6f}",
+               "train_loss": f"{sum(losses[-20:]) / len(losses[-20:]):.6f}",
                "steps": done, "tokens_per_s": f"{done * BATCH_SIZE * BLOCK_SIZE / train_seconds:.0f}",
                "params": sum(p.numel() for p in model.parameters()), "train_flops": done * flops_per_token(model) * BATCH_SIZE * BLOCK_SIZE,
                "flop_budget_used": f"{done / steps:.4f}",

@@ -9,6 +9,7 @@ import click
 from . import __version__
 from .commands import (
     demo,
+    finetune,
     hypothesis,
     init,
     kernel,
@@ -16,6 +17,7 @@ from .commands import (
     query,
     queue,
     report,
+    reproduce,
     run,
     schema,
     skills,
@@ -74,7 +76,8 @@ def main(ctx: click.Context, directory: str | None) -> None:
 for command in (init.init_command, validate.validate_command, status.status_command, hypothesis.hypothesis_group,
                 queue.queue_group, run.run_command, run.baseline_command, demo.demo_command, query.query_command,
                 papers.papers_group, skills.skills_group, report.report_command, report.serve_command,
-                work.work_group, kernel.kernel, schema.schema_group, sync.sync_command, sync.compact_command):
+                work.work_group, kernel.kernel, finetune.finetune_group, schema.schema_group,
+                reproduce.reproduce_command, sync.sync_command, sync.compact_command):
     main.add_command(command)
 
 

@@ -5,6 +5,7 @@ installed package's assets into DIR (a new temporary directory by default).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import statistics
@@ -36,6 +37,7 @@ TEMPLATE_BASE_SEEDS = {"kernel": 8}
 def run_demo(directory: str | None, *, template: str = "tiny-gpt", minutes: float = 9.5, experiments: int = 40,
              slots: int = 2, budget: float | None = None, stop: threading.Event | None = None) -> Lab:
     started = time.monotonic()
+    _check_template(template, budget)
     if template == "kernel":
         slots = len(detect_gpus())   # one slot per GPU
         if not slots:
@@ -57,6 +59,15 @@ def run_demo(directory: str | None, *, template: str = "tiny-gpt", minutes: floa
                  deadline=started + minutes * 60)
     _summary(lab, main, runner, time.monotonic() - started)
     return lab
+
+
+def _check_template(template: str, budget: float | None) -> None:
+    if budget and template != "tiny-gpt":
+        raise LabError(f"--budget is train.py's time budget; the {template} template's runs have their own",
+                       field="budget")
+    if template == "finetune" and importlib.util.find_spec("trl") is None:
+        raise LabError("the finetune demo trains with TRL, which is not installed: "
+                       "pip install 'benchlab[finetune]'", field="template")
 
 
 def _configure(lab: Lab, slots: int, budget: float | None) -> Lab:
@@ -99,8 +110,9 @@ def _summary(lab: Lab, first_main: str, runner, elapsed: float) -> None:
         click.echo(f"  best on main: {lab.metric} {best['value']:.4f} ({100 * (best['value'] - base) / base:+.2f}%) "
                    f"from {best['id']}: {best['title']}")
         click.echo(f"  best change: {json.loads(best['change'] or '{}')}")
-        click.echo("  main's train.py vs the start:\n" + _indent(gitops.run_git(
-            lab.root, "diff", "--stat", first_main, "HEAD", "--", *lab.config["target"]["editable"])))
+        editable = lab.config["target"]["editable"]
+        click.echo(f"  main's {', '.join(editable)} vs the start:\n" + _indent(gitops.run_git(
+            lab.root, "diff", "--stat", first_main, "HEAD", "--", *editable)))
     else:
         click.echo("  no promotion this time")
     leaderboard = lab.experiments / "LEADERBOARD.md"

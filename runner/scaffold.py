@@ -10,8 +10,12 @@ from .errors import LabError
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATE_DIRS = ("hypotheses", "queue", "experiments", "kernels")
-# what each template's target needs beyond the common files, as packaged assets (setup.py ASSETS)
-TEMPLATE_ASSETS = {"tiny-gpt": ("train.py",), "kernel": ("kernels/qwen3-rmsnorm",)}
+# what each template's target needs beyond the common files: {path in the lab: packaged asset}; the
+# top-level assets are bundled by setup.py ASSETS, those under runner/ are package data
+TEMPLATE_ASSETS = {"tiny-gpt": {"train.py": "train.py"},
+                   "kernel": {"kernels/qwen3-rmsnorm": "kernels/qwen3-rmsnorm"},
+                   "finetune": {"finetune.py": "runner/templates/finetune/finetune.py",
+                                "ideas.yaml": "runner/data/ideas-finetune.yaml"}}
 
 
 def template_names() -> list[str]:
@@ -45,7 +49,7 @@ def _check_target(directory: Path, template: str, force: bool) -> None:
         raise LabError("exists and is not a directory", str(directory))
     if directory.exists() and any(directory.iterdir()) and not force:
         raise LabError("directory is not empty (use --force to scaffold into it anyway)", str(directory))
-    for asset in TEMPLATE_ASSETS.get(template, ()):
+    for asset in TEMPLATE_ASSETS.get(template, {}).values():
         try:
             asset_path(asset)
         except FileNotFoundError:
@@ -79,13 +83,13 @@ def _scaffold(directory: Path, template: str, name: str, kept: list[str]) -> lis
         for src in sorted(asset_path(asset).rglob("*")):
             if src.is_file() and "__pycache__" not in src.parts and src.suffix != ".pyc":
                 put(f"{asset}/{src.relative_to(asset_path(asset)).as_posix()}", src=src)
-    for asset in TEMPLATE_ASSETS.get(template, ()):
+    for rel, asset in TEMPLATE_ASSETS.get(template, {}).items():
         source = asset_path(asset)
         files = [source] if source.is_file() else sorted(
             p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts
             and p.relative_to(source).parts[0] != "results")   # a new lab measures its own
         for src in files:
-            put(asset if src == source else f"{asset}/{src.relative_to(source).as_posix()}", src=src)
+            put(rel if src == source else f"{rel}/{src.relative_to(source).as_posix()}", src=src)
     return written
 
 

@@ -49,9 +49,13 @@ and these, done instead of the role's work, to trigger one ownership rule each:
     set-running     worker: sets its own entry running (the runner's call)
 
 FAKE_AGENT_LINGER=<seconds> keeps it alive that long after it has acted.
+FAKE_AGENT_USAGE=claude|codex|opencode prints, last, the usage report that CLI prints with JSON output
+(Claude Code's `result` object, Codex's `turn.completed` events, OpenCode's `step_finish` events),
+with the numbers in USAGE below.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -69,6 +73,7 @@ from runner.state.ids import new_id
 from runner.state.timeutil import iso
 
 FACTORS = (2.0, 0.5, 4.0, 0.25, 1.5, 0.75, 3.0, 0.33)
+USAGE = {"input": 1200, "cache_write": 300, "cache_read": 4000, "output": 850, "cost": 0.0421}
 
 
 def main() -> int:
@@ -95,6 +100,7 @@ def main() -> int:
                        cwd=lab.root, check=True)
     code = MISCHIEF[scenario](lab) if scenario in MISCHIEF else ROLES[role](lab, scenario)
     time.sleep(float(os.environ.get("FAKE_AGENT_LINGER", "0")))
+    report_usage(os.environ.get("FAKE_AGENT_USAGE"))
     return code
 
 
@@ -314,6 +320,29 @@ MISCHIEF = {"write-file": write_file, "delete-file": delete_file, "mark-ready": 
 
 
 # -- helpers -----------------------------------------------------------------------------
+def report_usage(style: str | None) -> None:
+    """What each CLI prints about its usage, split over two turns or steps where it reports per turn."""
+    u = USAGE
+    if style == "claude":
+        print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "duration_ms": 5310,
+                          "num_turns": 3, "result": "done", "session_id": "fake", "total_cost_usd": u["cost"],
+                          "usage": {"input_tokens": u["input"], "cache_creation_input_tokens": u["cache_write"],
+                                    "cache_read_input_tokens": u["cache_read"], "output_tokens": u["output"]}}))
+    elif style == "codex":
+        print(json.dumps({"type": "thread.started", "thread_id": "fake"}))
+        for share in (0.25, 0.75):   # input_tokens includes the cached ones
+            print(json.dumps({"type": "turn.completed", "usage": {
+                "input_tokens": int(share * (u["input"] + u["cache_read"])),
+                "cached_input_tokens": int(share * u["cache_read"]), "output_tokens": int(share * u["output"])}}))
+    elif style == "opencode":
+        for share in (0.25, 0.75):   # input excludes the cache's reads and writes
+            print(json.dumps({"type": "step_finish", "timestamp": 1, "sessionID": "ses_fake", "part": {
+                "type": "step-finish", "cost": share * u["cost"], "tokens": {
+                    "input": int(share * u["input"]), "output": int(share * u["output"]), "reasoning": 0,
+                    "cache": {"read": int(share * u["cache_read"]), "write": int(share * u["cache_write"])}}}}))
+
+
+
 def hang() -> int:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)"])
     pids = os.environ.get("FAKE_AGENT_PIDS")

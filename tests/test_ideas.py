@@ -120,3 +120,55 @@ def test_duplicate_ids_and_a_missing_list_are_refused(tmp_path):
 
 def test_default_path_is_inside_the_package():
     assert IDEAS_PATH.parent.name == "data" and IDEAS_PATH.parent.parent.name == "runner"
+
+
+# -- a lab's own library (lab.yaml roles.researcher.ideas) ---------------------------------------------
+TOY_IDEA = GOOD.replace("id: rmsnorm", "id: x-at-three").replace("params: {NORM: rmsnorm}", "params: {X: 3.0}")
+
+
+def _own_library_lab(tmp_path: Path, library: str = "lab-ideas.yaml"):
+    import yaml
+    from test_loop import toy_lab
+
+    from runner.lab import Lab
+    lab = toy_lab(tmp_path / "lab")
+    config = yaml.safe_load(lab.config_path.read_text())
+    config["roles"].update(researcher={"kind": "builtin", "ideas": library}, planner={"kind": "builtin"})
+    lab.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    (lab.root / "lab-ideas.yaml").write_text(TOY_IDEA)
+    return Lab(lab.root)
+
+
+def test_the_builtin_researcher_proposes_from_the_lab_s_own_library(tmp_path, run_lab, git):
+    """The package's ideas change train.py's constants: none applies to the toy's score.py. The lab's
+    library moves X to its best value, so the loop measures and promotes exactly that idea."""
+    lab = _own_library_lab(tmp_path)
+    git(lab.root, "add", "-A")
+    git(lab.root, "commit", "-qm", "the lab's own idea library")
+    done = run_lab("run", "--until-idle", "--max-experiments", "2", cwd=lab.root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    import yaml
+    [hypothesis] = [yaml.safe_load(p.read_text()) for p in lab.hypotheses.glob("*.yaml")]
+    assert hypothesis["tags"] == ["idea:x-at-three"] and hypothesis["change"] == {"params": {"X": 3.0}}
+    assert hypothesis["source"]["ref"] == "arXiv:1910.07467"
+    records = [yaml.safe_load(p.read_text()) for p in lab.experiments.glob("*/experiment.yaml")]
+    [promoted] = [r for r in records if r.get("hypothesis") == hypothesis["id"]]
+    assert promoted["result"]["promoted"] is True and promoted["result"]["value"] == 1.0
+    assert "X = 3.0" in (lab.root / "score.py").read_text()
+
+
+def test_validate_names_a_missing_or_broken_library_and_a_path_outside_the_lab(tmp_path, run_lab):
+    lab = _own_library_lab(tmp_path)
+    assert run_lab("validate", cwd=lab.root).returncode == 0
+    (lab.root / "lab-ideas.yaml").write_text(TOY_IDEA.replace('ref: "arXiv:1910.07467"', "ref: doi:1"))
+    broken = run_lab("validate", cwd=lab.root)
+    assert broken.returncode == 1
+    assert "lab-ideas.yaml:9: ideas[0].source.ref: ref must look like 'arXiv:1711.05101'" in broken.stdout
+    (lab.root / "lab-ideas.yaml").unlink()
+    missing = run_lab("validate", cwd=lab.root)
+    assert missing.returncode == 1
+    assert "roles.researcher.ideas: the idea library lab-ideas.yaml does not exist" in missing.stdout
+    for outside in ("../ideas.yaml", "/etc/ideas.yaml", "sub/../../ideas.yaml"):
+        outside_lab = _own_library_lab(tmp_path / outside.replace("/", "_"), library=outside)
+        refused = run_lab("validate", cwd=outside_lab.root)
+        assert refused.returncode == 1 and "roles.researcher.ideas:" in refused.stdout, outside

@@ -177,9 +177,10 @@ def test_status_text(busy_lab, run_lab):
     assert lines[3] == "queue: 2 (queued 1, running 1)"
     assert lines[4] == "finished: 4 (failed 1, finished 3), promoted 1"
     assert lines[5] == "noise: margin 0 (seed noise not measured yet: `lab baseline --repeats 4`)"
-    assert lines[6] == "best on main: val_loss 1.8 (e-1, -10.00% vs first baseline)"
-    assert lines[7].startswith("  [warn] 2026-") and lines[7].endswith("nan: loss became NaN")
-    assert lines[8].endswith("promoted: e-1 promoted")
+    assert lines[6] == "spend: $0, 0 GPU-hours, 0 agent tokens, 0.00 wall-clock hours"   # no job accounted
+    assert lines[7] == "best on main: val_loss 1.8 (e-1, -10.00% vs first baseline)"
+    assert lines[8].startswith("  [warn] 2026-") and lines[8].endswith("nan: loss became NaN")
+    assert lines[9].endswith("promoted: e-1 promoted")
 
 
 def test_status_json(busy_lab, run_lab):

@@ -211,8 +211,8 @@ def test_score_of_a_target_is_the_mean_of_its_finished_measurements_of_any_kind(
                  ("baseline", key, float("nan"), False), ("baseline", "other", 0.5, False),
                  ("confirm", key, 9.0, False, "failed"), ("baseline", key, None, False, "timed_out"))
     assert sorted(key_values(table, key)) == [1.0, 4.0, 5.0]       # NaN, failed and another target's dropped
-    assert score_of(lab, head, table) == pytest.approx(10 / 3)
-    assert score_of(lab, head, rows()) is None
+    assert score_of(lab, head, table=table) == pytest.approx(10 / 3)
+    assert score_of(lab, head, table=rows()) is None
     assert key_values(rows(), key) == []
 
 

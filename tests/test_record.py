@@ -73,7 +73,7 @@ def test_record_writes_every_file_then_removes_the_queue_entry_and_worktree(tmp_
     log = tmp_path / "job.log"
     log.write_text("training\nval_bpb: 1.5\n")
     judged = outcome(reason="because", seed=7, cost=2.5, margin=0.25, z=1.5, evidence="single-run",
-                     constraint="memory_gb <= 10")
+                     constraint="memory_gb <= 10", holdout=1.6, base_holdout=2.1)
     paths = record(lab, entry, judged, log, "the patch\n")
     exp = entry.id
     assert paths == [f"queue/{exp}.yaml", *(f"experiments/{exp}/{name}" for name in (
@@ -89,7 +89,8 @@ def test_record_writes_every_file_then_removes_the_queue_entry_and_worktree(tmp_
     assert data["result"] == {"metric": "val_bpb", "value": 1.5, "metrics": {"val_bpb": 1.5, "steps": 3.0},
                               "base_value": 2.0, "delta": -0.5, "promoted": False, "commit": "c" * 40,
                               "seed": 7, "z": 1.5, "margin": 0.25, "evidence": "single-run",
-                              "constraint": "memory_gb <= 10", "reason": "because"}
+                              "constraint": "memory_gb <= 10", "reason": "because", "holdout": 1.6,
+                              "base_holdout": 2.1}
     assert not entry.path.exists() and not wt.exists()
     assert gitops.run_git(lab.root, "branch", "--list", f"exp/{exp}")             # the branch stays
     [row] = scores(lab)
@@ -100,7 +101,7 @@ def test_record_writes_every_file_then_removes_the_queue_entry_and_worktree(tmp_
                    "target": "t-1", "metric": "val_bpb", "value": 1.5, "base_value": 2.0, "delta": -0.5,
                    "promoted": False, "slot": "cpu0", "worker": "builtin", "wave": 0, "reason": "because",
                    "seed": 7, "cost": 2.5, "constraint": "memory_gb <= 10", "z": 1.5, "margin": 0.25,
-                   "evidence": "single-run"}
+                   "evidence": "single-run", "env_class": None, "holdout": 1.6, "base_holdout": 2.1}
     assert timing["started"] == parse_iso("2026-11-21T08:30:00Z") and timing["finished"] > timing["started"]
     assert timing["duration_s"] == pytest.approx((timing["finished"] - timing["started"]).total_seconds())
     assert recorded_ids(lab) == {exp}

@@ -44,7 +44,8 @@ class Charts(HTMLParser):
 
     def __init__(self, dom: str):
         super().__init__()
-        self.body, self.charts = {}, {}
+        self.body, self.charts, self.overfit = {}, {}, {}
+        self._in_overfit = False
         self.feed(dom)
 
     def handle_starttag(self, tag, attrs):
@@ -53,6 +54,16 @@ class Charts(HTMLParser):
             self.body = attrs
         elif tag == "div" and (attrs.get("id") or "").startswith("chart-") and "data-traces" in attrs:
             self.charts[attrs["id"]] = attrs
+        elif tag == "div" and attrs.get("id") == "overfit":
+            self.overfit, self._in_overfit = {"data-flagged": attrs["data-flagged"], "ids": []}, True
+
+    def handle_endtag(self, tag):
+        if tag == "div":
+            self._in_overfit = False
+
+    def handle_data(self, data):
+        if self._in_overfit and data.strip().startswith("e-"):
+            self.overfit["ids"].append(data.split()[0])
 
 
 def console_errors(stderr: str) -> list[str]:
@@ -72,7 +83,12 @@ def expected_counts(lab) -> dict:
     with_loss = [e for e in curves if "train_loss" in read_table(
         lab.experiments / e / "metrics.parquet", METRICS)["name"].to_pylist()]
     costed = scored.filter(pc.is_valid(scored["cost"])).num_rows if lab.config["objective"].get("cost") else 0
-    return {"bars": pc.sum(timed).as_py(), "markers": scored.num_rows, "lines": len(with_loss), "pareto": costed}
+    rows = sorted(scored.to_pylist(), key=lambda r: r["finished"])
+    main = [r for r in rows if r["kind"] == "baseline"][:1] + [r for r in rows if r["promoted"]]
+    main = [r for r in main if r["holdout"] is not None]
+    overfit = [r["id"] for r in main if r["promoted"] and r["holdout"] - r["base_holdout"] > r["margin"]]
+    return {"bars": pc.sum(timed).as_py(), "markers": scored.num_rows, "lines": len(with_loss), "pareto": costed,
+            "holdout_markers": 2 * len(main) + len(overfit), "overfit": overfit}
 
 
 @pytest.fixture(scope="module", params=["real", "generated"])
@@ -96,6 +112,12 @@ def test_report_renders_in_chromium_without_errors(report, tmp_path):
     for chart in ("chart-progress-time", "chart-progress-index"):
         assert int(charts[chart]["data-rendered-markers"]) == want["markers"] > 0
     assert int(charts["chart-loss"]["data-rendered-lines"]) == want["lines"] > 0
+    if lab.root.parent.name.startswith("generated"):   # recorded with a holdout, one promotion crafted to overfit
+        assert int(charts["chart-holdout"]["data-rendered-markers"]) == want["holdout_markers"] > 2
+        assert int(charts["chart-holdout"]["data-rendered-lines"]) == 2
+        assert len(want["overfit"]) == 1 and page.overfit == {"data-flagged": "1", "ids": want["overfit"]}
+    else:                                              # recorded before train.py printed a holdout figure
+        assert "chart-holdout" not in charts and 'id="chart-holdout-none"' in done.stdout
     if want["pareto"]:     # score against objective.cost: one marker per result that printed the cost
         assert int(charts["chart-pareto"]["data-rendered-markers"]) == want["pareto"]
         assert int(charts["chart-pareto"]["data-points"]) == want["pareto"]

@@ -107,10 +107,18 @@ def test_fields_reference_names_every_schema_field():
     for kind in ("hypothesis", "experiment"):
         schema = json.loads((REPO / "schemas" / f"{kind}.schema.json").read_text())
         names = set(schema["properties"])
-        for sub in ("source", "review", "job", "result"):
+        for sub in ("source", "review", "job", "result", "environment"):
             names |= set(schema["properties"].get(sub, {}).get("properties", {}))
         missing = [n for n in sorted(names) if f"`{n}`" not in text]
         assert not missing, f"{kind} fields missing from fields.md: {missing}"
+    lab = json.loads((REPO / "schemas" / "lab.schema.json").read_text())["properties"]
+    limits = lab["limits"]["properties"]
+    names = [f"objective.{n}" for n in ("target", "holdout")] + ["limits.budget", "limits.stop_after_no_gain",
+                                                                 "backends.hf_jobs.prices"]
+    names += list(limits["budget"]["properties"]) + list(limits["stop_after_no_gain"]["oneOf"][1]["properties"])
+    assert set(lab["objective"]["properties"]) >= {"target", "holdout"}
+    missing = [n for n in names if f"`{n}`" not in text and n not in text]
+    assert not missing, f"lab.yaml fields missing from fields.md: {missing}"
 
 
 def test_rule_names_match_the_gates():

@@ -40,11 +40,12 @@ def test_runs_end_to_end_and_prints_a_parseable_summary(tmp_path, cache):
     proc = run_train(tmp_path, cache, LAB_METRICS=str(metrics), LAB_SEED="7")
     assert proc.returncode == 0, proc.stderr
     found = summary(proc.stdout)
-    assert {"val_bpb", "train_loss", "steps", "tokens_per_s", "params", "train_flops", "seconds",
+    assert {"val_bpb", "test_bpb", "train_loss", "steps", "tokens_per_s", "params", "train_flops", "seconds",
             "peak_mem_mb"} <= set(found)
     assert found["steps"] == 3 and found["flop_budget_used"] == 1.0
     # three steps of a randomly initialised byte model: near log2(256) = 8 bits, far from a trained one
-    assert 5.0 < found["val_bpb"] < 9.0
+    assert 5.0 < found["val_bpb"] < 9.0 and 5.0 < found["test_bpb"] < 9.0
+    assert found["test_bpb"] != found["val_bpb"]          # another split, not the validation figure twice
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]
     assert all(set(row) == {"step", "time_s", "train_loss", "lr"} for row in rows)
@@ -54,13 +55,14 @@ def test_runs_end_to_end_and_prints_a_parseable_summary(tmp_path, cache):
 def test_corpus_is_cached_and_the_same_seed_reproduces_the_result(tmp_path, cache):
     first = run_train(tmp_path, cache, LAB_SEED="11")
     files = sorted(p.name for p in cache.iterdir())
-    assert [name.rsplit(".", 1)[1] for name in files] == ["train", "val"]
+    assert [name.rsplit(".", 1)[1] for name in files] == ["test", "train", "val"]
     second = run_train(tmp_path, cache, LAB_SEED="11")
     other = run_train(tmp_path, cache, LAB_SEED="12")
     assert sorted(p.name for p in cache.iterdir()) == files  # no rebuild, no temp files left behind
     assert summary(first.stdout)["val_bpb"] == summary(second.stdout)["val_bpb"]
     assert summary(first.stdout)["val_bpb"] != summary(other.stdout)["val_bpb"]
-    assert (cache / files[0]).stat().st_size > 500_000 and (cache / files[1]).stat().st_size > 50_000
+    sizes = {name.rsplit(".", 1)[1]: (cache / name).stat().st_size for name in files}
+    assert sizes["train"] > 500_000 and sizes["val"] > 50_000 and sizes["test"] > 50_000
 
 
 def test_time_budget_caps_the_number_of_steps(tmp_path, cache):

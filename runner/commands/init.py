@@ -11,7 +11,8 @@ from ..scaffold import init_lab, template_names
 @click.command("init")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--template", type=click.Choice(template_names()), default="tiny-gpt", show_default=True,
-              help="tiny-gpt: the embedded GPT (CPU); kernel: tune qwen3-rmsnorm on GPUs; blank: your own script.")
+              help="tiny-gpt: the embedded GPT (CPU); kernel: tune qwen3-rmsnorm on GPUs; finetune: tune a TRL "
+                   "fine-tuning recipe (a built-in tiny Qwen3 on CPU); blank: your own script.")
 @click.option("--name", help="The lab's name (default: the directory's name).")
 @click.option("--force", is_flag=True, help="Scaffold into a non-empty directory.")
 def init_command(directory: str, template: str, name: str | None, force: bool) -> None:

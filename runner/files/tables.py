@@ -48,10 +48,13 @@ SCORES = pa.schema([
     pa.field("z", pa.float64()),                            # gain / stdev of the difference
     pa.field("margin", pa.float64()),                       # the noise margin it was judged with
     pa.field("evidence", pa.string()),                      # promotions: strong | single-run | confirmed
+    pa.field("env_class", pa.string()),                     # environment class (backends/envclass.py)
+    pa.field("holdout", pa.float64()),                      # objective.holdout's value: recorded, never judged
+    pa.field("base_holdout", pa.float64()),                 # the base's holdout in the same class
 ])
 
 # scores columns added after the first release: an older table lacks them and reads them as null
-LATER_SCORES = {"seed", "cost", "constraint", "z", "margin", "evidence"}
+LATER_SCORES = {"seed", "cost", "constraint", "z", "margin", "evidence", "env_class", "holdout", "base_holdout"}
 
 METRICS = pa.schema([
     pa.field("step", pa.int64()),
@@ -69,6 +72,37 @@ EVENTS = pa.schema([
     pa.field("hypothesis", pa.string()),
     pa.field("path", pa.string()),
     pa.field("message", pa.string(), nullable=False),
+])
+
+JOBS = pa.schema([
+    pa.field("experiment", pa.string(), nullable=False),
+    pa.field("attempt", pa.int64(), nullable=False),
+    pa.field("kind", pa.string()),                          # experiment | baseline | reproduction
+    pa.field("status", pa.string()),                        # how the attempt ended (lost: retried)
+    pa.field("backend", pa.string(), nullable=False),
+    pa.field("slot", pa.string()),
+    pa.field("flavor", pa.string()),                        # HF Jobs flavor, Slurm partition
+    pa.field("gpus", pa.int64()),
+    pa.field("gpu_model", pa.string()),
+    pa.field("env_class", pa.string()),
+    pa.field("started", _TS),                               # when it began running (queue wait excluded)
+    pa.field("finished", _TS),
+    pa.field("seconds", pa.float64()),                      # run time: what is billed
+    pa.field("usd", pa.float64()),                          # seconds x the flavor's price; null: no price
+])
+
+AGENT_RUNS = pa.schema([
+    pa.field("role", pa.string(), nullable=False),
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("agent", pa.string()),                         # $LAB_AGENT_ID
+    pa.field("state", pa.string(), nullable=False),         # finished | failed | timed_out | stopped
+    pa.field("exit_code", pa.int64()),
+    pa.field("started", _TS, nullable=False),
+    pa.field("duration_s", pa.float64()),
+    pa.field("tokens_in", pa.int64()),                      # every input token, cache reads included
+    pa.field("tokens_cached", pa.int64()),                  # of tokens_in, read from the prompt cache
+    pa.field("tokens_out", pa.int64()),
+    pa.field("cost_usd", pa.float64()),                     # as the agent CLI reported it; null: it did not
 ])
 
 SKILL_EVALS = pa.schema([
@@ -128,6 +162,15 @@ TABLES = {
                          "lab merge as files",
                          directory=None, key=("batch", "case", "agent", "with_skill", "run"),
                          legacy="skills/<name>/evals/results.parquet"),
+    "jobs": Table("jobs", JOBS, "experiments/jobs/<id>-<attempt>.parquet",
+                  "one row per job attempt that ran (where, how long, what it cost), in a file of its own "
+                  "written once when the attempt ends", directory="experiments/jobs",
+                  key=("experiment", "attempt"), order=("started", "experiment", "attempt"),
+                  legacy="experiments/jobs.parquet"),
+    "agent_runs": Table("agent_runs", AGENT_RUNS, "experiments/agent_runs/<utc>-<role>-<random>.parquet",
+                        "one row per agent run (role, task, tokens and cost its CLI reported), in a file of "
+                        "its own written once when the run ends", directory="experiments/agent_runs",
+                        order=("started",), legacy="experiments/agent_runs.parquet"),
 }
 PART_PREFIX = "part-"               # a compacted file: named by its content
 

@@ -31,7 +31,7 @@ from ..state.create import new_experiment, title_of, write_checked
 from ..state.entries import Entry
 from ..state.events import record_event
 from ..state.scores import scores
-from . import constraints
+from . import constraints, reproduction
 from .jobs import job_spec, seed_of
 from .passlog import Committer, PassLog
 from .promotion import CONFIRM, PROMOTE, REQUEUE, judge, merge_into_main
@@ -73,7 +73,9 @@ class Finisher:
             spec = job_spec(self.lab, entry)
             self.backends[entry.job.get("backend", "local")].cancel(spec, "cancelled")
         self._measured(entry, outcome)
-        if outcome.status == machine.FINISHED:
+        if outcome.status == machine.FINISHED and entry.kind == "reproduction":
+            reproduction.judge(self.lab, entry, outcome, noise(self.lab, env_class=entry.env_class).margin)
+        elif outcome.status == machine.FINISHED:
             base_broken = self._check_constraints(entry, outcome)
             if not entry.is_baseline:
                 self._judge(entry, outcome, log, base_broken)
@@ -101,11 +103,18 @@ class Finisher:
         if gitops.run_git(self.lab.root, "branch", "--list", branch):
             o.commit = gitops.head(self.lab.root, branch)
             o.target = target_key(self.lab, o.commit)
-        o.title = "baseline" if entry.is_baseline else title_of(self.lab, entry.hypothesis)
-        o.base_value = score_of(self.lab, entry.base)
+        o.title = "baseline" if entry.is_baseline else f"reproduction of {entry.data['reproduces']}" \
+            if entry.kind == "reproduction" else title_of(self.lab, entry.hypothesis)
         o.seed = seed_of(entry)
-        cost = self.lab.config["objective"].get("cost")
+        cost, holdout = self.lab.config["objective"].get("cost"), self.lab.config["objective"].get("holdout")
         o.cost = o.summary.get(cost) if cost else None
+        if holdout:   # recorded, and shown against the objective; never judged
+            o.holdout = objective(o.summary, holdout)
+        if entry.kind == "reproduction":
+            return  # judged against its original's recorded value (reproduction.py)
+        o.base_value = score_of(self.lab, entry.base, entry.env_class)
+        if holdout:
+            o.base_holdout = score_of(self.lab, entry.base, entry.env_class, column="holdout")
 
     def _check_constraints(self, entry: Entry, o: Outcome) -> str | None:
         """Sets the rule a finished result breaks (a baseline: the absolute rules only); returns the
@@ -119,15 +128,16 @@ class Finisher:
                 o.reason = f"main breaks the constraint {o.constraint}: a result that keeps every rule replaces it"
                 record_event(self.lab, "warn", "base-violates", o.reason, experiment=entry.id)
             return None
-        base = base_metrics(self.lab, entry.base)
+        base = base_metrics(self.lab, entry.base, entry.env_class)
         o.constraint = constraints.broken(rules, o.summary, base)
         return constraints.broken(constraints.absolute(rules), base)
 
     def _judge(self, entry: Entry, o: Outcome, log: PassLog, base_broken: str | None) -> None:
         main, table = base_commit(self.lab), scores(self.lab)
         value, runs = self._candidate(entry, o, table)
-        verdict = judge(self.lab, value, o.base_value, noise(self.lab, table, runs_of(self.lab, entry.base, table),
-                                                             len(runs)),
+        margin = noise(self.lab, table, runs_of(self.lab, entry.base, entry.env_class, table), len(runs),
+                       entry.env_class)
+        verdict = judge(self.lab, value, o.base_value, margin,
                         base_is_main=target_key(self.lab, main) == target_key(self.lab, entry.base),
                         broken=o.constraint, base_broken=base_broken, confirming=len(runs) > 1)
         o.reason, o.z, o.margin, o.evidence = verdict.reason, verdict.z, verdict.margin, verdict.evidence
@@ -190,6 +200,11 @@ class Finisher:
         log.subject = (f"lab: promote {entry.id}: {self.lab.metric} {o.base_value:.6g} -> {o.value:.6g} "
                        f"({pct:+.2f}%)")
         record_event(self.lab, "info", "promoted", o.reason, experiment=entry.id, hypothesis=entry.hypothesis)
+        if is_finite(o.holdout) and is_finite(o.base_holdout) and \
+                self.lab.better(o.base_holdout, o.holdout, o.margin):
+            record_event(self.lab, "warn", "holdout-worse", f"promoted, but {self.lab.config['objective']['holdout']} "
+                         f"got worse: {o.base_holdout:.6g} -> {o.holdout:.6g}, beyond the noise margin "
+                         "(selection overfitting?)", experiment=entry.id, hypothesis=entry.hypothesis)
 
     def _brief(self, o: Outcome) -> str:
         if not is_finite(o.value):

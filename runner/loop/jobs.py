@@ -4,10 +4,22 @@ from __future__ import annotations
 import sys
 import zlib
 
+from ..backends import envclass
 from ..backends.base import JobSpec
 from ..lab import Lab
 from ..repo import worktrees
 from ..state.entries import Entry
+
+
+def environment_of(lab: Lab, entry: Entry) -> dict:
+    """The environment class an entry runs in: the one it was dispatched with, else where it would go."""
+    return entry.data.get("environment") or envclass.describe(lab.config, backend_of(lab, entry),
+                                                              flavor_of(lab, entry))
+
+
+def baseline_class(lab: Lab) -> str:
+    """The environment class a new baseline of main runs in (backends.baseline, else backends.default)."""
+    return environment_of(lab, Entry(lab.queue / "baseline.yaml", {"kind": "baseline"}))["class"]
 
 
 def backend_of(lab: Lab, entry: Entry) -> str:
@@ -40,8 +52,11 @@ def job_spec(lab: Lab, entry: Entry) -> JobSpec:
 
 
 def seed_of(entry: Entry) -> int:
-    """LAB_SEED of a run: a baseline's wave (0, 1, ...), else a number derived from the experiment's id,
-    so that no two candidates share their seed noise and a confirmation runs on another seed."""
+    """LAB_SEED of a run: its own `seed` (a reproduction's, copied from the original), a baseline's wave
+    (0, 1, ...), else a number derived from the experiment's id, so that no two candidates share their
+    seed noise and a confirmation runs on another seed."""
+    if entry.data.get("seed") is not None:
+        return entry.data["seed"]
     if entry.is_baseline:
         return entry.wave
     return 1000 + zlib.crc32(entry.id.encode()) % 1_000_000_000

@@ -15,7 +15,7 @@ from ..files import written
 from ..files.yamlio import atomic_write
 from ..lab import Lab
 from ..repo import gitops
-from ..state import events
+from ..state import accounting, events
 
 
 @dataclass
@@ -45,7 +45,8 @@ class PassLog:
 
 class Committer:
     """Commits passes; the events this process recorded since the last commit ride along
-    (their file is then sealed: the next event starts a new one).
+    (their file is then sealed: the next event starts a new one), and so do the agent-run files
+    it wrote (accounting).
     `on_commit(commit, paths)` hears of each commit (the agents' supervisor, so that the
     runner's own changes are never taken for an agent's)."""
 
@@ -58,6 +59,9 @@ class Committer:
         batch = events.pending(self.lab)
         if batch is not None:
             log.add(self.lab, batch, line="" if log.lines else "runner: events")
+        runs = accounting.uncommitted_agent_runs(self.lab)
+        if runs:
+            log.add(self.lab, *runs, line="" if log.lines else "runner: agent runs")
         if not log.paths:
             return None
         paths = list(dict.fromkeys(log.paths))

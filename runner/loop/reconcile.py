@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -25,18 +24,19 @@ from ..roles.agents import AgentOutcome, AgentRunner
 from ..roles.planning import Planning
 from ..roles.reporter import Reporter
 from ..state import machine
+from ..state.accounting import job_timing, record_job
 from ..state.entries import Entry, restore_status, transition
 from ..state.entries import load as load_entry
 from ..state.events import record_event
 from ..state.scores import scores
-from ..state.timeutil import iso
 from ..validation.validate import validate
 from . import baselines, recovery, smoke
 from .finish import Finisher, outcome_of
-from .jobs import backend_of, job_spec
+from .jobs import backend_of, environment_of, job_spec
 from .passlog import Committer, PassLog, guard_records
 from .record import Outcome
 from .scoring import base_commit, target_key
+from .stopping import Stopping
 from .sync import Sharing, runner_id
 
 FRESH_S = 1.0        # a file younger than this may be half-written by an agent: retry, don't report
@@ -73,6 +73,7 @@ class Runner:
         self.planning = Planning(lab, self.agents) if plan else None
         self.me = runner_id(lab)
         self.sharing = Sharing(lab, self.committer, remote, sync_every) if remote else None
+        self.stopping = Stopping(lab)
         self._reported: dict[str, float] = {}
         self._workers_started: set[str] = set()
         self._main: str | None = None
@@ -116,9 +117,10 @@ class Runner:
         entries = self._scan(log)
         for entry in entries:
             self._step(entry, log)
-        self._dispatch([e for e in entries if e.path.exists()], log)
-        if not log.paths and self.planning and not self.limit.reached():
-            self.planning.plan(log)
+        if self.stopping.check(log) is None:   # a budget or stopping rule reached: running work only
+            self._dispatch([e for e in entries if e.path.exists()], log)
+            if not log.paths and self.planning and not self.limit.reached():
+                self.planning.plan(log)
         self.reporter.tick()
         self.committer.commit(log)
         moved = self.committer.commits > commits
@@ -200,7 +202,7 @@ class Runner:
         if not (queued and any(free.values())):
             return
         main, table = base_commit(self.lab), scores(self.lab)
-        for entry in [e for e in queued if not e.is_baseline]:
+        for entry in [e for e in queued if not e.runs_base]:
             if target_key(self.lab, entry.base) != target_key(self.lab, main):
                 entry.base = main  # not started yet: measure it on today's main
         queued += baselines.missing(self.lab, queued, entries, table, log)
@@ -212,12 +214,13 @@ class Runner:
                 reason = f"backend {backend!r} is not configured in lab.yaml (backends.{backend})"
                 self.finisher.finish(entry, Outcome(machine.FAILED, reason=reason), log)
                 continue
-            if not free[backend] or not entry.is_baseline and not baselines.measured(self.lab, entry.base, table, entries):
+            if not free[backend] or not entry.runs_base and not baselines.measured(self.lab, entry, table, entries):
                 continue
             slot = free[backend].pop(0)
             room -= 1
             transition(entry, machine.ASSIGNED, "runner", branch=worktrees.branch(entry.id),
-                       worker=self._worker_kind(), job={"backend": backend, "slot": slot, "runner": self.me})
+                       worker=self._worker_kind(), job={"backend": backend, "slot": slot, "runner": self.me},
+                       environment=environment_of(self.lab, entry))
             crash_point("dispatch.after-assigned")
             self.limit.dispatched += 1
             log.add(self.lab, entry.path, line=f"{entry.id}: queued -> assigned ({slot})")
@@ -233,7 +236,7 @@ class Runner:
 
     def _base_moved(self, entry: Entry) -> bool:
         """Main's target changed since this entry's base: its result could only be stale."""
-        if entry.is_baseline:
+        if entry.runs_base:
             return False
         if self._main is None:
             self._main = base_commit(self.lab)
@@ -252,8 +255,8 @@ class Runner:
 
     def _work(self, entry: Entry, log: PassLog) -> None:
         """The builtin worker edits the worktree synchronously; agent workers act on their own."""
-        if entry.is_baseline:
-            transition(entry, machine.READY, "runner", note="baseline: main unchanged")
+        if entry.runs_base:
+            transition(entry, machine.READY, "runner", note=f"{entry.kind}: its base as it is")
         elif self._worker_kind() == "builtin":
             wt = worktrees.ensure(self.lab, entry.id, entry.base)
             builtin.work(self.lab, entry.change, wt)
@@ -269,7 +272,7 @@ class Runner:
         if self.agents and self.agents.is_running("worker", entry.id):
             return  # it may still be editing its worktree
         wt = worktrees.ensure(self.lab, entry.id, entry.base)
-        if not entry.is_baseline:
+        if not entry.runs_base:
             worktrees.commit_leftovers(wt, entry.id, entry.worker or "worker")
             files, diff = worktrees.changes(self.lab, entry.id, entry.base)
             rejection = gates.check_diff(self.lab, files, diff, entry.change)
@@ -317,7 +320,10 @@ class Runner:
         if status.state == "lost":
             if entry.attempts <= self.lab.config["limits"]["retries"]:
                 record_event(self.lab, "warn", "retry", f"job lost ({status.reason}); retrying", experiment=entry.id)
-                job = {k: v for k, v in entry.job.items() if k != "token"}  # the retry is a new attempt
+                entry.data["job"] = {**entry.job, **job_timing(status)}
+                if ran := record_job(self.lab, entry, "lost"):   # the lost attempt ran, and may have been billed
+                    log.add(self.lab, ran)
+                job = {k: v for k, v in entry.job.items() if k not in ("token", "run_started", "finished")}
                 transition(entry, machine.READY, "runner", note=f"retry after infrastructure failure: {status.reason}",
                            job=job)
                 log.add(self.lab, entry.path, line=f"{entry.id}: running -> ready (retry)")
@@ -327,7 +333,7 @@ class Runner:
             outcome = outcome_of(self.lab, status)
             if outcome.status == machine.FINISHED and baselines.awaiting(self.lab, entry):
                 return
-        entry.data["job"] = {**entry.job, **_timing(status)}
+        entry.data["job"] = {**entry.job, **job_timing(status)}
         self.finisher.finish(entry, outcome, log, status.log_path)
 
     def _backend(self, entry: Entry) -> Backend:
@@ -348,7 +354,7 @@ class Runner:
 
     # -- agent workers ----------------------------------------------------------------
     def _start_worker_agent(self, entry: Entry) -> None:
-        if entry.id in self._workers_started or not self.agents.can_start("worker"):
+        if entry.id in self._workers_started or self.stopping.halted or not self.agents.can_start("worker"):
             return
         wt = worktrees.ensure(self.lab, entry.id, entry.base)
         self.agents.start("worker", entry.id, wt, entry.path)
@@ -382,15 +388,6 @@ class Runner:
             why = outcome.reason or f"exit code {outcome.exit_code}"
             reason = f"worker agent {outcome.state} without setting ready: {why}"
             self.finisher.finish(entry, Outcome(machine.FAILED, reason=reason), log)
-
-
-def _timing(status) -> dict:
-    """When the job began running and ended, for the record (queue wait vs run time)."""
-    stamp = lambda t: iso(datetime.fromtimestamp(t, timezone.utc))  # noqa: E731
-    timing = {"run_started": stamp(status.started)} if status.started else {}
-    if status.finished:
-        timing["finished"] = stamp(status.finished)
-    return timing
 
 
 def _dispatch_order(entry: Entry) -> tuple:

@@ -3,7 +3,7 @@
 Ordered for crash safety; every step is idempotent, so a runner killed at any
 point finishes the job on restart (see Runner.recover):
   1. experiments/<id>/metrics.parquet, patch.diff, log.txt
-  2. experiments/scores/<id>.parquet (skipped if that file is there)
+  2. experiments/scores/<id>.parquet, then jobs/<id>-<attempt>.parquet (each skipped if there)
   3. experiments/<id>/experiment.yaml (the terminal state; it wins over queue/)
   4. delete queue/<id>.yaml, remove the worktree (the branch stays)
 and the caller commits all of it in one commit.
@@ -20,6 +20,7 @@ from ..files.yamlio import atomic_write, write_yaml
 from ..lab import Lab
 from ..repo import worktrees
 from ..secrets import mask
+from ..state.accounting import record_job
 from ..state.entries import Entry
 from ..state.scores import write_score
 from ..state.timeutil import iso, now, parse_iso
@@ -48,6 +49,8 @@ class Outcome:
     z: float | None = None           # its gain in stdevs of the difference
     margin: float | None = None      # the margin it was judged with
     evidence: str | None = None      # of a promotion: strong, single-run or confirmed
+    holdout: float | None = None     # objective.holdout's value (never judged)
+    base_holdout: float | None = None
 
 
 def experiment_dir(lab: Lab, exp_id: str) -> Path:
@@ -65,6 +68,7 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
     crash_point("record.after-files")
     score = write_score(lab, _score_row(lab, entry, outcome))
     crash_point("record.after-score")
+    job = record_job(lab, entry, outcome.status)
     data = dict(entry.data)
     data["status"] = outcome.status
     data["updated"] = iso()
@@ -77,13 +81,16 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
     crash_point("record.after-queue-removal")
     worktrees.remove(lab, entry.id)
     files = [out / name for name in ("metrics.parquet", "patch.diff", "log.txt", "experiment.yaml")]
-    return [lab.rel(entry.path), *(lab.rel(f) for f in files if f.exists()), lab.rel(score)]
+    paths = [score, *([job] if job else [])]
+    return [lab.rel(entry.path), *(lab.rel(f) for f in files + paths if f.exists())]
 
 
 def _result(lab: Lab, o: Outcome) -> dict:
     result = {"metric": lab.metric, "value": _num(o.value),
               "metrics": {k: _num(v) for k, v in o.summary.items()},
               "base_value": _num(o.base_value), "delta": _delta(o), "promoted": o.promoted}
+    if o.holdout is not None:
+        result.update(holdout=_num(o.holdout), base_holdout=_num(o.base_holdout))
     if o.commit:
         result["commit"] = o.commit
     for name in ("seed", "z", "margin", "evidence", "constraint"):
@@ -135,5 +142,6 @@ def _score_row(lab: Lab, entry: Entry, o: Outcome) -> dict:
         "wave": entry.data.get("wave"), "started": started, "finished": finished,
         "duration_s": (finished - started).total_seconds() if started else None, "reason": o.reason or None,
         "seed": o.seed, "cost": _num(o.cost), "constraint": o.constraint, "z": _num(o.z),
-        "margin": _num(o.margin), "evidence": o.evidence,
+        "margin": _num(o.margin), "evidence": o.evidence, "env_class": entry.env_class,
+        "holdout": _num(o.holdout), "base_holdout": _num(o.base_holdout),
     }

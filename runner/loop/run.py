@@ -16,6 +16,7 @@ from ..files.locks import FileLock
 from ..lab import Lab
 from ..repo import gitops
 from ..state import machine
+from ..state.accounting import uncommitted_agent_runs
 from ..state.entries import quick_status
 from ..state.compact import compact as compact_tables
 from ..state.compact import migrate
@@ -69,7 +70,9 @@ def run(lab: Lab, *, once: bool = False, until_idle: bool = False, max_experimen
         runner.reporter.close()
         if runner.agents and stop.is_set():
             for outcome in runner.agents.stop_all():
-                gitops.commit_paths(lab.root, outcome.to_commit, f"lab: {outcome.role} agent stopped at shutdown")
+                runs = [lab.rel(p) for p in uncommitted_agent_runs(lab)]
+                gitops.commit_paths(lab.root, [*outcome.to_commit, *runs],
+                                    f"lab: {outcome.role} agent stopped at shutdown")
         return runner
     finally:
         lock.release()

@@ -5,7 +5,9 @@ belongs to a *target key*: a hash of the editable files' blobs at a commit.
 The score of a key is the mean of every valid measurement of it (baselines,
 the promoted run, its confirmation, re-runs), so repeated measurements sharpen
 the estimate. The seed noise σ of one run is the stdev of the latest baseline
-set; the margin follows from it (noise.py).
+set; the margin follows from it (noise.py). All of it is taken within one
+environment class (backends/envclass.py): a number measured on other hardware
+or software never judges a result nor sets its margin.
 """
 from __future__ import annotations
 
@@ -43,24 +45,34 @@ def _target_key(root: str, commit: str, editable: tuple[str, ...]) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
 
-def key_values(table, key: str) -> list[float]:
-    """Every valid measurement of a target key: finished runs of any kind (each on its own seed)."""
+def in_class(table, env_class: str | None):
+    """The rows measured in `env_class` (None: every row)."""
+    if env_class is None or table.num_rows == 0:
+        return table
+    return table.filter(pc.fill_null(pc.equal(table["env_class"], env_class), False))
+
+
+def key_values(table, key: str, env_class: str | None = None, column: str = "value") -> list[float]:
+    """Every valid measurement of a target key in one class (None: any): finished runs of any kind,
+    each on its own seed; a reproduction re-runs its original's seed, so it adds no measurement."""
+    table = in_class(table, env_class)
     if table.num_rows == 0:
         return []
-    rows = table.filter(pc.and_(pc.equal(table["target"], key), pc.is_valid(table["value"])))
-    rows = rows.filter(pc.equal(rows["status"], "finished"))
-    return [v for v in rows["value"].to_pylist() if v == v]  # drop NaN
+    rows = table.filter(pc.and_(pc.equal(table["target"], key), pc.is_valid(table[column])))
+    rows = rows.filter(pc.and_(pc.equal(rows["status"], "finished"), pc.not_equal(rows["kind"], "reproduction")))
+    return [v for v in rows[column].to_pylist() if v == v]  # drop NaN
 
 
-def score_of(lab: Lab, commit: str, table=None) -> float | None:
-    """Mean of the valid measurements of the target at `commit`, or None."""
-    values = key_values(scores(lab) if table is None else table, target_key(lab, commit))
+def score_of(lab: Lab, commit: str, env_class: str | None = None, table=None, column: str = "value") -> float | None:
+    """Mean of the valid measurements of the target at `commit` in `env_class`, or None;
+    column="holdout" gives the mean of its holdout figures."""
+    values = key_values(scores(lab) if table is None else table, target_key(lab, commit), env_class, column)
     return statistics.fmean(values) if values else None
 
 
-def runs_of(lab: Lab, commit: str, table=None) -> int:
-    """How many measurements the score of the target at `commit` averages."""
-    return len(key_values(scores(lab) if table is None else table, target_key(lab, commit)))
+def runs_of(lab: Lab, commit: str, env_class: str | None = None, table=None) -> int:
+    """How many measurements the score of the target at `commit` in `env_class` averages."""
+    return len(key_values(scores(lab) if table is None else table, target_key(lab, commit), env_class))
 
 
 @dataclass(frozen=True)
@@ -87,8 +99,10 @@ class Noise:
         return z_score(gain, self.sigma, self.n_base, self.n_cand)
 
 
-def baseline_sigma(table) -> tuple[float | None, int]:
-    """(stdev, runs) of the latest baseline set: the baselines of the last target measured by one."""
+def baseline_sigma(table, env_class: str | None = None) -> tuple[float | None, int]:
+    """(stdev, runs) of the latest baseline set in `env_class` (None: any): the baselines of the
+    last target measured by one there."""
+    table = in_class(table, env_class)
     if table.num_rows == 0:
         return None, 0
     base = table.filter(pc.and_(pc.equal(table["kind"], "baseline"), pc.is_valid(table["value"])))
@@ -111,22 +125,22 @@ def noise_for(objective: dict, sigma: float | None, sigma_runs: int, n_base: int
     return Noise(margin, sigma, sigma_runs, max(1, n_base), n_cand)
 
 
-def noise(lab: Lab, table=None, n_base: int = 1, n_cand: int = 1) -> Noise:
-    """The noise a candidate of n_cand runs against a base of n_base runs is judged with."""
+def noise(lab: Lab, table=None, n_base: int = 1, n_cand: int = 1, env_class: str | None = None) -> Noise:
+    """The noise a candidate of n_cand runs against a base of n_base runs, in `env_class`, is judged with."""
     table = scores(lab) if table is None else table
-    return noise_for(lab.config["objective"], *baseline_sigma(table), n_base, n_cand)
+    return noise_for(lab.config["objective"], *baseline_sigma(table, env_class), n_base, n_cand)
 
 
 def main_noise(lab: Lab, table=None) -> Noise:
     """The noise a one-run candidate on today's main would be judged with (status, report)."""
     table = scores(lab) if table is None else table
-    return noise(lab, table, runs_of(lab, base_commit(lab), table))
+    return noise(lab, table, runs_of(lab, base_commit(lab), None, table))
 
 
-def failed_baseline(lab: Lab, commit: str, table=None) -> str | None:
-    """The id of the latest baseline of this target that failed, when no measurement of it
-    succeeded since: the target itself fails, so more baselines would only fail too."""
-    table = scores(lab) if table is None else table
+def failed_baseline(lab: Lab, commit: str, table=None, env_class: str | None = None) -> str | None:
+    """The id of the latest baseline of this target (in `env_class`, None: any) that failed, when no
+    measurement of it succeeded since: the target itself fails, so more baselines would only fail too."""
+    table = in_class(scores(lab) if table is None else table, env_class)
     if table.num_rows == 0:
         return None
     rows = table.filter(pc.and_(pc.equal(table["target"], target_key(lab, commit)),
@@ -137,9 +151,10 @@ def failed_baseline(lab: Lab, commit: str, table=None) -> str | None:
     return None
 
 
-def base_metrics(lab: Lab, commit: str, table=None) -> dict[str, float]:
-    """Each summary metric of the target at `commit`, averaged over its measurements (for constraints)."""
-    table = scores(lab) if table is None else table
+def base_metrics(lab: Lab, commit: str, env_class: str | None, table=None) -> dict[str, float]:
+    """Each summary metric of the target at `commit`, averaged over its measurements in `env_class`
+    (for constraints)."""
+    table = in_class(scores(lab) if table is None else table, env_class)
     if table.num_rows == 0:
         return {}
     rows = table.filter(pc.and_(pc.equal(table["target"], target_key(lab, commit)),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from .data import OUTCOMES, ReportData, curves_loss_name, leaderboard, pareto_front, with_cost
+from .data import OUTCOMES, ReportData, curves_loss_name, leaderboard, main_line, overfit, pareto_front, with_cost
 
 COLOURS = {"promoted": "#2ca02c", "baseline": "#1f77b4", "worse": "#9aa5b1", "violates": "#9467bd",
            "failed": "#d62728", "timed out": "#ff7f0e", "stale": "#8c564b", "cancelled": "#c7c7c7"}
@@ -155,4 +155,33 @@ def loss_curves(data: ReportData) -> go.Figure | None:
                                            meta="loss"))
     fig.update_layout(title=f"{name} of the best experiments vs the baseline", xaxis_title="step",
                       yaxis_title=name, **LAYOUT)
+    return fig
+
+
+def holdout(data: ReportData) -> go.Figure | None:
+    """The metric and the holdout metric along main's promotions (None without holdout figures); a
+    promotion whose holdout got worse beyond the noise margin is flagged (selection overfitting)."""
+    line = [r for r in main_line(data) if r.get("holdout") is not None]
+    if not data.holdout or not line:
+        return None
+    xs = list(range(len(line)))
+    hover = [_hover(r, data.metric) + f"<br>{data.holdout} {r['holdout']:.6g}" for r in line]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=xs, y=[r["value"] for r in line], mode="lines+markers", name=data.metric,
+                             line=dict(color=COLOURS["promoted"]), hovertext=hover, hoverinfo="text",
+                             meta="holdout-objective"))
+    fig.add_trace(go.Scatter(x=xs, y=[r["holdout"] for r in line], mode="lines+markers", name=data.holdout,
+                             line=dict(color=COLOURS["baseline"], dash="dot"), hovertext=hover, hoverinfo="text",
+                             meta="holdout", yaxis="y2"))
+    flagged = [(x, r) for x, r in zip(xs, line) if overfit(data, r)]
+    if flagged:
+        fig.add_trace(go.Scatter(x=[x for x, _ in flagged], y=[r["holdout"] for _, r in flagged], mode="markers",
+                                 name=f"{data.holdout} worse beyond the margin", yaxis="y2", meta="overfit",
+                                 marker=dict(color=COLOURS["failed"], symbol="x", size=14),
+                                 hovertext=[f"{r['id']}: {data.holdout} {r['base_holdout']:.6g} -> {r['holdout']:.6g}"
+                                            for _, r in flagged], hoverinfo="text"))
+    fig.update_layout(title=f"{data.metric} vs {data.holdout} (holdout) along main's promotions",
+                      xaxis=dict(title="main, promotion by promotion", tickmode="array", tickvals=xs,
+                                 ticktext=["baseline", *map(str, xs[1:])]), yaxis_title=data.metric,
+                      yaxis2=dict(title=data.holdout, overlaying="y", side="right"), **LAYOUT)
     return fig

@@ -22,6 +22,7 @@ from ..roles.review import self_reviewed
 from ..state.events import read_events
 from ..state.scores import scores
 from ..state.timeutil import now
+from . import spend
 from .status import evidence_counts, evidence_phrase, noise_summary
 
 OUTCOMES = ("promoted", "baseline", "worse", "violates", "failed", "timed out", "stale", "cancelled")
@@ -40,6 +41,8 @@ class ReportData:
     cost_metric: str | None = None         # objective.cost
     curves: dict[str, dict[str, tuple[list, list]]] = field(default_factory=dict)
     self_reviewed: list[str] = field(default_factory=list)  # hypotheses accepted by their own author agent
+    holdout: str | None = None             # objective.holdout: shown against the metric, never judged
+    spend: dict = field(default_factory=dict)  # report/spend.py: spend so far and the stopping rules reached
     generated: datetime = field(default_factory=now)
 
     def better(self, a: float, b: float) -> bool:
@@ -127,11 +130,12 @@ def load(lab: Lab, curves_top: int = CURVES_TOP) -> ReportData:
         row["evidence_text"] = evidence_text(row)
     data = ReportData(lab=lab, name=lab.config["lab"], metric=lab.metric, minimize=lab.minimize,
                       noise=noise_summary(lab, table), rows=rows, events=_events(lab),
-                      cost_metric=lab.config["objective"].get("cost"))
+                      cost_metric=lab.config["objective"].get("cost"), holdout=lab.config["objective"].get("holdout"))
     _fill_titles(lab, leaderboard(data, 50))
     _running_best(data)
     data.curves = _curves(lab, data, curves_top)
     data.self_reviewed = self_reviewed(lab)
+    data.spend = spend.collect(lab, table, overview(data)["gain_pct"])
     return data
 
 
@@ -148,6 +152,20 @@ def _events(lab: Lab) -> list[dict]:
         return []
     order = pc.sort_indices(table, sort_keys=[("at", "descending")])
     return table.take(order).to_pylist()
+
+
+def main_line(data: ReportData) -> list[dict]:
+    """Main's way: the first baseline, then each promotion, in the order they landed."""
+    first = data.first_baseline
+    return ([first] if first else []) + [r for r in data.valid if r["promoted"]]
+
+
+def overfit(data: ReportData, row: dict) -> bool:
+    """A promotion whose holdout got worse than its base's by more than the margin it was judged with."""
+    if not (row["promoted"] and _finite(row.get("holdout")) and _finite(row.get("base_holdout"))):
+        return False
+    worse = row["holdout"] - row["base_holdout"] if data.minimize else row["base_holdout"] - row["holdout"]
+    return worse > (row["margin"] if _finite(row.get("margin")) else data.margin)
 
 
 def _running_best(data: ReportData) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 from plotly.offline import get_plotlyjs
 
 from ..loop.noise import EVIDENCE_Z
-from . import charts, jobs
-from .data import ReportData, leaderboard, overview_line, relative_link
+from . import charts, jobs, spend
+from .data import ReportData, leaderboard, main_line, overfit, overview_line, relative_link
 from .leaderboard import fmt_delta, fmt_seconds, fmt_value
 from .skills import section_html as skills_html
 from .status import noise_line
@@ -29,7 +29,7 @@ border-bottom:1px solid #eef1f4;vertical-align:top}th{background:#f4f7fa;positio
 td.num{text-align:right;font-variant-numeric:tabular-nums}tr.promoted td{background:#effaf0}
 tr.violates td{background:#f6f0fa}
 .lvl-error{color:#b3261e;font-weight:600}.lvl-warn{color:#a35d00;font-weight:600}.lvl-info{color:#3b6ea8}
-a{color:#1f5fa8}.files a{margin-right:.5em}
+a{color:#1f5fa8}.files a{margin-right:.5em}.stop{color:#b3261e;font-weight:600}
 @media(max-width:900px){.grid{grid-template-columns:1fr}}
 """
 
@@ -131,6 +131,17 @@ def _events_html(data: ReportData, out_dir: Path) -> str:
             f'<tbody>{"".join(rows)}</tbody></table>{more}')
 
 
+def _overfit_html(data: ReportData) -> str:
+    """The promotions whose holdout got worse beyond the noise margin, named."""
+    flagged = [r for r in main_line(data) if overfit(data, r)]
+    items = "".join(f"<li>{escape(r['id'])} ({escape(r.get('title') or '')}): {escape(data.holdout)} "
+                    f"{r['base_holdout']:.6g} → {r['holdout']:.6g} while {escape(data.metric)} "
+                    f"{fmt_value(r['base_value'])} → {fmt_value(r['value'])}</li>" for r in flagged)
+    text = ("Promotions whose holdout got worse by more than the noise margin (selection overfitting?):"
+            if flagged else "No promotion made the holdout worse by more than the noise margin.")
+    return f'<div id="overfit" data-flagged="{len(flagged)}"><p class="meta">{text}</p><ul>{items}</ul></div>'
+
+
 def render(data: ReportData, out_dir: Path, poll_ms: int = 3000) -> str:
     title = f"{data.name}: lab report"
     direction = "lower" if data.minimize else "higher"
@@ -148,6 +159,10 @@ def render(data: ReportData, out_dir: Path, poll_ms: int = 3000) -> str:
         "<h2>Loss curves</h2>", _chart(charts.loss_curves(data), "chart-loss"),
         "<h2>Score against cost</h2>", _chart(charts.pareto(data), "chart-pareto",
                                               "No cost metric (objective.cost) recorded yet."),
+        "<h2>Holdout</h2>", _chart(charts.holdout(data), "chart-holdout",
+                                   "No holdout figures recorded (objective.holdout in lab.yaml)."),
+        _overfit_html(data) if data.holdout else "",
+        "<h2>Spend</h2>", spend.html(data.spend),
         "<h2>Leaderboard</h2>", _leaderboard_html(data, out_dir),
         "<h2>Jobs</h2>", jobs.html(jobs.rows(data.lab, [r["id"] for r in data.rows][::-1][:JOB_ROWS])),
         "<h2>Events</h2>", _events_html(data, out_dir),

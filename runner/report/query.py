@@ -3,8 +3,11 @@
 Views (each built only when the SQL names it, so a query on `scores` never
 parses ten thousand YAML files):
 
-- scores       experiments/scores/*.parquet, each experiment once (state/scores.py)
+- scores       experiments/scores/*.parquet, each experiment once (state/scores.py; env_class:
+               group results by environment class)
 - events       experiments/events/*.parquet, each event once (state/events.py)
+- jobs         experiments/jobs/*.parquet (every job attempt: backend, flavor, GPUs, seconds, usd)
+- agent_runs   experiments/agent_runs/*.parquet (every agent run: role, tokens, cost)
 - metrics      every experiments/<id>/metrics.parquet, plus an `experiment` column
 - hypotheses   hypotheses/*.yaml, flattened (change/params as JSON text)
 - queue        queue/*.yaml, flattened
@@ -31,7 +34,7 @@ import pyarrow.parquet as pq
 
 from ..errors import LabError
 from ..files.tabledir import read_many
-from ..files.tables import METRICS, SKILL_EVALS, skill_evals_table
+from ..files.tables import METRICS, SKILL_EVALS, TABLES, skill_evals_table
 from ..files.yamlio import atomic_write, load_yaml
 from ..lab import Lab
 from ..state.events import read_events
@@ -55,16 +58,18 @@ EXPERIMENTS = pa.schema([
     ("id", _S), ("hypothesis", _S), ("kind", _S), ("status", _S), ("base", _S), ("priority", _I),
     ("wave", _I), ("change", _S), ("params", _S), ("instructions", _S), ("file", _S),
     ("fingerprint", _S), ("created", _S), ("updated", _S), ("worker", _S), ("branch", _S),
-    ("requeued_from", _S), ("confirms", _S), ("job", _S), ("history", _S),
+    ("requeued_from", _S), ("confirms", _S), ("reproduces", _S), ("env_class", _S), ("environment", _S),
+    ("job", _S), ("history", _S),
     ("metric", _S), ("value", _F), ("base_value", _F), ("delta", _F), ("promoted", _B),
     ("commit", _S), ("duration_s", _F), ("reason", _S), ("seed", _I), ("z", _F), ("margin", _F),
-    ("evidence", _S), ("constraint", _S), ("metrics", _S), ("path", _S),
+    ("evidence", _S), ("constraint", _S), ("holdout", _F), ("metrics", _S), ("path", _S),
 ])
 
 METRICS_VIEW = pa.schema([pa.field("experiment", _S), *METRICS])
 
-VIEWS = ("scores", "events", "metrics", "hypotheses", "queue", "experiments", "skill_evals")
-CACHE_VERSION = 2  # bump when the row builders change
+VIEWS = ("scores", "events", "metrics", "hypotheses", "queue", "experiments", "jobs", "agent_runs",
+         "skill_evals")
+CACHE_VERSION = 4  # bump when the row builders change
 
 
 @dataclass
@@ -130,6 +135,8 @@ def build_view(lab: Lab, name: str, skipped: list[str]) -> pa.Table:
         return scores(lab, skipped)  # a corrupt file must not hide the others: it is skipped, named
     if name == "events":
         return read_events(lab, skipped)
+    if name in ("jobs", "agent_runs"):
+        return read_many(lab.root, TABLES[name], skipped)
     if name == "metrics":
         return metrics_table(lab, skipped)
     if name == "hypotheses":
@@ -270,13 +277,18 @@ def experiment_row(data: dict) -> dict:
     result = data.get("result") if isinstance(data.get("result"), dict) else {}
     row = {k: data.get(k) for k in ("id", "hypothesis", "kind", "status", "base", "priority", "wave",
                                     "fingerprint", "created", "updated", "worker", "branch", "requeued_from",
-                                    "confirms")}
+                                    "confirms", "reproduces")}
     row["kind"] = row["kind"] or "experiment"
     row.update(_change_columns(data.get("change")))
+    environment = data.get("environment") if isinstance(data.get("environment"), dict) else {}
+    row.update(env_class=environment.get("class"), environment=_json(environment or None))
     row["job"] = _json(data.get("job"))
     row["history"] = _json(data.get("history"))
     row.update({k: result.get(k) for k in ("metric", "value", "base_value", "delta", "promoted", "commit",
-                                           "duration_s", "reason", "seed", "z", "margin", "evidence", "constraint")})
+                                           "duration_s", "reason", "seed", "z", "margin", "evidence", "constraint",
+                                           "holdout")})
+    if row["seed"] is None:   # queued: the seed its job will get, when the entry names one
+        row["seed"] = data.get("seed")
     row["metrics"] = _json(result.get("metrics"))
     return row
 

@@ -14,7 +14,7 @@ from ..state.entries import count_statuses
 from ..state.entries import load as load_entry
 from ..state.events import read_events
 from ..state.scores import best_row, scores
-from . import jobs
+from . import jobs, spend
 
 
 def _read(lab: Lab, read):
@@ -35,6 +35,7 @@ def collect(lab: Lab, recent_events: int = 5, recent_jobs: int = 5) -> dict:
     baselines = table.filter(pc.and_(pc.equal(table["kind"], "baseline"), pc.is_valid(table["value"]))) \
         if table.num_rows else table
     first_baseline = baselines["value"][0].as_py() if baselines.num_rows else None
+    gain = 100 * (best_main["value"] - first_baseline) / first_baseline if best_main and first_baseline else None
     events = _read(lab, read_events)
     tail = events.slice(max(0, events.num_rows - recent_events)).to_pylist() if events.num_rows else []
     return {
@@ -56,6 +57,7 @@ def collect(lab: Lab, recent_events: int = 5, recent_jobs: int = 5) -> dict:
         "evidence": _evidence(table),
         "recent_events": [{**e, "at": e["at"].isoformat()} for e in tail],
         "jobs": jobs.rows(lab, table["id"].to_pylist()[::-1][:recent_jobs] if table.num_rows else []),
+        "spend": _read(lab, lambda lab: spend.collect(lab, table, gain)),
     }
 
 
@@ -145,6 +147,7 @@ def render(info: dict) -> str:
              f"promoted {info['promoted']}" + (f" ({evidence_phrase(info['evidence'])})" if info.get("evidence")
                                                else ""),
              f"noise: {noise_line(info['noise'])}"]
+    lines.extend(spend.lines(info["spend"]))
     if info.get("main_fails"):
         lines.append(f"main's target fails: see {info['main_fails']} (nothing runs on it until main changes)")
     if info.get("self_reviewed"):

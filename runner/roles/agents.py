@@ -53,8 +53,8 @@ from ..secrets import MASK, mask
 from ..secrets import values as secret_values
 from ..state import machine
 from ..state.events import record_event
-from ..state.timeutil import iso
-from . import sandbox
+from ..state.timeutil import iso, parse_iso
+from . import sandbox, usage
 from .ownership import RULE_TEXT, Mark, Ownership
 from .prompts import build_prompt
 
@@ -79,6 +79,9 @@ class AgentTask:
     error: str | None = None
     sandboxed: bool = False
     refs_before: dict[str, str] = field(default_factory=dict)   # exp/* refs when a worker started
+    started_at: float = field(default_factory=time.time)
+    log_offset: int = 0            # where this run's output begins in its (appended) log
+    copier: threading.Thread | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ class AgentRunner:
         log.parent.mkdir(parents=True, exist_ok=True)
         limit = float(cfg.get("time_limit_s", 1800))
         task = AgentTask(role, task_id, Path(cwd), Path(entry) if entry else None, log, prompt,
-                         time.monotonic() + limit)
+                         time.monotonic() + limit, log_offset=log.stat().st_size if log.exists() else 0)
         values = {"prompt_file": str(prompt), "worktree": str(cwd), "entry": str(entry or ""),
                   "lab": str(self.root), "role": role, "task": task_id}
         argv = sandbox.command(self.lab, role, task_id, [fill(arg, values) for arg in cfg["command"]],
@@ -164,13 +167,15 @@ class AgentRunner:
             task.process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, env=self._env(role, task, cfg),
                                             start_new_session=True)
-            threading.Thread(target=copy_masked, args=(task.process.stdout, log), daemon=True).start()
+            task.copier = threading.Thread(target=copy_masked, args=(task.process.stdout, log), daemon=True)
+            task.copier.start()
         except OSError as exc:
             task.error = f"cannot start {argv[0]!r}: {exc.strerror or exc} (roles.{role}.command)"
         pid = task.process.pid if task.process else None
         atomic_write(home / "run.json", json.dumps({
             "role": role, "task": task_id, "cwd": str(cwd), "entry": str(entry) if entry else None, "pid": pid,
-            "pid_start": _start_time(pid), "marker": _marker(task), "argv": argv, "started": iso()}))
+            "pid_start": _start_time(pid), "marker": _marker(task), "argv": argv, "started": iso(),
+            "log_offset": task.log_offset}))
         return task
 
     def _signal(self, task: AgentTask, sig: int) -> None:
@@ -188,7 +193,7 @@ class AgentRunner:
 
     def _env(self, role: str, task: AgentTask, cfg: dict) -> dict:
         env = {**os.environ, **(cfg.get("env") or {})}
-        env.setdefault("LAB_AGENT_ID", cfg.get("agent_id") or Path(cfg["command"][0]).name)
+        env.setdefault("LAB_AGENT_ID", _agent_id(cfg))
         env.setdefault("LAB_CACHE", str(Path(self.lab.runtime) / "cache"))  # a smoke run's caches stay in the lab
         env.update(LAB_ROLE=role, LAB_ROOT=str(self.root), LAB_ENTRY=str(task.entry or ""),
                    LAB_WORKTREE=str(task.cwd if role == "worker" else ""), LAB_TASK=task.task_id,
@@ -266,6 +271,12 @@ class AgentRunner:
             reason = f"killed after its time limit of {limit}s"
         elif state == "failed" and not reason:
             reason = f"exited with code {code}"
+        if task.copier is not None:
+            task.copier.join(KILL_GRACE_S)   # its last lines (a CLI's usage report) reach the log first
+        cfg = self.lab.config["roles"].get(task.role) or {}
+        run = usage.account(self.lab, task.role, task.task_id, _agent_id(cfg) if cfg.get("command") else None,
+                            state, code, task.log, task.log_offset, task.started_at)
+        self._runner_wrote(self.lab.rel(run))
         if state in ("failed", "timed_out"):
             record_event(self.lab, "error" if state == "failed" else "warn", f"agent-{state.replace('_', '-')}",
                          f"{task.role} agent {task.task_id} {state}: {reason} (log {self.lab.rel(task.log)})",
@@ -283,6 +294,12 @@ class AgentRunner:
         blobs = blobs_at(self.root, commit, inside)
         digests = {**self._baseline.digests, **{path: blobs.get((commit, path)) for path in inside}}
         self._set_baseline(Snapshot(self._baseline.head, digests))
+
+    def _runner_wrote(self, path: str) -> None:
+        """The runner just wrote `path` (not yet committed): agents still running are not blamed for it."""
+        if self._baseline is not None:
+            self._set_baseline(Snapshot(self._baseline.head, {**self._baseline.digests,
+                                                              **hash_files(self.root, [path])}))
 
     # -- crash recovery ----------------------------------------------------------------------------
     def _set_baseline(self, snap: Snapshot | None) -> None:
@@ -323,7 +340,8 @@ class AgentRunner:
                 info["role"], info["task"], Path(info["cwd"]), entry,
                 Path(self.lab.logs) / "agents" / f"{info['role']}-{info['task']}.log",
                 Path(self.lab.runtime) / "agents" / info["role"] / info["task"] / "prompt.md", 0.0,
-                error="the runner stopped while it ran; killed on restart")
+                error="the runner stopped while it ran; killed on restart", started_at=_epoch(info.get("started")),
+                log_offset=int(info.get("log_offset") or 0))
         order = sorted(self.tasks, key=lambda k: k[0] in machine.MAIN_WRITERS)  # workers first: see _belongs_elsewhere
         outcomes = []
         for key in order:
@@ -436,6 +454,17 @@ def copy_masked(stream, log: Path) -> None:
             out.write(line)
             out.flush()
     stream.close()
+
+
+def _agent_id(cfg: dict) -> str:
+    return cfg.get("agent_id") or Path(cfg["command"][0]).name
+
+
+def _epoch(text: str | None) -> float:
+    try:
+        return parse_iso(text).timestamp() if text else time.time()
+    except ValueError:
+        return time.time()
 
 
 def _marker(task: AgentTask) -> str:

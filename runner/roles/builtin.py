@@ -1,10 +1,12 @@
 """Builtin roles, so the loop runs with no LLM at all.
 
-- researcher: turns ideas from the offline idea library (or papers, when online)
-  into `proposed` hypotheses, each with its paper reference;
+- researcher: turns ideas from the lab's offline idea library (roles.researcher.ideas,
+  default the package's; related papers when online) into `proposed` hypotheses,
+  each with its paper reference;
 - planner (+ reviewer): judges proposals with the gates (duplicate across the
   whole history, do-not-repeat, single change), queues accepted ones, and when
-  ideas run out explores around main by perturbing one declared parameter;
+  ideas run out explores around main by perturbing one declared parameter (or asks
+  Optuna for it: optimizer.py);
 - worker: applies a parameter change to the target in the experiment's worktree;
 - reporter: lives in runner.report (leaderboard) and runner.report.anomalies.
 """
@@ -27,10 +29,10 @@ from .review import write_review
 def research(lab: Lab, history: History, want: int, main: str | None = None) -> list[Path]:
     """Propose up to `want` ideas from the library that were never proposed before and
     that would change main (an idea main already holds would measure nothing)."""
-    from .ideas import applicable, load_ideas
+    from .ideas import applicable, lab_ideas
 
     proposed = {h.get("tags", [""])[0] for h in _hypotheses(lab) if h.get("tags")}
-    ideas = load_ideas()
+    ideas = lab_ideas(lab)
     if main:
         ideas = applicable(ideas, read_params(run_git(lab.root, "show", f"{main}:{lab.config['target']['editable'][0]}")))
     made = []
@@ -70,8 +72,25 @@ def _related_papers(lab: Lab, title: str, limit: int = 3) -> str:
 
 # -- planner / reviewer -------------------------------------------------------
 def plan(lab: Lab, history: History, main_head: str, room: int, explore_ok: bool = True) -> list[Path]:
-    """Judge proposed hypotheses; queue accepted ones; explore once the ideas are used up."""
+    """Judge proposed hypotheses; queue accepted ones; explore once the ideas are used up
+    (by a factor around main, or with Optuna when roles.planner.exploration is optuna)."""
     touched: list[Path] = []
+    for _, hyp in _unqueued(lab)[:max(room, 0)]:
+        touched.append(_queue(lab, history, hyp, main_head))
+        room -= 1
+    room = _judge(lab, history, main_head, room, touched)
+    if room > 0 and explore_ok and not _proposed(lab):
+        if lab.config["roles"]["planner"].get("exploration") == "optuna":
+            from .optimizer import propose
+            touched += propose(lab, history, main_head, room)
+            _judge(lab, history, main_head, room, touched)
+        else:
+            touched += explore(lab, history, main_head, room)
+    return touched
+
+
+def _judge(lab: Lab, history: History, main_head: str, room: int, touched: list[Path]) -> int:
+    """Review proposed hypotheses through the gates, queueing accepted ones; returns the room left."""
     for path, hyp in _proposed(lab):
         if room <= 0:
             break
@@ -84,9 +103,7 @@ def plan(lab: Lab, history: History, main_head: str, room: int, explore_ok: bool
         write_review(lab, path, hyp, "accepted")
         touched += [path, _queue(lab, history, hyp, main_head)]
         room -= 1
-    if room > 0 and explore_ok and not _proposed(lab):
-        touched += explore(lab, history, main_head, room)
-    return touched
+    return room
 
 
 def _queue(lab: Lab, history, hyp: dict, base: str) -> Path:
@@ -177,6 +194,24 @@ def _hypothesis_files(lab: Lab) -> list[tuple[Path, dict]]:
 
 def _hypotheses(lab: Lab) -> list[dict]:
     return [data for _, data in _hypothesis_files(lab)]
+
+
+def _unqueued(lab: Lab) -> list[tuple[Path, dict]]:
+    """Hypotheses this planner accepted while exploring whose experiment was never queued (a kill
+    between the two writes): queued on the next pass, so that no accepted move is lost."""
+    orphans = [(path, data) for path, data in _hypothesis_files(lab) if data.get("status") == "accepted"
+               and (data.get("source") or {}).get("kind") in ("exploration", "optimizer")
+               and isinstance(data.get("change"), dict)]
+    if not orphans:
+        return []
+    from ..state.scores import scores
+    made = set(scores(lab).column("hypothesis").to_pylist())
+    for path in lab.queue.glob("*.yaml"):
+        try:
+            made.add((load_yaml(path)[0] or {}).get("hypothesis"))
+        except (LabError, AttributeError):
+            continue
+    return [(path, data) for path, data in orphans if data.get("id") not in made]
 
 
 def _proposed(lab: Lab) -> list[tuple[Path, dict]]:

@@ -2,8 +2,9 @@
 
 `runner/data/ideas.yaml` lists ideas that apply to the embedded default target
 (train.py): each is a change of one or a few top-level constants, with the paper
-it comes from. The file is validated on load; a bad entry is a LabError naming
-the file, the line and the field (e.g. `ideas[3].source.ref`).
+it comes from. A lab names its own library in lab.yaml (`roles.researcher.ideas`,
+e.g. the finetune template's recipe ideas). The file is validated on load; a bad
+entry is a LabError naming the file, the line and the field (e.g. `ideas[3].source.ref`).
 """
 from __future__ import annotations
 
@@ -32,11 +33,11 @@ class Idea:
     source: dict = field(default_factory=dict)
 
 
-def load_ideas(path: Path | None = None) -> list[Idea]:
+def load_ideas(path: Path | None = None, shown: str | None = None) -> list[Idea]:
     """Every idea in the library, in file order (the order the researcher proposes them)."""
     path = Path(path) if path else IDEAS_PATH
-    shown = str(path)
-    data, lines = parse_yaml(read_text(path), shown)
+    shown = shown or str(path)
+    data, lines = parse_yaml(read_text(path, shown=shown), shown)
     if not isinstance(data, dict) or not isinstance(data.get("ideas"), list):
         raise LabError("expected a mapping with a list under 'ideas'", shown, "ideas", lines.get("ideas"))
     ideas, seen = [], set()
@@ -48,6 +49,12 @@ def load_ideas(path: Path | None = None) -> list[Idea]:
         seen.add(idea.id)
         ideas.append(idea)
     return ideas
+
+
+def lab_ideas(lab) -> list[Idea]:
+    """The library a lab's builtin researcher uses: its own (roles.researcher.ideas) or the package's."""
+    rel = lab.config["roles"]["researcher"].get("ideas")
+    return load_ideas(lab.root / rel, rel) if rel else load_ideas()
 
 
 def applicable(ideas: list[Idea], current: dict) -> list[Idea]:

@@ -11,6 +11,7 @@ from ..errors import LabError
 from ..files.yamlio import load_yaml
 from ..lab import Lab
 from ..loop.passlog import PassLog
+from ..loop.jobs import baseline_class
 from ..loop.scoring import base_commit, failed_baseline, score_of, target_key
 from ..state import machine
 from ..state.create import new_experiment
@@ -72,7 +73,8 @@ def queue_baseline(lab: Lab, main: str):
     """Queue a baseline of `main` when its target has no score, none is queued or being measured,
     and main's own target did not fail (a failing target gets one event, not a baseline every
     pass); its path."""
-    if score_of(lab, main) is not None or failed_baseline(lab, main):
+    env_class = baseline_class(lab)
+    if score_of(lab, main, env_class) is not None or failed_baseline(lab, main, env_class=env_class):
         return None
     key = target_key(lab, main)
     if any(entry.get("kind") == "baseline" and _target_of(lab, entry.get("base")) == key

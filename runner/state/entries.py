@@ -34,6 +34,12 @@ class Entry:
     @property
     def is_baseline(self) -> bool: return self.kind == "baseline"
     @property
+    def runs_base(self) -> bool:
+        """A baseline or a reproduction: runs its base commit as it is (no worker, no gate, never stale)."""
+        return self.kind in ("baseline", "reproduction")
+    @property
+    def env_class(self) -> str | None: return (self.data.get("environment") or {}).get("class")
+    @property
     def hypothesis(self) -> str | None: return self.data.get("hypothesis")
     @property
     def change(self) -> dict: return self.data.get("change") or {}

@@ -1,0 +1,1 @@
+"""Fine-tuning support: the preflight of a finetune.py plan (`lab finetune check`)."""
