@@ -153,6 +153,18 @@ def test_a_second_recording_of_the_same_experiment_adds_no_score_row(tmp_path):
     assert not (lab.experiments / entry.id / "log.txt").exists()               # no log: none written
 
 
+def test_a_job_attempt_recorded_again_keeps_its_one_row_in_a_file_named_by_the_attempt(tmp_path):
+    lab = toy_lab(tmp_path / "lab")
+    entry, _ = assigned(lab, {"X": 2.0})
+    entry.data["job"] = {**entry.job, "backend": "local", "attempts": 1}
+    assert f"experiments/jobs/{entry.id}-1.parquet" in record(lab, entry, outcome(), None, "")
+    again = entries.Entry(entry.path, dict(entry.data))      # a restarted runner finishing the same attempt
+    assert f"experiments/jobs/{entry.id}-1.parquet" in record(lab, again, outcome(status="failed"), None, "")
+    assert [p.name for p in (lab.experiments / "jobs").iterdir()] == [f"{entry.id}-1.parquet"]
+    [row] = pq.read_table(lab.experiments / "jobs").to_pylist()
+    assert (row["experiment"], row["attempt"], row["status"], row["backend"]) == (entry.id, 1, "finished", "local")
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), None])
 def test_a_result_without_a_finite_value_has_no_value_and_no_delta(tmp_path, value):
     lab = toy_lab(tmp_path / "lab")
