@@ -34,6 +34,11 @@ BASE_SEEDS = 4   # baseline runs of the first main: its score and the seed noise
 TEMPLATE_BASE_SEEDS = {"kernel": 8}
 
 
+def baseline_seeds(template: str, slots: int) -> int:
+    """How many baseline runs the demo queues first: at least one per slot."""
+    return max(TEMPLATE_BASE_SEEDS.get(template, BASE_SEEDS), slots)
+
+
 def run_demo(directory: str | None, *, template: str = "tiny-gpt", minutes: float = 9.5, experiments: int = 40,
              slots: int = 2, budget: float | None = None, stop: threading.Event | None = None) -> Lab:
     started = time.monotonic()
@@ -49,7 +54,7 @@ def run_demo(directory: str | None, *, template: str = "tiny-gpt", minutes: floa
     click.echo(f"  {slots} {'GPU' if template == 'kernel' else 'CPU'} slots, up to {experiments} experiments, "
                f"done within {minutes:g} min; builtin roles (no LLM)")
     main = base_commit(lab)
-    seeds = max(TEMPLATE_BASE_SEEDS.get(template, BASE_SEEDS), slots)
+    seeds = baseline_seeds(template, slots)
     for seed in range(seeds):
         new_experiment(lab, None, {}, main, priority=100, wave=seed, kind="baseline", by="demo")
     gitops.commit_paths(root, ["queue"], f"demo: queue {seeds} baseline runs (seeds 0..{seeds - 1})")
