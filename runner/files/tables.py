@@ -259,7 +259,8 @@ def tables_markdown() -> str:
              "file is written once by one writer, so two labs' results merge as new files. A file written",
              "before a column was added lacks it (`union_by_name` reads it as null). A row may appear in two",
              "compacted parts after two labs compacted the same rows: rows are immutable, so read each once",
-             "(by `id` for scores, by the whole row for events).", ""]
+             "(by `id` for scores, by (experiment, attempt) for jobs, by the whole row for events and",
+             "agent runs).", ""]
     for table in TABLES.values():
         lines += [f"## {table.name}: `{table.layout}`", "", table.purpose + ".", ""]
         if table.legacy:
