@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow.parquet as pq
@@ -19,12 +20,13 @@ from test_backend_hf_jobs import events, lab_run, remote_lab
 from test_loop import finished, queue, toy_lab
 
 from runner.lab import Lab
+from runner.loop.passlog import Committer, PassLog
 from runner.loop.reconcile import Runner
 from runner.loop.run import run
 from runner.repo import gitops
 from runner.roles.agents import AgentRunner
 from runner.state import create
-from runner.state.accounting import spend
+from runner.state.accounting import record_agent_run, spend
 from runner.validation.validate import validate
 
 
@@ -54,6 +56,20 @@ def status_lines(run_lab, lab: Lab) -> list[str]:
 
 # -- agent runs ----------------------------------------------------------------------------------
 CLAUDE_IN = USAGE["input"] + USAGE["cache_write"] + USAGE["cache_read"]
+
+
+def test_an_agent_runs_file_rides_along_with_the_runners_next_commit_once(tmp_path):
+    """Each agent run is a file of its own (it merges as a file); the runner's next commit takes it."""
+    lab = agents_lab(tmp_path)
+    path = record_agent_run(lab, {"role": "planner", "task": "p1", "state": "finished",
+                                  "started": datetime.now(timezone.utc)})
+    assert path.parent == lab.experiments / "agent_runs"
+    assert Committer(lab).commit(PassLog()) is not None
+    assert gitops.run_git(lab.root, "ls-tree", "-r", "--name-only", "HEAD", "--", "experiments/agent_runs") \
+        == lab.rel(path)
+    assert Committer(lab).commit(PassLog()) is None                  # taken once: nothing left to commit
+    [row] = pq.read_table(lab.experiments / "agent_runs").to_pylist()
+    assert (row["role"], row["task"]) == ("planner", "p1")
 
 
 @pytest.mark.parametrize("style,tokens_in,tokens_out,cost", [
