@@ -1,6 +1,6 @@
 """History.load and review_change on a large history.
 
-Builds a throwaway lab with N rows in experiments/scores.parquet, H hypothesis
+Builds a throwaway lab with N rows in the scores table (one compacted part), H hypothesis
 files and Q queue files, then times History.load (the first load, then the median of 4 more, which hit the
 caches of parsed files and changes) and the median
 cost of one review_change. Usage: python bench/bench_gates.py [N] [H] [Q]
@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from runner.roles import gates
 from runner.lab import Lab
 from runner.scaffold import init_lab
-from runner.files.tables import SCORES
+from runner.files.tables import SCORES, write_part
 from runner.files.yamlio import dump_yaml
 
 PARAMS = ["LEARNING_RATE", "WARMUP_STEPS", "WEIGHT_DECAY", "BATCH_SIZE", "DROPOUT", "BETA2"]
@@ -42,7 +41,7 @@ def build(root: Path, rows: int, hyps: int, queued: int) -> Lab:
                "promoted": False, "slot": "cpu0", "worker": "builtin", "wave": 0, "started": None,
                "finished": None, "duration_s": 1.0, "reason": None}
         data.append(row)
-    pq.write_table(pa.Table.from_pylist(data, schema=SCORES), root / "experiments" / "scores.parquet")
+    write_part(root / "experiments" / "scores", pa.Table.from_pylist(data, schema=SCORES))
     for i in range(hyps):
         doc = {"id": f"h-{i:06d}", "title": f"idea {i}", "status": ["accepted", "rejected", "proposed"][i % 3],
                "created": "2026-11-21T08:30:00Z", "change": {"params": {PARAMS[i % len(PARAMS)]: 0.5 + i}}}

@@ -8,7 +8,8 @@ Prints a table:
 - reaction: a queue file written -> the runner has dispatched it (watchdog path);
 - scale: N queued entries dispatched and recorded; time per experiment for the
   first and the last tenth (flat = no growth with history);
-- `lab status` with 10,000 rows in scores.parquet (a subprocess, so imports count).
+- `lab status` with 10,000 score rows, stored as a runner and its compaction leave them
+  (a subprocess, so imports count).
 """
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_loop import queue, toy_lab  # noqa: E402  (the toy target of the loop tests)
+from fixtures.make_lab import write_tables  # noqa: E402
 
 from runner.repo import gitops  # noqa: E402
 from runner.loop.run import run  # noqa: E402
-from runner.files.tables import SCORES, write_table  # noqa: E402
 
 
 def overhead(root: Path, n: int) -> list[float]:
@@ -98,8 +99,7 @@ def status_time(root: Path, rows: int) -> float:
              "base_value": 2.0, "delta": -i * 1e-5, "promoted": i % 50 == 0, "slot": "cpu0", "worker": "builtin",
              "wave": 0, "started": start + timedelta(seconds=i), "finished": start + timedelta(seconds=i + 20),
              "duration_s": 20.0, "reason": None} for i in range(rows)]
-    import pyarrow as pa
-    write_table(lab.scores_path, pa.Table.from_pylist(data, schema=SCORES))
+    write_tables(lab, data, [])
     runs = []
     for _ in range(3):
         t0 = time.perf_counter()

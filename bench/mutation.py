@@ -58,7 +58,10 @@ MODULES = {
                         ("runner.loop.promotion.*", "runner.loop.scoring.*", "runner.loop.noise.*",
                          _method("lab", "Lab", "better")),
                         ("tests/test_promotion.py", "tests/test_noise.py", "tests/test_constraints.py")),
-    "recording": Module(("runner/loop/record.py",), ("runner.loop.record.*",), ("tests/test_record.py",)),
+    # the score row is written by state/scores.py's write_score (one file per experiment)
+    "recording": Module(("runner/loop/record.py", "runner/state/scores.py"),
+                        ("runner.loop.record.*", "runner.state.scores.x_write_score__mutmut_*"),
+                        ("tests/test_record.py",)),
     "recovery": Module(("runner/loop/recovery.py",), ("runner.loop.recovery.*",),
                        ("tests/test_record.py",
                         "tests/test_loop.py::test_recovery_commits_a_record_whose_move_was_staged_but_not_committed")),

@@ -2,14 +2,17 @@
 
     python bench/report_10k.py [--experiments 10000] [--repeats 3]
 
-Builds a deterministic fixture lab (tests/fixtures/make_lab.py: scores.parquet and events.parquet
-with N rows; metrics.parquet for the experiments whose loss curves the report draws), then times
-each phase of `lab report` (the same functions) and prints a table of medians.
+Builds a deterministic fixture lab (tests/fixtures/make_lab.py: the scores and events tables with
+N experiments, as a runner and its compaction leave them; metrics.parquet for the experiments
+whose loss curves the report draws), then times each phase of `lab report` (the same functions,
+nothing kept in memory between passes, the tables' snapshots kept as `lab report` keeps them)
+and `lab query` (a subprocess, imports included), and prints tables of medians.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +26,7 @@ from fixtures.make_lab import _curve, make_lab  # noqa: E402
 from runner.report import data as report_data  # noqa: E402
 from runner.report import page, pngs  # noqa: E402
 from runner.report.leaderboard import write_leaderboard  # noqa: E402
+from runner.files.tabledir import forget, keep_snapshots  # noqa: E402
 from runner.files.tables import METRICS, write_table  # noqa: E402
 from runner.files.yamlio import atomic_write  # noqa: E402
 
@@ -50,6 +54,7 @@ def timed(fn):
 
 def one_pass(lab, out: Path) -> dict:
     times = {}
+    forget()  # nothing in memory, as in a new `lab report` process (which keeps the tables' snapshots)
     times["load (Parquet + YAML)"], data = timed(lambda: report_data.load(lab))
     times["HTML (plotly, inlined)"], html = timed(lambda: page.render(data, out))
     times["write index.html"], _ = timed(lambda: atomic_write(out / "index.html", html))
@@ -57,6 +62,25 @@ def one_pass(lab, out: Path) -> dict:
     times["LEADERBOARD.md"], _ = timed(lambda: write_leaderboard(lab, data=data))
     times["total"] = sum(times.values())
     times["_html_mb"] = len(html) / 1e6
+    return times
+
+
+QUERIES = {"count the scores": "SELECT count(*) FROM scores",
+           "the 10 best promotions": "SELECT id, value FROM scores WHERE promoted ORDER BY value LIMIT 10",
+           "events by kind": "SELECT kind, count(*) FROM events GROUP BY kind"}
+
+
+def query_times(lab, repeats: int) -> dict:
+    """`lab query` in a new process each time, as an agent runs it."""
+    times = {}
+    for name, sql in QUERIES.items():
+        runs = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "runner", "-C", str(lab.root), "query", sql], check=True,
+                           capture_output=True)
+            runs.append(time.perf_counter() - started)
+        times[name] = statistics.median(runs)
     return times
 
 
@@ -73,11 +97,19 @@ def main() -> None:
               f"built in {time.perf_counter() - started:.1f}s")
         out = Path(tmp) / "report"
         out.mkdir()
+        keep_snapshots(lab.root)  # as `lab report` does
+        first = one_pass(lab, out)  # the first reads every table file, then keeps the snapshots
         runs = [one_pass(lab, out) for _ in range(args.repeats)]
+        queries = query_times(lab, args.repeats)
     print(f"\n| phase | median s (of {args.repeats}) |\n| --- | --- |")
     for phase in runs[0]:
         if not phase.startswith("_"):
             print(f"| {phase} | {statistics.median(r[phase] for r in runs):.2f} |")
+    print(f"\n| lab query | median s (of {args.repeats}) |\n| --- | --- |")
+    for name, seconds in queries.items():
+        print(f"| {name} | {seconds:.2f} |")
+    print(f"\n(the first report, before any snapshot: load {first['load (Parquet + YAML)']:.2f} s, "
+          f"total {first['total']:.2f} s)")
     total = statistics.median(r["total"] for r in runs)
     print(f"\nindex.html: {runs[0]['_html_mb']:.1f} MB; total {total:.2f}s "
           f"({'PASS' if total < 10 else 'FAIL'}: target < 10 s for {args.experiments} experiments)")

@@ -167,7 +167,7 @@ def lab_method(exploration: str, researcher: str = "builtin"):
         for wave in range(2):   # two baseline seeds: main's score and the seed noise the margin follows from
             new_experiment(lab, None, {}, base_commit(lab), priority=100, wave=seed * 100 + wave, kind="baseline")
         lab_run(lab, until_idle=True, max_experiments=runs, tick=0.2)
-        rows = sorted(pq.read_table(lab.scores_path).to_pylist(), key=lambda r: r["finished"])
+        rows = sorted(pq.read_table(lab.experiments / "scores").to_pylist(), key=lambda r: r["finished"])
         values = [r["value"] if r["value"] is not None and r["status"] == "finished" else float("inf") for r in rows]
         final = read_params(gitops.run_git(root, "show", f"{base_commit(lab)}:train.py"))
         default = read_params(trainer.source)

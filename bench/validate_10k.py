@@ -1,8 +1,8 @@
 """Time `lab validate` on a lab of 10,000 state files.
 
 Builds a realistic lab in a temporary directory: hypotheses, live queue entries,
-finished experiments (experiment.yaml + metrics.parquet each), scores.parquet
-and events.parquet, then times validation in-process and as a `lab validate`
+finished experiments (experiment.yaml + metrics.parquet each), a compacted scores
+part and an events file, then times validation in-process and as a `lab validate`
 subprocess (median of N runs each) and prints a table.
 
     python bench/validate_10k.py [--files 10000] [--runs 3] [--keep DIR]
@@ -92,7 +92,7 @@ def metrics_table(rng: random.Random):
 
 def plan(total: int, existing: int = 1) -> tuple[int, int, int]:
     """(hypotheses, queue entries, finished experiments) adding up to `total` files with the
-    `existing` ones (lab.yaml, the skills `lab init` ships), scores.parquet and events.parquet;
+    `existing` ones (lab.yaml, the skills `lab init` ships), a scores part and an events file;
     a finished experiment is two files."""
     budget = total - existing - 2
     finished = int(budget * 0.37)
@@ -121,9 +121,10 @@ def build_lab(root: Path, total: int = 10_000, seed: int = 0) -> Path:
         write_yaml(folder / "experiment.yaml", data)
         tables.write_table(folder / "metrics.parquet", metrics)
         score_rows.append(score_row(data))
-    tables.write_table(root / "experiments" / "scores.parquet",
-                       tables.pa.Table.from_pylist(score_rows, schema=tables.SCORES))
-    tables.write_table(root / "experiments" / "events.parquet", tables.pa.Table.from_pylist(
+    scores = tables.pa.Table.from_pylist(score_rows, schema=tables.SCORES)
+    tables.write_part(root / "experiments" / "scores", scores)
+    events = root / "experiments" / "events" / "20261121T083000Z-0a1b2c3d.parquet"
+    tables.write_table(events, tables.pa.Table.from_pylist(
         [{"at": T0, "level": "info", "kind": "promoted", "message": "e-00001 promoted"}], schema=tables.EVENTS))
     return root
 

@@ -22,6 +22,7 @@ from .commands import (
     schema,
     skills,
     status,
+    sync,
     validate,
     work,
 )
@@ -76,7 +77,7 @@ for command in (init.init_command, validate.validate_command, status.status_comm
                 queue.queue_group, run.run_command, run.baseline_command, demo.demo_command, query.query_command,
                 papers.papers_group, skills.skills_group, report.report_command, report.serve_command,
                 work.work_group, kernel.kernel, finetune.finetune_group, schema.schema_group,
-                reproduce.reproduce_command):
+                reproduce.reproduce_command, sync.sync_command, sync.compact_command):
     main.add_command(command)
 
 

@@ -124,7 +124,7 @@ def _summary(lab: Lab, first_main: str, runner, elapsed: float) -> None:
     if leaderboard.exists():
         click.echo("")
         click.echo(leaderboard.read_text())
-    click.echo(f"files: {lab.root} (experiments/, hypotheses/, experiments/scores.parquet)")
+    click.echo(f"files: {lab.root} (experiments/, hypotheses/, experiments/scores/)")
     report = _report(lab)
     if report:
         click.echo(f"report: {report}")

@@ -62,14 +62,6 @@ class Lab:
     @property
     def experiments(self) -> Path: return self.root / "experiments"
     @property
-    def scores_path(self) -> Path: return self.experiments / "scores.parquet"
-    @property
-    def events_path(self) -> Path: return self.experiments / "events.parquet"
-    @property
-    def jobs_table(self) -> Path: return self.experiments / "jobs.parquet"
-    @property
-    def agent_runs_path(self) -> Path: return self.experiments / "agent_runs.parquet"
-    @property
     def runtime(self) -> Path: return self.root / ".lab"
     @property
     def worktrees(self) -> Path: return self.runtime / "worktrees"

@@ -78,7 +78,7 @@ def _scaffold(directory: Path, template: str, name: str, kept: list[str]) -> lis
     put("lab.yaml", (TEMPLATES / f"lab-{template}.yaml").read_text().format(name=name))
     put(".pre-commit-config.yaml", (TEMPLATES / "pre-commit-config.yaml").read_text())
     put("AGENTS.md", (TEMPLATES / "AGENTS.md").read_text())
-    written.append(_merge_gitignore(directory / ".gitignore"))
+    written.append(merge_gitignore(directory / ".gitignore"))
     for asset in ("schemas", "skills"):
         for src in sorted(asset_path(asset).rglob("*")):
             if src.is_file() and "__pycache__" not in src.parts and src.suffix != ".pyc":
@@ -93,7 +93,8 @@ def _scaffold(directory: Path, template: str, name: str, kept: list[str]) -> lis
     return written
 
 
-def _merge_gitignore(path: Path) -> str:
+def merge_gitignore(path: Path) -> str:
+    """Add the lines the lab needs that the file lacks; its lab-relative path."""
     lines = path.read_text().splitlines() if path.exists() else []
     wanted = (TEMPLATES / "gitignore").read_text().splitlines()
     missing = [line for line in wanted if line.strip() and not line.startswith("#") and line not in lines]

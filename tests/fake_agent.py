@@ -38,9 +38,9 @@ and these, done instead of the role's work, to trigger one ownership rule each:
     write-file      writes a line to $FAKE_AGENT_PATH (lab-relative; directories made)
     delete-file     deletes $FAKE_AGENT_PATH
     mark-ready      sets status ready (with a history item) in the queue entry $FAKE_AGENT_PATH
-    append-event    records one event in experiments/events.parquet (the runner's file alone)
-    truncate-events rewrites experiments/events.parquet without its last row
-    corrupt-events  overwrites experiments/events.parquet with bytes that are not Parquet
+    append-event    records one event: a new file in experiments/events/ (the runner's files alone)
+    truncate-events rewrites the oldest file of experiments/events/ without its last row
+    corrupt-events  overwrites the oldest file of experiments/events/ with bytes that are not Parquet
     rejudge         sets status rejected and a review on the first proposed hypothesis
     refine          rewrites the rationale of the first proposed hypothesis, status untouched
     edit-title      accepts the first proposed hypothesis and also changes its title
@@ -200,8 +200,8 @@ def worker(lab: Lab, scenario: str) -> int:
 
 
 def reporter(lab: Lab, scenario: str) -> int:
-    import pyarrow.parquet as pq
-    rows = pq.read_table(lab.scores_path).to_pylist() if lab.scores_path.exists() else []
+    from runner.state.scores import scores
+    rows = scores(lab).to_pylist()
     lines = ["# Leaderboard", "", f"| id | {lab.metric} | status |", "| --- | --- | --- |"]
     lines += [f"| {r['id']} | {r['value']} | {r['status']} |" for r in rows]
     reports = lab.root / "reports"
@@ -248,15 +248,21 @@ def append_event(lab: Lab) -> int:
     return 0
 
 
+def oldest_events_file(lab: Lab) -> Path:
+    from runner.state.events import events_dir
+    return sorted(events_dir(lab).glob("*.parquet"))[0]
+
+
 def truncate_events(lab: Lab) -> int:
     import pyarrow.parquet as pq
-    table = pq.read_table(lab.events_path)
-    pq.write_table(table.slice(0, table.num_rows - 1), lab.events_path)
+    path = oldest_events_file(lab)
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, table.num_rows - 1), path)
     return 0
 
 
 def corrupt_events(lab: Lab) -> int:
-    lab.events_path.write_bytes(b"these bytes are not Parquet\n")
+    oldest_events_file(lab).write_bytes(b"these bytes are not Parquet\n")
     return 0
 
 

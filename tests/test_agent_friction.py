@@ -201,14 +201,12 @@ def test_an_outside_reporters_files_are_committed(tmp_path):
 
 # 11. the reporter's snapshot: only finished results are "valid", nothing cut silently -------------------
 def test_snapshot_lists_only_finished_results_and_keeps_reasons_whole(tmp_path):
-    import pyarrow as pa
-
-    from runner.files.tables import SCORES, write_table
+    from runner.state.scores import write_scores
     lab = toy_lab(tmp_path / "lab")
     long_reason = "beat its base by more than 0.01 but main moved: re-queued on main as e-20261130-000000-abcdefgh"
     rows = [dict(id="e-fin", kind="experiment", status="finished", value=2.0, promoted=False),
             dict(id="e-stale", kind="experiment", status="stale", value=1.0, promoted=False, reason=long_reason)]
-    write_table(lab.scores_path, pa.Table.from_pylist(rows, schema=SCORES))
+    write_scores(lab, rows)
     script = lab.root / "skills" / "autolab-reporter" / "scripts" / "snapshot.sh"
     env = {**os.environ, "PATH": f"{Path(lab_executable()).parent}:{os.environ['PATH']}", "LAB_ROOT": str(lab.root)}
     out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)

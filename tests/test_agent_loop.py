@@ -5,7 +5,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from test_loop import toy_lab
@@ -14,6 +13,8 @@ from runner.lab import Lab
 from runner.loop.reconcile import Runner
 from runner.repo import gitops
 from runner.roles import sandbox
+from runner.state.events import read_events
+from runner.state.scores import scores as read_scores
 from runner.validation.validate import validate
 
 FAKE = str(Path(__file__).with_name("fake_agent.py"))
@@ -61,7 +62,7 @@ def test_full_wave_with_agent_roles(tmp_path, monkeypatch):
     assert hyp["author"] and hyp["status"] == "accepted"        # researcher wrote it, planner accepted it
     assert [h["by"] for h in exp["history"]][:2] == ["planner", "runner"]
     assert "+X = " in (lab.experiments / exp["id"] / "patch.diff").read_text()   # the worker's edit
-    scores = {r["id"]: r for r in pq.read_table(lab.scores_path).to_pylist()}
+    scores = {r["id"]: r for r in read_scores(lab).to_pylist()}
     assert scores[exp["id"]]["value"] is not None
     assert validate(lab.root).ok
     logs = list((lab.logs / "agents").glob("*.log"))
@@ -76,7 +77,7 @@ def test_worker_editing_main_instead_of_its_worktree_is_refused(tmp_path, monkey
     [exp] = [e for e in experiments_done(lab) if e.get("kind") != "baseline"][:1]
     assert exp["status"] == "failed"                            # its worktree holds no change
     assert "X = 1.0" in (lab.root / "score.py").read_text()     # main's checkout restored
-    events = pq.read_table(lab.events_path).to_pylist()
+    events = read_events(lab).to_pylist()
     assert any(e["kind"] == "refused" and "score.py" in (e["message"] + (e["path"] or "")) for e in events)
 
 

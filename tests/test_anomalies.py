@@ -7,11 +7,9 @@ import os
 import random
 from datetime import timedelta
 
-import pyarrow as pa
 import pytest
 from fixtures.make_lab import START, make_lab, write_config
 
-from runner.files.tables import SCORES, write_table
 from runner.lab import Lab
 from runner.report.anomalies import (
     lab_anomalies,
@@ -21,6 +19,7 @@ from runner.report.anomalies import (
 )
 from runner.state.create import write_checked
 from runner.state.events import read_events
+from runner.state.scores import scores, write_scores
 from runner.state.timeutil import iso
 
 
@@ -124,7 +123,7 @@ def test_recent_timeouts_and_repeated_failures_from_scores(lab):
             for i, status in enumerate(["timed_out", "failed", "failed", "finished"])]
     rows.append(dict(id="e-old", hypothesis="h-old", kind="experiment", status="timed_out", promoted=False,
                      finished=now - timedelta(days=3)))
-    write_table(lab.scores_path, pa.Table.from_pylist(rows, schema=SCORES))
+    write_scores(lab, rows)
     events = lab_anomalies(lab, now)
     assert [(e["kind"], e["experiment"], e["hypothesis"]) for e in events] == [
         ("timeout", "e-0", "h-bad"), ("repeated_failures", None, "h-bad")]
@@ -179,7 +178,7 @@ def test_real_runs_only_the_blown_up_one_diverges(tmp_path):
     from runner.files.tables import METRICS, read_table
     lab = real_lab(tmp_path / "lab")
     flagged = []
-    for row in read_table(lab.scores_path, SCORES).to_pylist():
+    for row in scores(lab).to_pylist():
         rows = read_table(lab.experiments / row["id"] / "metrics.parquet", METRICS).to_pylist()
         steps = [r for r in rows if not r["summary"]]
         lr = json.loads(row["change"] or "{}").get("params", {}).get("LEARNING_RATE")

@@ -19,6 +19,7 @@ from test_loop import TOY, finished, queue, scores_by_id, toy_lab
 from runner.backends import HfJobsBackend, JobSpec
 from runner.lab import Lab
 from runner.repo import gitops
+from runner.state.events import read_events
 
 SECRET = "hf_SeCrEtVaLuE0123456789abcdefXYZ"   # the Hub token: must never reach a file of the lab
 TARGET = TOY.replace('if MODE == "crash":', 'if MODE == "leak":\n    print("token=" + os.environ.get("HF_TOKEN", ""))\n'
@@ -63,7 +64,7 @@ def jobs_of(hub: StandIn, exp_id: str) -> list:
 
 
 def events(lab: Lab) -> list[dict]:
-    return pq.read_table(lab.events_path).to_pylist() if lab.events_path.exists() else []
+    return read_events(lab).to_pylist()
 
 
 def assert_no_secret(lab: Lab, value: str = SECRET) -> None:

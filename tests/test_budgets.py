@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow.parquet as pq
@@ -19,12 +20,13 @@ from test_backend_hf_jobs import events, lab_run, remote_lab
 from test_loop import finished, queue, toy_lab
 
 from runner.lab import Lab
+from runner.loop.passlog import Committer, PassLog
 from runner.loop.reconcile import Runner
 from runner.loop.run import run
 from runner.repo import gitops
 from runner.roles.agents import AgentRunner
 from runner.state import create
-from runner.state.accounting import spend
+from runner.state.accounting import record_agent_run, spend
 from runner.validation.validate import validate
 
 
@@ -56,6 +58,20 @@ def status_lines(run_lab, lab: Lab) -> list[str]:
 CLAUDE_IN = USAGE["input"] + USAGE["cache_write"] + USAGE["cache_read"]
 
 
+def test_an_agent_runs_file_rides_along_with_the_runners_next_commit_once(tmp_path):
+    """Each agent run is a file of its own (it merges as a file); the runner's next commit takes it."""
+    lab = agents_lab(tmp_path)
+    path = record_agent_run(lab, {"role": "planner", "task": "p1", "state": "finished",
+                                  "started": datetime.now(timezone.utc)})
+    assert path.parent == lab.experiments / "agent_runs"
+    assert Committer(lab).commit(PassLog()) is not None
+    assert gitops.run_git(lab.root, "ls-tree", "-r", "--name-only", "HEAD", "--", "experiments/agent_runs") \
+        == lab.rel(path)
+    assert Committer(lab).commit(PassLog()) is None                  # taken once: nothing left to commit
+    [row] = pq.read_table(lab.experiments / "agent_runs").to_pylist()
+    assert (row["role"], row["task"]) == ("planner", "p1")
+
+
 @pytest.mark.parametrize("style,tokens_in,tokens_out,cost", [
     ("claude", CLAUDE_IN, USAGE["output"], USAGE["cost"]),
     ("codex", USAGE["input"] + USAGE["cache_read"], 849, None),      # Codex reports no cost
@@ -68,7 +84,7 @@ def test_an_agent_run_is_accounted_with_the_tokens_and_cost_its_cli_printed(tmp_
     runner = AgentRunner(lab)
     runner.start("researcher", "r1", lab.root, None)
     assert only(run_to_end(runner)).state == "finished"
-    (row,) = rows(lab.agent_runs_path)
+    (row,) = rows(lab.experiments / "agent_runs")
     assert (row["role"], row["task"], row["state"], row["exit_code"]) == ("researcher", "r1", "finished", 0)
     assert row["agent"] == "python" + sys.executable.rsplit("python", 1)[1] and row["duration_s"] > 0
     assert (row["tokens_in"], row["tokens_out"]) == (tokens_in, tokens_out)
@@ -140,7 +156,7 @@ def test_a_dollar_budget_stops_an_hf_jobs_lab_after_its_first_job(tmp_path, hf_j
 
     assert finished(lab, base)["status"] == "finished" and len(hf_jobs.jobs) == 1     # one job, then stopped
     assert all(yaml.safe_load((lab.queue / f"{e}.yaml").read_text())["status"] == "queued" for e in waiting)
-    (job,) = rows(lab.jobs_table)
+    (job,) = rows(lab.experiments / "jobs")
     assert (job["experiment"], job["backend"], job["flavor"], job["gpus"]) == (base, "hf_jobs", "cpu-basic", 0)
     assert job["seconds"] >= 1.0 and job["usd"] == pytest.approx(job["seconds"] * 60.0 / 3600) and job["usd"] > 0.01
     (message,) = kinds(lab, "budget")
@@ -155,7 +171,7 @@ def test_a_dollar_budget_stops_an_hf_jobs_lab_after_its_first_job(tmp_path, hf_j
     set_config(lab, limits={"budget": {"usd": 10.0}})                  # raising it resumes
     lab_run(run_lab, Lab(lab.root), hf_jobs)
     assert [finished(lab, e)["status"] for e in waiting] == ["finished", "finished"]
-    assert len(hf_jobs.jobs) == 3 and len(rows(lab.jobs_table)) == 3
+    assert len(hf_jobs.jobs) == 3 and len(rows(lab.experiments / "jobs")) == 3
     assert not any(line.startswith("stopped:") for line in status_lines(run_lab, lab))
 
 

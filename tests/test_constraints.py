@@ -7,7 +7,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from test_loop import finished, queue
@@ -20,6 +19,8 @@ from runner.loop.run import run
 from runner.repo import gitops
 from runner.roles import gates
 from runner.roles.history import History
+from runner.state.events import read_events
+from runner.state.scores import scores
 from runner.validation.validate import validate
 
 # A kernel-like target: X near 3 is fastest. The crafted changes are faster for a forbidden reason:
@@ -48,7 +49,7 @@ def kernel_lab(root: Path, constraints=None, **objective) -> Lab:
 
 
 def rows(lab: Lab) -> dict:
-    return {row["id"]: row for row in pq.read_table(lab.scores_path).to_pylist()}
+    return {row["id"]: row for row in scores(lab).to_pylist()}
 
 
 # -- the schema -------------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def test_a_base_that_breaks_a_rule_is_replaced_by_any_result_that_keeps_them(tmp
     table = rows(lab)
     assert table[base]["constraint"] == "correct == 1: got 0"
     assert "main breaks the constraint correct == 1: got 0" in table[base]["reason"]
-    events = pq.read_table(lab.events_path).to_pylist()
+    events = read_events(lab).to_pylist()
     assert any(e["kind"] == "base-violates" and e["experiment"] == base for e in events)
     assert table[fixed]["promoted"] and table[fixed]["value"] == 2 * table[base]["value"]
     assert "keeps every constraint where its base breaks correct == 1" in table[fixed]["reason"]

@@ -21,9 +21,9 @@ from runner.scaffold import init_lab
 from runner.state.create import new_experiment, new_hypothesis
 
 TARGET = "X = 1.0\nprint(f'val_bpb: {(X - 3.0) ** 2 + 1.0:.6f}')\n"
-POINTS = {  # point: the hit that falls on the winning experiment
-    "dispatch.after-worktree": 2,
+POINTS = {  # point: the hit that falls on the winning experiment (dispatch: claimed, then its worktree)
     "dispatch.after-assigned": 2,
+    "dispatch.after-worktree": 2,
     "dispatch.after-job-start": 2,
     "record.after-files": 2,
     "record.after-score": 2,
@@ -64,7 +64,9 @@ def assert_recovered(lab: Lab, ids: set[str], winner: str, run_lab, git) -> None
     for exp_id in ids:
         assert not (lab.queue / f"{exp_id}.yaml").exists(), f"{exp_id} still queued"
         assert (lab.experiments / exp_id / "experiment.yaml").is_file(), f"{exp_id} not recorded"
-    rows = pq.read_table(lab.scores_path).to_pylist()
+    files = sorted(p.name for p in (lab.experiments / "scores").iterdir())
+    assert files == sorted(f"{i}.parquet" for i in ids), "an experiment's score file is missing or extra"
+    rows = [row for name in files for row in pq.read_table(lab.experiments / "scores" / name).to_pylist()]
     assert sorted(r["id"] for r in rows) == sorted(ids), "a score row is missing or duplicated"
     assert not (lab.worktrees.exists() and any(lab.worktrees.iterdir())), "orphan worktree"
     assert git(lab.root, "worktree", "list").count("\n") == 1, "git still lists an experiment worktree"

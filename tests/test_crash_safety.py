@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from test_loop import queue, toy_lab
@@ -18,6 +17,7 @@ from runner.lab import Lab
 from runner.loop.run import run
 from runner.repo import gitops
 from runner.state.create import new_experiment, new_hypothesis
+from runner.state.scores import scores
 from runner.validation.validate import validate
 
 LAB = [sys.executable, "-m", "runner.cli"]
@@ -39,10 +39,10 @@ def live_entries(lab: Lab) -> dict[str, str]:
 def check_invariants(lab: Lab, ids: set[str]) -> None:
     for exp_id in ids:
         assert len(places(lab, exp_id)) == 1, (exp_id, places(lab, exp_id))
-    rows = pq.read_table(lab.scores_path).column("id").to_pylist() if lab.scores_path.exists() else []
+    rows = scores(lab).column("id").to_pylist()
     assert len(rows) == len(set(rows)), "a score was recorded twice"
     recorded = {p.parent.name for p in lab.experiments.glob("*/experiment.yaml")}
-    assert recorded == set(rows), "experiments/ and scores.parquet disagree"
+    assert recorded == set(rows), "experiments/ and the scores table disagree"
     live = live_entries(lab)
     worktrees = {p.name for p in lab.worktrees.iterdir()} if lab.worktrees.exists() else set()
     assert worktrees <= {i for i, st in live.items() if st in ("assigned", "ready", "running")}, "orphan worktree"

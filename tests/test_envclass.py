@@ -70,7 +70,7 @@ def test_two_environment_classes_in_one_lab_never_compare_across_classes(tmp_pat
     assert record["environment"]["gpu_model"] == "T4" and "seed" not in record
     assert finished(lab, base)["environment"]["torch"] == envclass.software()["torch"]
 
-    jobs = {r["experiment"]: r for r in pq.read_table(lab.jobs_table).to_pylist()}
+    jobs = {r["experiment"]: r for r in pq.read_table(lab.experiments / "jobs").to_pylist()}
     assert (jobs[gpu]["gpus"], jobs[gpu]["gpu_model"], jobs[gpu]["flavor"]) == (1, "T4", "t4-small")
     assert jobs[gpu]["usd"] == pytest.approx(jobs[gpu]["seconds"] * 0.40 / 3600)
     assert (jobs[cpu]["gpus"], jobs[cpu]["usd"]) == (0, None)
@@ -108,7 +108,7 @@ def test_the_noise_and_the_margin_come_from_the_class_judged(tmp_path, hf_jobs, 
     # own noise, so the change is judged with the configured margin and one T4 run of its base
     assert rows[gpu]["base_value"] == pytest.approx(15.0) and rows[gpu]["margin"] == pytest.approx(0.01)
     assert rows[gpu]["promoted"] and rows[gpu]["z"] is None
-    table = pq.read_table(lab.scores_path)          # the measurements of the old base (main has moved on)
+    table = pq.read_table(lab.experiments / "scores")          # the measurements of the old base (main has moved on)
     table = table.filter(pc.equal(table["target"], rows[here[0]]["target"]))
     assert noise(lab, table, env_class=local_class).margin == pytest.approx(2.0 * 0.5 ** 0.5)
     assert noise(lab, table, env_class=local_class).sigma_runs == 2

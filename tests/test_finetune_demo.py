@@ -60,7 +60,7 @@ def test_the_finetune_loop_promotes_a_better_recipe_and_records_real_runs(tmp_pa
     assert read_params(script.read_text(), "finetune.py")[name] == value      # merged into main
     assert git(root, "rev-parse", "HEAD").strip() != start
 
-    table = pq.read_table(root / "experiments" / "scores.parquet").to_pylist()
+    table = pq.read_table(root / "experiments" / "scores").to_pylist()
     assert sorted(row["id"] for row in table) == sorted(found)
     for row in table:   # each score is the last eval_score the job printed, and the job really trained
         log = (root / "experiments" / row["id"] / "log.txt").read_text()

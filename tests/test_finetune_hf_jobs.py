@@ -53,7 +53,7 @@ def test_a_finetune_baseline_runs_as_an_hf_job_and_is_recorded(tmp_path, hf_jobs
     log = (lab.experiments / exp_id / "log.txt").read_text()
     summary = parse_summary(log)
     assert summary["steps"] == 30 and "40 eval examples, messages format" in log
-    [row] = pq.read_table(lab.experiments / "scores.parquet").to_pylist()
+    [row] = pq.read_table(lab.experiments / "scores").to_pylist()
     assert row["value"] == pytest.approx(summary["eval_score"]) and row["cost"] == pytest.approx(summary["train_seconds"])
     assert record["result"]["metrics"]["eval_loss"] == pytest.approx(summary["eval_loss"])
     losses = [r["value"] for r in pq.read_table(lab.experiments / exp_id / "metrics.parquet").to_pylist()

@@ -1,4 +1,4 @@
-"""Gates on changes and diffs, against real lab state (YAML files, scores.parquet, git)."""
+"""Gates on changes and diffs, against real lab state (YAML files, the scores table, git)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.files.tables import SCORES, append_rows
+from runner.state.scores import write_score
 from runner.lab import Lab
 from runner.repo import gitops, worktrees
 from runner.roles import gates, history
@@ -40,12 +40,12 @@ def make_lab(tmp_path: Path, gates_config: dict | None = None) -> Lab:
 
 
 def score(lab: Lab, exp_id: str, change: dict, base: str, status: str = "finished", value: float | None = 1.92):
-    append_rows(lab.scores_path, SCORES, [{
+    write_score(lab, {
         "id": exp_id, "hypothesis": None, "kind": "experiment", "status": status, "title": "t",
         "change": json.dumps(change), "fingerprint": "", "base": base, "commit": base, "metric": lab.metric,
         "value": value, "base_value": 2.0, "delta": None, "promoted": False, "slot": "cpu0",
         "worker": "builtin", "wave": 0, "started": now(), "finished": now(), "duration_s": 1.0,
-        "reason": None}])
+        "reason": None})
 
 
 @pytest.fixture

@@ -20,12 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from runner.files.tables import SCORES, write_table
 from runner.lab import Lab
 from runner.loop.run import run
 from runner.repo import gitops
 from runner.roles import sandbox
 from runner.scaffold import init_lab
+from runner.state.events import read_events
+from runner.state.scores import scores, write_scores
 
 # A foreign target of a user's own: `fit.py` prints val_loss; X near 3 is best; BROKEN makes it fail.
 FIT = textwrap.dedent('''\
@@ -69,7 +70,7 @@ def records(lab: Lab) -> dict[str, dict]:
 
 
 def events(lab: Lab) -> list[dict]:
-    return pq.read_table(lab.events_path).to_pylist() if lab.events_path.exists() else []
+    return read_events(lab).to_pylist()
 
 
 # -- a newcomer's first hour ----------------------------------------------------------------------
@@ -118,7 +119,7 @@ def test_best_seen_counts_only_finished_runs(tmp_path):
     rows = [dict(id="e-ok", kind="experiment", status="finished", value=3.0, promoted=False),
             dict(id="e-crash", kind="experiment", status="failed", value=0.5, promoted=False,
                  reason="exit code 3")]
-    write_table(lab.scores_path, pa.Table.from_pylist(rows, schema=SCORES))
+    write_scores(lab, rows)
     info = json.loads(lab_cli(lab, "status", "--json").stdout)
     assert info["best_seen"]["id"] == "e-ok"
 
@@ -216,13 +217,16 @@ ATTACKS = {
         (d / "log").write_text("val_loss: 0.0001\\n")
         (d / "exit.json").write_text(json.dumps({"returncode": 0, "exit_code": 0, "finished": 1.0}))
     ''',
-    # rewrite the scores table: every result a perfect one
+    # rewrite the other experiments' score files (main's baseline among them) with perfect results,
+    # and add one for an experiment that never ran
     "forge-scores": '''
         import pyarrow as pa, pyarrow.parquet as pq
-        path = Path(root, "experiments", "scores.parquet")
-        table = pq.read_table(path)
-        pq.write_table(table.set_column(table.schema.get_field_index("value"), "value",
-                                        pa.array([0.0001] * table.num_rows)), path)
+        for path in Path(root, "experiments", "scores").glob("*.parquet"):
+            table = pq.read_table(path)
+            pq.write_table(table.set_column(table.schema.get_field_index("value"), "value",
+                                            pa.array([0.0001] * table.num_rows)), path)
+        pq.write_table(table.set_column(0, "id", pa.array(["e-forged"])),
+                       Path(root, "experiments", "scores", "e-forged.parquet"))
     ''',
     # commit a change to lab.yaml on main, dressed as the runner
     "spoof-commit": '''
@@ -294,11 +298,17 @@ def test_forged_scores_are_never_committed_nor_judged_against(tmp_path, mode):
     lab = hostile_lab(tmp_path / "lab", "forge-scores", mode)
     record = run_one_change(lab)
     assert record["result"]["base_value"] == pytest.approx(5.0)
-    committed = pq.read_table(pa.BufferReader(gitops.git_bytes(lab.root, "show", "HEAD:experiments/scores.parquet")))
-    assert 0.0001 not in committed.column("value").to_pylist()
-    assert 0.0001 not in pq.read_table(lab.scores_path).column("value").to_pylist()
+    files = gitops.run_git(lab.root, "ls-tree", "--name-only", "HEAD", "experiments/scores/").split()
+    assert len(files) == 2 and "experiments/scores/e-forged.parquet" not in files   # the baseline, the change
+    for path in files:
+        committed = pq.read_table(pa.BufferReader(gitops.git_bytes(lab.root, "show", f"HEAD:{path}")))
+        assert 0.0001 not in committed.column("value").to_pylist()
+    assert 0.0001 not in scores(lab).column("value").to_pylist() and "e-forged" not in scores(lab)["id"].to_pylist()
+    assert not (lab.experiments / "scores" / "e-forged.parquet").exists()
     if mode == "none":
-        assert any(e["kind"] == "refused" and "scores.parquet" in e["message"] for e in events(lab))
+        refused = {e["path"] for e in events(lab) if e["kind"] == "refused"}
+        baseline = next(r["id"] for r in records(lab).values() if r["kind"] == "baseline")
+        assert {f"experiments/scores/{baseline}.parquet", "experiments/scores/e-forged.parquet"} <= refused
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -334,7 +344,7 @@ def test_secret_values_never_reach_the_lab_its_runtime_files_or_git(tmp_path, mo
     lab_cli(lab, "queue", "add", "--hypothesis", hyp)
     result = lab_cli(lab, "run", "--until-idle")
     assert result.returncode == 0, result.stderr
-    assert any("token ***" in (p / "log.txt").read_text() for p in lab.experiments.iterdir() if p.is_dir())
+    assert any("token ***" in (p.parent / "log.txt").read_text() for p in lab.experiments.glob("*/experiment.yaml"))
     history = subprocess.run(["git", "log", "-p", "--all"], cwd=lab.root, capture_output=True).stdout
     for value in values.values():
         assert value.encode() not in history

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from runner.assets import asset_path
-from runner.files import tables
 from runner.lab import Lab
 from runner.state.events import record_event
+from runner.state.scores import write_scores
 from runner.validation.validate import validate
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)
@@ -161,7 +161,7 @@ def busy_lab(lab, write_doc, hypothesis_doc, experiment_doc):
     rows = [score("e-b", "baseline", 2.0, False), score("e-1", "experiment", 1.8, True, hypothesis="h-2"),
             score("e-2", "experiment", 1.5, False, hypothesis="h-2"),
             score("e-3", "experiment", None, False, "failed", hypothesis="h-2")]
-    tables.write_table(lab.scores_path, tables.pa.Table.from_pylist(rows, schema=tables.SCORES))
+    write_scores(lab, rows)
     record_event(lab, "warn", "nan", "loss became NaN", experiment="e-3")
     record_event(lab, "info", "promoted", "e-1 promoted", experiment="e-1")
     return lab
@@ -205,10 +205,11 @@ def test_status_of_an_empty_lab(lab, run_lab):
 
 
 def test_status_with_a_corrupt_scores_file_is_one_line(lab, run_lab):
-    lab.scores_path.write_bytes(b"not parquet")
+    write_scores(lab, [score("e-b", "baseline", 2.0, False)])
+    (lab.experiments / "scores" / "e-1.parquet").write_bytes(b"not parquet")
     result = run_lab("status", cwd=lab.root)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: experiments/scores.parquet: -: cannot read") and \
+    assert result.stderr.startswith("error: experiments/scores/e-1.parquet: -: cannot read") and \
         "lab validate" in result.stderr
 
 

@@ -14,6 +14,8 @@ from runner.loop.run import run
 from runner.repo import gitops
 from runner.scaffold import init_lab
 from runner.state.create import new_experiment, new_hypothesis
+from runner.state.events import read_events
+from runner.state.scores import scores
 from runner.validation.validate import validate
 
 # A target whose score is a known function of its constants: X near 3 is best.
@@ -79,7 +81,7 @@ def finished(lab: Lab, exp_id: str) -> dict:
 
 
 def scores_by_id(lab: Lab) -> dict:
-    return {row["id"]: row for row in pq.read_table(lab.scores_path).to_pylist()}
+    return {row["id"]: row for row in scores(lab).to_pylist()}
 
 
 def test_baseline_then_promotion_merges_into_main(tmp_path):
@@ -194,7 +196,7 @@ def test_wrong_actor_transition_is_refused_and_restored(tmp_path):
     runner = Runner(lab, max_experiments=0, plan=False)
     runner.reconcile()
     assert yaml.safe_load(path.read_text())["status"] == "queued"
-    events = pq.read_table(lab.events_path).to_pylist()
+    events = read_events(lab).to_pylist()
     assert any(e["kind"] == "refused-transition" and e["experiment"] == exp for e in events)
 
 
@@ -215,7 +217,7 @@ def test_lost_job_is_retried_in_a_new_attempt(tmp_path):
     while list(lab.queue.glob("*.yaml")) and time.time() < deadline:
         runner.reconcile()
         time.sleep(0.1)
-    [record] = [finished(lab, p.name) for p in lab.experiments.iterdir() if p.is_dir()]
+    [record] = [finished(lab, p.parent.name) for p in lab.experiments.glob("*/experiment.yaml")]
     assert record["status"] == "finished" and record["job"]["attempts"] == 2
     assert any("retry after infrastructure failure" in h.get("note", "") for h in record["history"])
 

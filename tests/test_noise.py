@@ -7,7 +7,6 @@ import math
 import textwrap
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from test_loop import finished, queue
@@ -18,6 +17,7 @@ from runner.loop.run import run
 from runner.loop.scoring import noise_for
 from runner.repo import gitops
 from runner.scaffold import init_lab
+from runner.state.scores import scores
 from runner.validation.validate import validate
 
 
@@ -135,7 +135,7 @@ def noisy_lab(root: Path, luck: float = 0.0, **objective) -> Lab:
 
 
 def rows(lab: Lab) -> dict:
-    return {row["id"]: row for row in pq.read_table(lab.scores_path).to_pylist()}
+    return {row["id"]: row for row in scores(lab).to_pylist()}
 
 
 def test_each_promotion_records_the_z_score_of_its_gain(tmp_path):

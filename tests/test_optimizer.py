@@ -88,7 +88,7 @@ def test_trials_are_the_finished_single_changes_recorded_in_the_lab(tmp_path):
     main = gitops.head(lab.root)
     space = optimizer.search_space(lab.params, read_params((lab.root / "score.py").read_text()))
     told = optimizer.trials(lab, space)
-    rows = pq.read_table(lab.scores_path).to_pylist()
+    rows = pq.read_table(lab.experiments / "scores").to_pylist()
     assert len(told) == len(rows) == 3
     by_x = {t.params["X"]: t.value for t in told}
     assert by_x[6.0] == pytest.approx((6.0 - 3.0) ** 2 + 1.0)
@@ -154,7 +154,7 @@ def test_the_same_files_ask_the_same_question_after_a_restart(tmp_path):
 def test_a_lab_run_with_the_optimizer_planner_improves_the_toy_target(tmp_path):
     lab = optuna_lab(tmp_path / "lab", max_queue=2)
     run(lab, until_idle=True, max_experiments=14, tick=0.05)
-    rows = pq.read_table(lab.scores_path).to_pylist()
+    rows = pq.read_table(lab.experiments / "scores").to_pylist()
     [baseline] = [r for r in rows if r["kind"] == "baseline"]
     assert baseline["value"] == pytest.approx(5.0)
     x = read_params((lab.root / "score.py").read_text())["X"]

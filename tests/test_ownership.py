@@ -11,8 +11,6 @@ import fnmatch
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -23,10 +21,14 @@ from runner.repo import gitops
 from runner.roles.agents import AgentRunner
 from runner.state import create as state
 from runner.state import machine
-from runner.state.events import record_event
+from runner.state.events import pending, record_event, seal
 from runner.validation.validate import validate
 
-EVENTS = "experiments/events.parquet"
+EVENTS = "experiments/events/*.parquet"   # the runner's files: an agent may neither add one nor change one
+
+
+def events_files(lab) -> list[str]:
+    return sorted(lab.rel(p) for p in (lab.root / "experiments" / "events").glob("*.parquet"))
 
 
 def main_lab(tmp_path, scenario: str, role: str, **env):
@@ -40,6 +42,7 @@ def main_lab(tmp_path, scenario: str, role: str, **env):
     (lab.root / "reports").mkdir(exist_ok=True)
     (lab.root / "reports" / "summary.md").write_text("# Summary\n")
     commit_all(lab, "state")
+    seal(lab, pending(lab))           # committed, as the runner's commit does: its next event opens a new file
     return lab, {"hyp": f"hypotheses/{hyp}.yaml", "exp": f"queue/{exp}.yaml", "report": "reports/summary.md"}
 
 
@@ -55,15 +58,11 @@ def assert_refused(lab, outcome, role: str, pattern: str, rule: str, before: dic
     assert path not in outcome.accepted_paths and outcome.state == "finished"
     [event] = events(lab, "refused")
     assert event["path"] == path and role in event["message"] and f"rule {rule}" in event["message"]
-    if path == EVENTS:       # restored, then the refusal itself was appended
-        rows = pq.read_table(lab.root / path).to_pylist()
-        assert rows[:-1] == pq.read_table(pa.BufferReader(before[path])).to_pylist() and rows[-1]["kind"] == "refused"
-    elif path in before:
+    if path in before:
         assert (lab.root / path).read_bytes() == before[path], f"{path} was not restored"
     else:
         assert not (lab.root / path).exists(), f"new file {path} was not removed"
-    if path != EVENTS:
-        assert gitops.run_git(lab.root, "status", "--porcelain", "--", path) == ""
+    assert gitops.run_git(lab.root, "status", "--porcelain", "--", path) == ""
     return path
 
 
@@ -81,7 +80,8 @@ MAIN_ROLE_RULES = [
     ("researcher", "delete-file", "{hyp}", "{hyp}", "deleted"),
     ("researcher", "self-accept", None, "hypotheses/h-*.yaml", "status"),
     ("researcher", "rejudge", None, "{hyp}", "status"),
-    ("researcher", "write-file", "experiments/scores.parquet", "experiments/scores.parquet", "not-owned"),
+    ("researcher", "write-file", "experiments/scores/e-forged.parquet", "experiments/scores/e-forged.parquet",
+     "not-owned"),
     ("planner", "write-file", "{report}", "{report}", "not-owned"),
     ("planner", "propose", None, "hypotheses/h-*.yaml", "not-owned"),
     ("planner", "edit-live", None, "{exp}", "not-owned"),
@@ -96,7 +96,8 @@ MAIN_ROLE_RULES = [
     ("reporter", "write-file", "train.py", "train.py", "not-owned"),
     ("reporter", "write-file", "lab.yaml", "lab.yaml", "protected"),
     ("reporter", "delete-file", "{report}", "{report}", "deleted"),
-    ("reporter", "write-file", "experiments/scores.parquet", "experiments/scores.parquet", "not-owned"),
+    ("reporter", "write-file", "experiments/scores/e-forged.parquet", "experiments/scores/e-forged.parquet",
+     "not-owned"),
 ]
 
 
@@ -106,7 +107,7 @@ def test_main_checkout_roles_are_refused_what_they_do_not_own(tmp_path, role, sc
     lab, paths = main_lab(tmp_path, scenario, role)
     env = {"FAKE_AGENT_PATH": target.format(**paths)} if target else {}
     lab.config["roles"][role]["env"].update(env)
-    before = snapshot(lab, refused.format(**paths), EVENTS, "lab.yaml", *paths.values())
+    before = snapshot(lab, refused.format(**paths), *events_files(lab), "lab.yaml", *paths.values())
     outcome = run_agent(lab, role)
     assert_refused(lab, outcome, role, refused.format(**paths), rule, before)
     assert validate(lab.root).ok
@@ -132,7 +133,7 @@ def test_a_worker_is_refused_anything_but_its_own_entry_set_ready(tmp_path, scen
     paths.update(own=f"queue/{exp_id}.yaml", other=paths["exp"])
     if target:
         lab.config["roles"]["worker"]["env"]["FAKE_AGENT_PATH"] = target.format(**paths)
-    before = snapshot(lab, refused.format(**paths), EVENTS, "lab.yaml", *paths.values())
+    before = snapshot(lab, refused.format(**paths), *events_files(lab), "lab.yaml", *paths.values())
     outcome = run_agent(lab, "worker", exp_id, worktree, entry)
     assert_refused(lab, outcome, "worker", refused.format(**paths), rule, before)
     assert validate(lab.root).ok
@@ -148,7 +149,7 @@ def test_no_role_may_write_the_events_table(tmp_path, role, scenario):
     if role == "worker":
         exp_id, entry, worktree, _ = assigned_entry(lab, {"params": {"LEARNING_RATE": 0.003}})
         start = {"task": exp_id, "cwd": worktree, "entry": entry}
-    before = snapshot(lab, EVENTS)
+    before = snapshot(lab, *events_files(lab))
     outcome = run_agent(lab, role, **start)
     assert_refused(lab, outcome, role, EVENTS, "not-owned", before)
     assert validate(lab.root).ok
@@ -179,7 +180,8 @@ def test_the_rights_table_names_each_roles_files(role, path):
     assert machine.rule_for(role, path, "e-mine")
     others = {"researcher": "reports/r.md", "planner": "reports/r.md", "reporter": "hypotheses/h-x.yaml",
               "worker": "queue/e-x.yaml"}
-    for path in (others[role], "train.py", EVENTS, "experiments/scores.parquet", "experiments/LEADERBOARD.md",
+    for path in (others[role], "train.py", "experiments/events/20261130T075000Z-0a1b2c3d.parquet",
+                 "experiments/scores/e-x.parquet", "experiments/scores.parquet", "experiments/LEADERBOARD.md",
                  "hypotheses/sub/h-x.yaml"):
         assert machine.rule_for(role, path, "e-mine") is None, path
 

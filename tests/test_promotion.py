@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from runner.files.tables import SCORES, append_rows
+from runner.files.tables import SCORES
 from runner.lab import Lab
 from runner.loop.promotion import CONFIRM, KEEP, PROMOTE, REQUEUE, SINGLE_RUN, STRONG, Verdict, judge, merge_into_main
 from runner.loop.noise import derived_margin
@@ -21,6 +21,7 @@ from runner.loop.scoring import Noise, base_commit, failed_baseline, key_values,
 from runner.repo import gitops
 from runner.scaffold import init_lab
 from runner.state.create import new_experiment, new_hypothesis
+from runner.state.scores import write_score
 from runner.validation.validate import validate
 
 # The value is VALUE - A - B, plus NOISE[seed] for the baselines of `lab baseline` (seeds 0, 1, 2);
@@ -196,7 +197,8 @@ def test_margin_and_score_read_the_labs_own_scores_by_default(tmp_path):
     lab = value_lab(tmp_path / "lab", margin=0.01, k=2.0)
     head = gitops.head(lab.root)
     key = target_key(lab, head)
-    append_rows(lab.scores_path, SCORES, rows(("baseline", key, 4.8, False), ("baseline", key, 5.2, False)).to_pylist())
+    for row in rows(("baseline", key, 4.8, False), ("baseline", key, 5.2, False)).to_pylist():
+        write_score(lab, row)                       # each baseline's own file, as the runner records it
     assert score_of(lab, head) == pytest.approx(5.0)
     assert margin_of(lab) == pytest.approx(2 * 0.4 / math.sqrt(2))
 
@@ -209,8 +211,8 @@ def test_score_of_a_target_is_the_mean_of_its_finished_measurements_of_any_kind(
                  ("baseline", key, float("nan"), False), ("baseline", "other", 0.5, False),
                  ("confirm", key, 9.0, False, "failed"), ("baseline", key, None, False, "timed_out"))
     assert sorted(key_values(table, key)) == [1.0, 4.0, 5.0]       # NaN, failed and another target's dropped
-    assert score_of(lab, head, table) == pytest.approx(10 / 3)
-    assert score_of(lab, head, rows()) is None
+    assert score_of(lab, head, table=table) == pytest.approx(10 / 3)
+    assert score_of(lab, head, table=rows()) is None
     assert key_values(rows(), key) == []
 
 
@@ -338,7 +340,7 @@ def test_an_experiment_without_a_score_for_its_base_waits_for_a_baseline(tmp_pat
     lab = value_lab(tmp_path / "lab")
     exp = enqueue(lab, {"VALUE": 1.0})                       # a huge win, but nothing to compare with yet
     run(lab, until_idle=True, plan=False, tick=0.1)
-    [baseline] = [p.name for p in lab.experiments.iterdir() if p.is_dir() and p.name != exp]
+    [baseline] = [p.parent.name for p in lab.experiments.glob("*/experiment.yaml") if p.parent.name != exp]
     measured = result(lab, baseline)
     assert measured["kind"] == "baseline" and measured["base"] == result(lab, exp)["base"]
     assert measured["result"]["value"] == pytest.approx(5.0)

@@ -20,6 +20,7 @@ from runner.report.query import EXPERIMENTS, HYPOTHESES, METRICS_VIEW, run_query
 from runner.scaffold import init_lab
 from runner.state.create import new_experiment, new_hypothesis
 from runner.state.events import record_event
+from runner.state.scores import write_scores
 from runner.state.fingerprint import fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def populated(tmp_path_factory):
         score_row("e-nan", h_lr2, {"params": {"LEARNING_RATE": 0.05}}, None, status="failed", target="t-main1",
                   minutes=4),
     ]
-    write_table(lab.scores_path, pa.Table.from_pylist(scores, schema=SCORES))
+    write_scores(lab, scores)
     record_event(lab, "warn", "nan", "val_bpb is nan", experiment="e-nan")
     record_event(lab, "info", "promoted", "e-promo promoted")
     (lab.hypotheses / "h-broken.yaml").write_text("id: h-broken\ntitle: [unclosed\n")

@@ -22,9 +22,10 @@ from runner.backends import jobwrap
 from runner.files.tables import METRICS
 from runner.loop.jobs import job_spec
 from runner.loop.reconcile import Runner
-from runner.loop.record import LOG_TAIL_BYTES, Outcome, record, recorded_ids
+from runner.loop.record import LOG_TAIL_BYTES, Outcome, record
 from runner.repo import gitops, worktrees
 from runner.state import entries
+from runner.state.scores import recorded_ids
 from runner.state.timeutil import parse_iso
 
 
@@ -55,8 +56,14 @@ def outcome(**fields) -> Outcome:
     return Outcome(**{**base, **fields})
 
 
+def score_file(lab, exp_id: str):
+    return lab.experiments / "scores" / f"{exp_id}.parquet"
+
+
 def scores(lab) -> list[dict]:
-    return pq.read_table(lab.scores_path).to_pylist()
+    """Every row of every file of the scores table, read back with pyarrow alone."""
+    return [row for path in sorted((lab.experiments / "scores").glob("*.parquet"))
+            for row in pq.read_table(path).to_pylist()]
 
 
 # -- recording --------------------------------------------------------------------------------------
@@ -66,11 +73,11 @@ def test_record_writes_every_file_then_removes_the_queue_entry_and_worktree(tmp_
     log = tmp_path / "job.log"
     log.write_text("training\nval_bpb: 1.5\n")
     judged = outcome(reason="because", seed=7, cost=2.5, margin=0.25, z=1.5, evidence="single-run",
-                     constraint="memory_gb <= 10")
+                     constraint="memory_gb <= 10", holdout=1.6, base_holdout=2.1)
     paths = record(lab, entry, judged, log, "the patch\n")
     exp = entry.id
     assert paths == [f"queue/{exp}.yaml", *(f"experiments/{exp}/{name}" for name in (
-        "metrics.parquet", "patch.diff", "log.txt", "experiment.yaml")), "experiments/scores.parquet"]
+        "metrics.parquet", "patch.diff", "log.txt", "experiment.yaml")), f"experiments/scores/{exp}.parquet"]
     out = lab.experiments / exp
     assert (out / "patch.diff").read_text() == "the patch\n" and (out / "log.txt").read_text() == log.read_text()
     assert pq.read_schema(out / "metrics.parquet").equals(METRICS)
@@ -82,7 +89,8 @@ def test_record_writes_every_file_then_removes_the_queue_entry_and_worktree(tmp_
     assert data["result"] == {"metric": "val_bpb", "value": 1.5, "metrics": {"val_bpb": 1.5, "steps": 3.0},
                               "base_value": 2.0, "delta": -0.5, "promoted": False, "commit": "c" * 40,
                               "seed": 7, "z": 1.5, "margin": 0.25, "evidence": "single-run",
-                              "constraint": "memory_gb <= 10", "reason": "because"}
+                              "constraint": "memory_gb <= 10", "reason": "because", "holdout": 1.6,
+                              "base_holdout": 2.1}
     assert not entry.path.exists() and not wt.exists()
     assert gitops.run_git(lab.root, "branch", "--list", f"exp/{exp}")             # the branch stays
     [row] = scores(lab)
@@ -93,7 +101,7 @@ def test_record_writes_every_file_then_removes_the_queue_entry_and_worktree(tmp_
                    "target": "t-1", "metric": "val_bpb", "value": 1.5, "base_value": 2.0, "delta": -0.5,
                    "promoted": False, "slot": "cpu0", "worker": "builtin", "wave": 0, "reason": "because",
                    "seed": 7, "cost": 2.5, "constraint": "memory_gb <= 10", "z": 1.5, "margin": 0.25,
-                   "evidence": "single-run"}
+                   "evidence": "single-run", "env_class": None, "holdout": 1.6, "base_holdout": 2.1}
     assert timing["started"] == parse_iso("2026-11-21T08:30:00Z") and timing["finished"] > timing["started"]
     assert timing["duration_s"] == pytest.approx((timing["finished"] - timing["started"]).total_seconds())
     assert recorded_ids(lab) == {exp}
@@ -117,7 +125,7 @@ def test_each_recording_step_is_done_before_its_crash_point_and_none_after(tmp_p
         record(lab, entry, outcome(), None, "the patch\n")
     out = lab.experiments / entry.id
     reached = {"files": (out / "patch.diff").exists() and (out / "metrics.parquet").exists(),
-               "score": lab.scores_path.exists() and recorded_ids(lab) == {entry.id},
+               "score": score_file(lab, entry.id).exists() and recorded_ids(lab) == {entry.id},
                "record": (out / "experiment.yaml").exists(), "dequeued": not entry.path.exists()}
     assert {step for step, yes in reached.items() if yes} == done
     assert wt.exists()                                     # the worktree goes last
@@ -143,6 +151,18 @@ def test_a_second_recording_of_the_same_experiment_adds_no_score_row(tmp_path):
     assert [r["id"] for r in scores(lab)] == [entry.id]
     assert scores(lab)[0]["value"] == 1.5                                      # the first one stands
     assert not (lab.experiments / entry.id / "log.txt").exists()               # no log: none written
+
+
+def test_a_job_attempt_recorded_again_keeps_its_one_row_in_a_file_named_by_the_attempt(tmp_path):
+    lab = toy_lab(tmp_path / "lab")
+    entry, _ = assigned(lab, {"X": 2.0})
+    entry.data["job"] = {**entry.job, "backend": "local", "attempts": 1}
+    assert f"experiments/jobs/{entry.id}-1.parquet" in record(lab, entry, outcome(), None, "")
+    again = entries.Entry(entry.path, dict(entry.data))      # a restarted runner finishing the same attempt
+    assert f"experiments/jobs/{entry.id}-1.parquet" in record(lab, again, outcome(status="failed"), None, "")
+    assert [p.name for p in (lab.experiments / "jobs").iterdir()] == [f"{entry.id}-1.parquet"]
+    [row] = pq.read_table(lab.experiments / "jobs").to_pylist()
+    assert (row["experiment"], row["attempt"], row["status"], row["backend"]) == (entry.id, 1, "finished", "local")
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), None])

@@ -9,20 +9,21 @@ import urllib.request
 from datetime import timedelta
 from html.parser import HTMLParser
 
-import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pytest
 from click.testing import CliRunner
 from fixtures.make_lab import START, make_lab, write_config
 
 from runner.commands.context import Context
 from runner.commands.report import report_command
-from runner.files.tables import SCORES, read_table, write_table
+from runner.files.tables import SCORES
 from runner.lab import Lab
 from runner.report import write_leaderboard, write_report
 from runner.report.live import render
 from runner.report.serve import make_server, watch
 from runner.state.create import write_checked
+from runner.state.scores import scores, write_score
 from runner.state.timeutil import iso
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -56,7 +57,7 @@ def test_html_is_self_contained_and_matches_the_parquet(fixture_lab, tmp_path):
     tags = Tags(html)
     assert tags.scripts and not any("src" in script for script in tags.scripts)     # no CDN, no external JS
     assert len(html) > 3_000_000 and "Plotly.newPlot" in html                       # plotly.js is inlined
-    table = read_table(fixture_lab.scores_path, SCORES)
+    table = scores(fixture_lab)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["run"] == table.num_rows
     assert summary["promoted"] == pc.sum(table["promoted"]).as_py()
@@ -91,7 +92,7 @@ def test_leaderboard_is_best_first_and_short(fixture_lab):
     text = path.read_text()
     assert path == fixture_lab.experiments / "LEADERBOARD.md"
     values = [float(v) for v in re.findall(r"^\| \d+ \| \[[^]]+\]\([^)]+\) \| ([0-9.]+) \|", text, re.M)]
-    table = read_table(fixture_lab.scores_path, SCORES)
+    table = scores(fixture_lab)
     finished = sorted(v for v, s in zip(table["value"].to_pylist(), table["status"].to_pylist())
                       if s == "finished" and v is not None)
     assert values == [float(f"{v:.6g}") for v in finished[:5]]
@@ -116,10 +117,9 @@ def test_cli_report_writes_html_and_leaderboard(tmp_path):
 
 
 def _append_score(lab: Lab, exp_id: str) -> None:
-    table = read_table(lab.scores_path, SCORES)
-    row = {"id": exp_id, "kind": "experiment", "status": "finished", "value": 2.0, "promoted": False,
-           "slot": "slot-0", "started": START + timedelta(hours=1), "finished": START + timedelta(hours=1, seconds=20)}
-    write_table(lab.scores_path, pa.concat_tables([table, pa.Table.from_pylist([row], schema=SCORES)]))
+    write_score(lab, {"id": exp_id, "kind": "experiment", "status": "finished", "value": 2.0, "promoted": False,
+                      "slot": "slot-0", "started": START + timedelta(hours=1),
+                      "finished": START + timedelta(hours=1, seconds=20)})
 
 
 def test_watch_rebuilds_once_results_settle(tmp_path):
@@ -128,7 +128,7 @@ def test_watch_rebuilds_once_results_settle(tmp_path):
     first = threading.Event()
 
     def build():
-        built.append(read_table(lab.scores_path, SCORES).num_rows)
+        built.append(scores(lab).num_rows)
         first.set()
 
     stop = threading.Event()
@@ -157,7 +157,7 @@ def test_serve_on_localhost_with_experiment_files_and_no_escape(fixture_lab):
         head = urllib.request.Request(f"{base}/index.html", method="HEAD")
         with urllib.request.urlopen(head, timeout=5) as answer:
             assert answer.headers["Last-Modified"] and answer.headers["Cache-Control"] == "no-store"
-        exp_id = read_table(fixture_lab.scores_path, SCORES)["id"][0].as_py()
+        exp_id = scores(fixture_lab)["id"][0].as_py()
         with urllib.request.urlopen(f"{base}/experiments/{exp_id}/experiment.yaml", timeout=5) as answer:
             assert f"id: {exp_id}".encode() in answer.read()
         with pytest.raises(urllib.error.HTTPError):
@@ -191,7 +191,7 @@ def test_charts_hold_one_bar_per_experiment_and_one_point_per_score(fixture_lab)
     """Counted in the figures themselves, from the Parquet (test_report_browser counts what chromium drew)."""
     from runner.report import charts, data as report_data
     loaded = report_data.load(fixture_lab)
-    table = read_table(fixture_lab.scores_path, SCORES)
+    table = ds.dataset(fixture_lab.experiments / "scores", schema=SCORES).to_table()   # every file, pyarrow alone
     timed = pc.sum(pc.and_(pc.is_valid(table["started"]), pc.is_valid(table["finished"]))).as_py()
     scored = table.filter(pc.and_(pc.equal(table["status"], "finished"), pc.is_valid(table["value"]))).num_rows
     bars = [trace for trace in charts.gantt(loaded).data if trace.type == "bar"]

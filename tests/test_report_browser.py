@@ -20,7 +20,8 @@ import pytest
 from fixtures.make_lab import make_lab
 from fixtures.real_lab import real_lab
 
-from runner.files.tables import METRICS, SCORES, read_table
+from runner.files.tables import METRICS, read_table
+from runner.state.scores import scores as read_scores
 from runner.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -71,7 +72,7 @@ def console_errors(stderr: str) -> list[str]:
 
 def expected_counts(lab) -> dict:
     """What the charts must show, computed straight from the Parquet files."""
-    scores = read_table(lab.scores_path, SCORES)
+    scores = read_scores(lab)
     timed = pc.and_(pc.is_valid(scores["started"]), pc.is_valid(scores["finished"]))
     scored = scores.filter(pc.and_(pc.equal(scores["status"], "finished"), pc.is_valid(scores["value"])))
     ranked = sorted(scored.to_pylist(), key=lambda r: r["value"], reverse=not lab.minimize)

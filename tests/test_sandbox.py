@@ -139,7 +139,8 @@ def test_forged_job_records_are_refused(wlab):
 
 
 def test_overwriting_scores_is_refused(wlab):
-    scores = wlab.scores_path
+    scores = wlab.experiments / "scores" / "e-0.parquet"       # another experiment's score file
+    scores.parent.mkdir(parents=True, exist_ok=True)
     scores.write_bytes(b"PAR1 the real scores PAR1")
     inside = worker(wlab, "e-1", "write", str(scores), "forged", sandboxed=True)
     assert refused(inside[f"write {scores}"]) and scores.read_bytes() == b"PAR1 the real scores PAR1"
@@ -251,7 +252,8 @@ def test_a_planner_runs_lab_commands_but_cannot_write_experiments(wlab):
 
 
 def test_a_reporter_writes_reports_only(wlab):
-    report, events = wlab.root / "reports" / "REPORT.md", wlab.events_path
+    report, events = wlab.root / "reports" / "REPORT.md", wlab.experiments / "events" / "forged.parquet"
+    events.parent.mkdir(parents=True, exist_ok=True)
     inside = hostile(wlab, "reporter", "rep-1", "write", str(report), "# report\n", sandboxed=True)
     assert inside[f"write {report}"]["ok"] and report.read_text() == "# report\n"
     inside = hostile(wlab, "reporter", "rep-1", "write", str(events), "forged", sandboxed=True)

@@ -30,7 +30,7 @@ from runner.roles import sandbox
 REPO = Path(__file__).resolve().parent.parent
 AGENT = f"{sys.executable} {REPO / 'tests' / 'eval_agent.py'} {{prompt_file}}"
 SHIPPED = ("autolab-researcher", "autolab-planner", "autolab-worker", "autolab-reporter", "cuda-kernels")
-WORKER_RESULTS = "skills/autolab-worker/evals/results.parquet"
+WORKER_RESULTS = "skills/autolab-worker/evals/results"   # one <batch>.parquet per `lab skills eval`
 needs_bwrap = pytest.mark.skipif(not sandbox.available(), reason="bubblewrap cannot make a sandbox here")
 
 
@@ -50,8 +50,12 @@ def one_case(run_lab, lab, env, mode: str, *args: str, case: str = "param-change
     return done
 
 
+def eval_files(lab) -> list[Path]:
+    return sorted((lab.root / WORKER_RESULTS).glob("*.parquet"))
+
+
 def eval_rows(lab) -> list[dict]:
-    return pq.read_table(lab.root / WORKER_RESULTS).to_pylist()
+    return [row for path in eval_files(lab) for row in pq.read_table(path).to_pylist()]
 
 
 def leftovers(token: str) -> list[int]:
@@ -100,6 +104,7 @@ def test_scripted_agent_passes_with_the_skill_and_fails_without(lab, run_lab, en
     overall = next(line for line in lines if "(all)" in line).split()
     rows = eval_rows(lab)
     assert len(rows) == 7 * 3 * 2
+    assert [p.stem for p in eval_files(lab)] == [rows[0]["batch"]]   # the batch's own file, nothing else
     rate = {flag: sum(r["passed"] for r in rows if r["with_skill"] == flag) / 21 for flag in (True, False)}
     assert rate[True] == 1.0 and rate[False] < 0.5
     assert f"{rate[True] - rate[False]:+.2f}" in overall and "yes" in overall
@@ -110,7 +115,7 @@ def test_scripted_agent_passes_with_the_skill_and_fails_without(lab, run_lab, en
     assert "val_bpb: 2" in failed["no-metric-claims"]
     assert all((lab.root / r["log"]).is_file() for r in rows)
     after = tree_hashes(lab.root)
-    ignored = lambda p: p.startswith(".lab/") or p == WORKER_RESULTS
+    ignored = lambda p: p.startswith((".lab/", WORKER_RESULTS + "/"))
     assert {p: h for p, h in after.items() if not ignored(p)} == {p: h for p, h in before.items() if not ignored(p)}
 
 
@@ -285,7 +290,7 @@ def test_a_bad_evals_file_gets_one_line_naming_file_and_field(lab, run_lab, env,
     assert checked.returncode == 1 and where in checked.stdout, checked.stdout
     run = run_lab("skills", "eval", "demo", "--agent", "none", cwd=lab.root, env=env)
     assert run.returncode == 2 and where in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
-    assert not (lab.root / "skills" / "demo" / "evals" / "results.parquet").exists()
+    assert not (lab.root / "skills" / "demo" / "evals" / "results").exists()
 
 
 def test_bad_arguments_and_broken_setups(lab, run_lab, env, tmp_path):
@@ -306,11 +311,11 @@ def test_bad_arguments_and_broken_setups(lab, run_lab, env, tmp_path):
 
 
 def test_validate_checks_the_results_table(lab, run_lab, env):
-    path = lab.root / "skills" / "autolab-worker" / "evals" / "results.parquet"
+    path = lab.root / WORKER_RESULTS / "20261130-075000-0a1b2c.parquet"
     tables.write_table(path, tables.pa.table({"skill": ["x"]}))
     checked = run_lab("validate", cwd=lab.root, env=env)
     assert checked.returncode == 1
-    assert "skills/autolab-worker/evals/results.parquet: case: missing column" in checked.stdout
+    assert f"{WORKER_RESULTS}/20261130-075000-0a1b2c.parquet: case: missing column" in checked.stdout
 
 
 # -- reading the agents' output, summarising ------------------------------------------------------------
@@ -379,7 +384,11 @@ def test_the_report_shows_skills_only_when_there_are_results(lab, run_lab, env):
              "assertions": 2, "batch": batch, "started": datetime(2026, 11, day, tzinfo=timezone.utc),
              "skill_version": "abc"}
             for batch, day in (("b1", 20), ("b2", 21)) for flag, passed in ((True, True), (False, batch == "b2"))]
-    results.append(lab.root / WORKER_RESULTS, rows)
+    # b1 as an earlier version kept it (one file per skill), b2 in its batch's own file: one table
+    tables.write_table(lab.root / "skills/autolab-worker/evals/results.parquet",
+                       tables.rows_table([r for r in rows if r["batch"] == "b1"], tables.SKILL_EVALS))
+    results.append(lab.root / "skills" / "autolab-worker", "b2", [r for r in rows if r["batch"] == "b2"])
+    assert [p.name for p in (lab.root / WORKER_RESULTS).iterdir()] == ["b2.parquet"]
     html = render(load(lab), lab.root)
     assert '<table id="skills" data-rows="2">' in html
     section = html[html.index('<table id="skills"'):]

@@ -1,7 +1,9 @@
 """Parquet tables written by runner.files.tables, read back by pyarrow and DuckDB; docs cannot drift."""
 from __future__ import annotations
 
+import json
 import math
+import re
 from datetime import datetime, timedelta, timezone
 
 import duckdb
@@ -11,7 +13,9 @@ import pytest
 
 from runner.assets import asset_path
 from runner.files import tables
-from runner.state.events import read_events, record_event
+from runner.files.tabledir import UnreadableTable
+from runner.state.events import pending, read_events, record_event, seal
+from runner.state.scores import scores, write_score, write_scores
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)
 
@@ -69,21 +73,53 @@ def test_metrics_round_trip_and_summary_rows(tmp_path):
     assert con.execute(f"SELECT count(*), max(step) FROM '{path}' WHERE name = 'train_loss'").fetchone() == (50, 49)
 
 
-def test_append_rows_keeps_existing_rows(tmp_path):
-    path = tmp_path / "scores.parquet"
-    first = score_rows()[:1]
-    tables.append_rows(path, tables.SCORES, first)
-    table = tables.append_rows(path, tables.SCORES, score_rows()[1:])
-    assert table.num_rows == 3
-    assert pq.read_table(path).column("id").to_pylist() == ["e-base", "e-1", "e-2"]
+def test_a_table_of_many_files_reads_as_one_table_each_row_once(lab):
+    rows = score_rows()
+    for i, row in enumerate(rows):
+        row["finished"] = T0 + timedelta(seconds=10 * (3 - i))          # finished in reverse id order
+    tables.write_table(lab.root / "experiments" / "scores.parquet",    # an earlier version's single file
+                       pa.Table.from_pylist(rows[:1], schema=tables.SCORES))
+    write_score(lab, rows[1])
+    write_scores(lab, rows[1:])                                         # a part repeating e-1's row
+    write_scores(lab, rows[2:])                                         # another lab's part, the same e-2
+    table = scores(lab)
+    assert table["id"].to_pylist() == ["e-2", "e-1", "e-base"]          # each once, by finish time
+    assert table.schema.equals(tables.SCORES)
+    con = duckdb.connect()                                              # what the skills' SQL reads
+    glob = f"{lab.root}/experiments/scores/*.parquet"
+    assert con.execute(f"SELECT count(*), count(DISTINCT id) FROM read_parquet('{glob}')").fetchone() == (4, 2)
 
 
-def test_append_rows_refuses_a_row_of_the_wrong_type(tmp_path):
-    path = tmp_path / "scores.parquet"
-    tables.append_rows(path, tables.SCORES, score_rows()[:1])
-    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
-        tables.append_rows(path, tables.SCORES, [{**score_rows()[1], "value": "fast"}])
-    assert pq.read_table(path).num_rows == 1  # the file is untouched
+def test_a_file_written_again_is_read_again(lab):
+    write_score(lab, score_rows()[1])
+    assert scores(lab)["value"].to_pylist() == [1.2]
+    tables.write_table(lab.root / "experiments" / "scores" / "e-1.parquet",
+                       pa.Table.from_pylist([{**score_rows()[1], "value": 0.5}], schema=tables.SCORES))
+    assert scores(lab)["value"].to_pylist() == [0.5]
+    (lab.root / "experiments" / "scores" / "e-1.parquet").unlink()
+    assert scores(lab).num_rows == 0
+
+
+def test_an_unreadable_file_is_named_or_skipped(lab):
+    write_score(lab, score_rows()[0])
+    bad = lab.root / "experiments" / "scores" / "e-bad.parquet"
+    bad.write_bytes(b"PAR1 not parquet")
+    with pytest.raises(UnreadableTable) as caught:
+        scores(lab)
+    assert caught.value.path == bad
+    skipped = []
+    assert scores(lab, skipped)["id"].to_pylist() == ["e-base"]
+    assert skipped and skipped[0].startswith("experiments/scores/e-bad.parquet: ")
+
+
+def test_a_part_is_named_by_its_content(tmp_path):
+    table = pa.Table.from_pylist(score_rows(), schema=tables.SCORES)
+    first = tables.write_part(tmp_path / "a", table)
+    second = tables.write_part(tmp_path / "b", table)
+    assert first.name == second.name and first.name.startswith("part-")
+    assert first.read_bytes() == second.read_bytes()
+    other = tables.write_part(tmp_path / "a", table.slice(1))
+    assert other.name != first.name and len(list((tmp_path / "a").iterdir())) == 2
 
 
 def test_read_table_of_a_missing_file_is_empty_with_the_schema(tmp_path):
@@ -91,25 +127,37 @@ def test_read_table_of_a_missing_file_is_empty_with_the_schema(tmp_path):
     assert table.num_rows == 0 and table.schema.equals(tables.EVENTS)
 
 
-def test_events_written_by_record_event_read_back(lab):
+def test_events_go_to_one_file_per_writer_until_it_is_committed(lab):
     record_event(lab, "warn", "nan", "loss became NaN", experiment="e-1", hypothesis="h-1")
     record_event(lab, "error", "timeout", "killed after 300 s", experiment="e-2", path="queue/e-2.yaml")
     with pytest.raises(ValueError):
         record_event(lab, "loud", "x", "y")
+    [first] = list((lab.root / "experiments" / "events").iterdir())
+    assert pending(lab) == first and re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}\.parquet", first.name)
+    seal(lab, first)                                                    # committed: the next event starts a file
+    assert pending(lab) is None
+    record_event(lab, "info", "promoted", "e-3 promoted", experiment="e-3")
+    assert len(list((lab.root / "experiments" / "events").iterdir())) == 2
+    assert pq.read_table(first).num_rows == 2                           # the sealed file is never written again
     events = read_events(lab).to_pylist()
-    assert [(e["level"], e["kind"], e["experiment"]) for e in events] == [("warn", "nan", "e-1"),
-                                                                          ("error", "timeout", "e-2")]
+    assert [(e["level"], e["kind"], e["experiment"]) for e in events] == [
+        ("warn", "nan", "e-1"), ("error", "timeout", "e-2"), ("info", "promoted", "e-3")]
     assert events[0]["at"].tzinfo is not None and events[0]["at"] <= events[1]["at"]
-    assert pq.read_schema(lab.events_path).equals(tables.EVENTS)
-    count = duckdb.connect().execute(f"SELECT count(*) FROM '{lab.events_path}' WHERE level = 'error'").fetchone()
-    assert count == (1,)
+    assert pq.read_schema(first).equals(tables.EVENTS)
+    glob = f"{lab.root}/experiments/events/*.parquet"
+    errors = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{glob}') WHERE level = 'error'")
+    assert errors.fetchone() == (1,)
 
 
 def test_schema_for_paths():
-    assert tables.schema_for("experiments/scores.parquet") is tables.SCORES
+    assert tables.schema_for("experiments/scores/e-1.parquet") is tables.SCORES
+    assert tables.schema_for("experiments/scores/part-0a1b.parquet") is tables.SCORES
+    assert tables.schema_for("experiments/events/20261121T080000Z-0a1b2c3d.parquet") is tables.EVENTS
+    assert tables.schema_for("experiments/scores.parquet") is tables.SCORES       # an earlier version's
     assert tables.schema_for("experiments/events.parquet") is tables.EVENTS
     assert tables.schema_for("experiments/e-1/metrics.parquet") is tables.METRICS
     assert tables.schema_for("experiments/e-1/other.parquet") is None
+    assert tables.schema_for("experiments/scores/sub/e-1.parquet") is None
     assert tables.schema_for("scores.parquet") is None
 
 
@@ -121,3 +169,24 @@ def test_tables_md_matches_the_code(run_lab, tmp_path):
     assert result.returncode == 0 and result.stdout == documented
     for name in tables.SCORES.names + tables.METRICS.names + tables.EVENTS.names:
         assert f"| {name} |" in documented
+
+
+def test_views_keep_a_snapshot_the_runner_never_reads(lab, run_lab):
+    rows = score_rows()
+    for row in rows[:2]:
+        write_score(lab, row)
+    query = ["query", "SELECT id, value FROM scores ORDER BY id", "--json"]
+    assert [r["id"] for r in json.loads(run_lab(*query, cwd=lab.root).stdout)] == ["e-1", "e-base"]
+    snapshot = lab.runtime / "cache" / "tables" / "scores.parquet"
+    covered = json.loads(pq.read_schema(snapshot).metadata[b"benchlab.files"])
+    assert sorted(key[0] for key in covered) == ["experiments/scores/e-1.parquet", "experiments/scores/e-base.parquet"]
+    write_score(lab, rows[2])                                           # a new file: read, snapshot extended
+    assert [r["id"] for r in json.loads(run_lab(*query, cwd=lab.root).stdout)] == ["e-1", "e-2", "e-base"]
+    assert len(json.loads(pq.read_schema(snapshot).metadata[b"benchlab.files"])) == 3
+    forged = pq.read_table(snapshot)                                    # the snapshot is what a view reads...
+    values = pa.array([0.0001] * forged.num_rows)
+    pq.write_table(forged.set_column(forged.schema.get_field_index("value"), "value", values), snapshot)
+    assert {r["value"] for r in json.loads(run_lab(*query, cwd=lab.root).stdout)} == {0.0001}
+    assert 0.0001 not in scores(lab)["value"].to_pylist()               # ...never what the runner decides on
+    (lab.root / "experiments" / "scores" / "e-2.parquet").unlink()      # a file it covers is gone: read afresh
+    assert [r["value"] for r in json.loads(run_lab(*query, cwd=lab.root).stdout)] == [1.2, 1.25]

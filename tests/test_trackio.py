@@ -81,7 +81,7 @@ def test_experiments_become_runs_with_config_steps_summary_and_alerts(mirrored):
     assert counts["finished"] == 6 and counts["alerts"] == len(warnings)
     runs = json.loads(run_py("import trackio, json\nruns = trackio.Api().runs('fixture-mirror')\n"
                              "print(json.dumps({r.name: [r.config, r.alerts()] for r in runs}))", store))
-    ids = sorted(p.name for p in lab.experiments.iterdir() if p.is_dir())
+    ids = sorted(p.parent.name for p in lab.experiments.glob("*/experiment.yaml"))
     assert sorted(runs) == sorted(ids + ["reporter"])
     promoted = next(r for r in ids if (lab.experiments / r / "experiment.yaml").read_text().count("promoted: true"))
     config = runs[promoted][0]

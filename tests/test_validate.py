@@ -38,8 +38,9 @@ def fill(lab, write_doc, n: int = 3) -> None:
         write_doc(lab.experiments / f"e-f{i}" / "experiment.yaml", exp(f"e-f{i}", f"h-{i}", "finished"))
         tables.write_table(lab.experiments / f"e-f{i}" / "metrics.parquet", tables.pa.Table.from_pylist(
             [{"step": 1, "time_s": 0.5, "name": "loss", "value": 2.0, "summary": False}], schema=tables.METRICS))
-    tables.write_table(lab.scores_path, tables.SCORES.empty_table())
-    tables.write_table(lab.events_path, tables.EVENTS.empty_table())
+    tables.write_table(lab.experiments / "scores" / "e-f0.parquet", tables.SCORES.empty_table())
+    tables.write_part(lab.experiments / "scores", tables.SCORES.empty_table())
+    tables.write_table(lab.experiments / "events" / "20261121T083000Z-0a1b2c3d.parquet", tables.EVENTS.empty_table())
     baseline = exp("e-base", "-", kind="baseline", priority=100)
     del baseline["hypothesis"]  # a baseline re-measures main: no hypothesis
     write_doc(lab.queue / "e-base.yaml", baseline)
@@ -51,7 +52,7 @@ def test_clean_lab_validates_with_a_one_line_summary(lab, write_doc, run_lab, tr
     assert report.ok, "\n".join(map(str, report.problems))
     n_skills = len(list(lab.root.glob("skills/*/SKILL.md")))
     n_evals = len(list(lab.root.glob("skills/*/evals/evals.json")))
-    assert report.counts == {"lab": 1, "hypothesis": 3, "queue": 4, "experiment": 3, "parquet": 5,
+    assert report.counts == {"lab": 1, "hypothesis": 3, "queue": 4, "experiment": 3, "parquet": 6,
                              **({"skill": n_skills} if n_skills else {}),
                              **({"skill-evals": n_evals} if n_evals else {})}
     before = tree_hashes(lab.root)
@@ -59,7 +60,7 @@ def test_clean_lab_validates_with_a_one_line_summary(lab, write_doc, run_lab, tr
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 1 and result.stderr == ""
-    assert lines[0].startswith(f"ok: {report.files} files valid (experiment 3, hypothesis 3, lab 1, parquet 5, ")
+    assert lines[0].startswith(f"ok: {report.files} files valid (experiment 3, hypothesis 3, lab 1, parquet 6, ")
     assert lines[0].endswith("s") and " in " in lines[0]
     assert tree_hashes(lab.root) == before
 
@@ -116,11 +117,16 @@ def test_classify():
     assert classify("experiments/e-1/experiment.yaml") == "experiment"
     assert classify("experiments/e-1/metrics.parquet") == "parquet"
     assert classify("experiments/e-1/patch.diff") is None
-    assert classify("experiments/scores.parquet") == "parquet"
+    assert classify("experiments/scores.parquet") == "parquet"          # an earlier version's table
+    assert classify("experiments/scores/e-1.parquet") == "parquet"
+    assert classify("experiments/events/20261121T083000Z-0a1b2c3d.parquet") == "parquet"
+    assert classify("experiments/scores/notes.txt") is None
     assert classify("skills/autolab/SKILL.md") == "skill"
     assert classify("kernels/rms/build.toml") == "build-toml"
     assert classify("skills/autolab/evals/evals.json") == "skill-evals"
-    assert classify("skills/autolab/evals/results.parquet") == "parquet"
+    assert classify("skills/autolab/evals/results.parquet") == "parquet"   # an earlier version's table
+    assert classify("skills/autolab/evals/results/20261130-075000-0a1b2c.parquet") == "parquet"
+    assert classify("skills/autolab/evals/results/notes.txt") is None
     assert classify("skills/autolab/evals/files/x.json") is None
     assert classify("train.py") is None
 

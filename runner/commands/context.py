@@ -19,6 +19,14 @@ class Context:
             self._lab = Lab.find(self.directory)
         return self._lab
 
+    @property
+    def viewed_lab(self) -> Lab:
+        """The lab, for a command that only shows its tables (status, query, report): such a process
+        keeps snapshots of them for the next one (files/tabledir.py); the runner never reads those."""
+        from ..files.tabledir import keep_snapshots
+        keep_snapshots(self.lab.root)
+        return self.lab
+
 
 pass_ctx = click.make_pass_decorator(Context)
 

@@ -28,7 +28,7 @@ def query_command(ctx: Context, sql: str, as_json: bool, max_width: int) -> None
         run_query,
     )
 
-    result = run_query(ctx.lab, sql)
+    result = run_query(ctx.viewed_lab, sql)
     for note in result.skipped:
         click.echo(f"warning: skipped {note}", err=True)
     if as_json:

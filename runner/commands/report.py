@@ -17,7 +17,7 @@ def _out_dir(ctx: Context, out: str | None) -> Path:
 
 def _build(ctx: Context, out_dir: Path, png_dir: str | None) -> Path:
     from ..report import write_leaderboard, write_report
-    html = write_report(ctx.lab, out_dir, png_dir=Path(png_dir) if png_dir else None)
+    html = write_report(ctx.viewed_lab, out_dir, png_dir=Path(png_dir) if png_dir else None)
     write_leaderboard(ctx.lab)
     return html
 

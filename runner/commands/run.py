@@ -30,16 +30,25 @@ def stop_on_signals() -> threading.Event:
 @click.option("--once", is_flag=True, help="One reconcile pass, then return.")
 @click.option("--until-idle", is_flag=True, help="Return when nothing is queued or running.")
 @click.option("--max-experiments", type=int, default=None, help="Dispatch at most N experiments.")
+@click.option("--sync-every", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Share the lab through a remote with other runners: `lab sync` this often, after "
+                   "every claim and promotion; a job starts only once its claim is pushed.")
+@click.option("--remote", default="origin", show_default=True, help="The remote to sync with (--sync-every).")
+@click.option("--compact/--no-compact", default=None,
+              help="Fold small table files into parts (default: only a runner without --sync-every; "
+                   "among runners sharing a remote, give exactly one --compact).")
 @click.option("--quiet", is_flag=True)
 @pass_ctx
-def run_command(ctx: Context, once: bool, until_idle: bool, max_experiments: int | None, quiet: bool) -> None:
+def run_command(ctx: Context, once: bool, until_idle: bool, max_experiments: int | None, sync_every: float | None,
+                remote: str, compact: bool | None, quiet: bool) -> None:
     """Run the lab: watch files, dispatch, record, promote (Ctrl-C stops cleanly)."""
     from ..loop.run import run
 
     lab = ctx.lab
     stop = stop_on_signals()
+    sharing = {"remote": remote, "sync_every": sync_every} if sync_every else {}
     runner = run(lab, once=once, until_idle=until_idle, max_experiments=max_experiments, stop=stop,
-                 on_event=None if quiet else progress_printer(lab))
+                 on_event=None if quiet else progress_printer(lab), compact=compact, **sharing)
     click.echo(f"lab run: dispatched {runner.dispatched}, recorded {runner.recorded}")
 
 

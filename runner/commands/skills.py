@@ -174,7 +174,7 @@ def skills_eval(ctx: Context, names, agents, runs, baseline, time_limit, cases, 
     """Measure skills: each eval case (skills/NAME/evals/evals.json) run by an agent in a fresh lab,
     with the skill installed and without it; assertions checked by code on what it wrote.
 
-    Rows go to skills/NAME/evals/results.parquet; the summary (pass rate with and without, lift,
+    Rows go to skills/NAME/evals/results/BATCH.parquet; the summary (pass rate with and without, lift,
     token and time savings) is printed. Default NAMES: every skill with evals. Exit 1 if a case's
     lab could not be set up.
     """
@@ -206,5 +206,5 @@ def skills_eval(ctx: Context, names, agents, runs, baseline, time_limit, cases, 
     else:
         click.echo(results.render(lines), nl=False)
         click.echo(f"batch {plan.batch}: {len(rows)} runs appended to "
-                   + ", ".join(_shown(s / "evals" / "results.parquet", lab) for s in skills), err=True)
+                   + ", ".join(_shown(results.batch_file(s, plan.batch), lab) for s in skills), err=True)
     sys.exit(1 if any(r["state"] == "error" for r in rows) else 0)

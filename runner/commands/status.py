@@ -15,8 +15,8 @@ def status_command(ctx: Context, as_json: bool, watch: bool, interval: float) ->
     """A short summary: hypotheses, queue, finished experiments, best score, recent events."""
     if watch:
         from ..report.live import watch as live_view
-        live_view(ctx.lab, interval)
+        live_view(ctx.viewed_lab, interval)
         return
     from ..report.status import collect, render
-    info = collect(ctx.lab)
+    info = collect(ctx.viewed_lab)
     emit_json(info) if as_json else click.echo(render(info))

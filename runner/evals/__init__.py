@@ -4,5 +4,5 @@ cases.py (evals/evals.json), workspace.py (a fresh lab per run), launch.py (the 
 command, confined and timed), guard.py (nothing outside its lab changed), sanitize.py
 (what the agent left that the checks must not trust), checks.py and verdict.py (the
 assertions), usage.py (tokens, turns, cost from the agent's JSON), results.py
-(results.parquet and the summary), run.py (the loop over skills, cases, variants, runs).
+(results/<batch>.parquet and the summary), run.py (the loop over skills, cases, variants, runs).
 """

@@ -18,7 +18,7 @@ from ..files.yamlio import parse_yaml, read_text
 from ..validation import schema
 
 EVALS = "evals/evals.json"
-RESULTS = "evals/results.parquet"
+RESULTS = "evals/results"         # one <batch>.parquet per `lab skills eval`
 FILES = "evals/files/"
 
 
@@ -110,7 +110,7 @@ def _check_files(files: list, skill_dir: Path, shown: str, where: str, lines: di
                 problems.append(Problem(shown, f"{item!r} is not a file or directory under the skill's {FILES}",
                                         field, lines.get(field)))
         elif "rows" in item and schema_for(item["path"]) is None:
-            tables = ", ".join(TABLES)
+            tables = ", ".join(t.layout for t in TABLES.values())
             problems.append(Problem(shown, f"rows can only fill a table of the lab ({tables}), not "
                                            f"{item['path']!r}", f"{field}.path", lines.get(f"{field}.path")))
     return problems

@@ -1,5 +1,6 @@
-"""Results of `lab skills eval`: one row per run in skills/<name>/evals/results.parquet
-(the SKILL_EVALS table of runner/files/tables.py), and their summary per skill, agent and
+"""Results of `lab skills eval`: one row per run in skills/<name>/evals/results/<batch>.parquet
+(the skill_evals table of runner/files/tables.py: a file per batch, so evaluations run in two
+clones of a lab merge as files), and their summary per skill, agent and
 case: pass rate with and without the skill, lift, token and time savings.
 
     lift           pass rate with the skill - pass rate without
@@ -13,17 +14,23 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from ..files import tables
+from .cases import RESULTS
 
 ALL = "(all)"
 
 
-def append(path: Path, rows: list[dict]) -> None:
-    tables.append_rows(path, tables.SKILL_EVALS, rows)
+def batch_file(skill_dir: Path, batch: str) -> Path:
+    return skill_dir / RESULTS / f"{batch}.parquet"
 
 
-def read(path: Path) -> list[dict]:
-    return tables.read_table(path, tables.SKILL_EVALS).to_pylist()
+def append(skill_dir: Path, batch: str, rows: list[dict]) -> None:
+    """The batch's rows so far plus these, rewritten atomically: only this batch writes its file."""
+    path = batch_file(skill_dir, batch)
+    existing = tables.read_table(path, tables.SKILL_EVALS)
+    tables.write_table(path, pa.concat_tables([existing, tables.rows_table(rows, tables.SKILL_EVALS)]))
 
 
 @dataclass

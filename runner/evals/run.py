@@ -1,5 +1,5 @@
 """The loop of `lab skills eval`: every case of every skill, with the skill and without,
-N runs each, for each agent; one row appended to the skill's results.parquet per run.
+N runs each, for each agent; each run's row goes to the batch's own file (results.py).
 
     agent = resolve_agent("worker" | "claude -p ...", lab, time_limit_s)
     rows = evaluate(EvalPlan(...), on_row=print)
@@ -10,24 +10,21 @@ see the same hour of a remote model.
 """
 from __future__ import annotations
 
-import hashlib
 import secrets
 import shlex
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ..errors import LabError
-from ..files.locks import FileLock
 from ..lab import Lab
 from ..roles import sandbox
 from ..state import machine
 from ..state.timeutil import now
 from . import guard
-from .cases import RESULTS, Case, load_cases, skill_version
+from .cases import Case, load_cases, skill_version
 from .checks import failures
 from .launch import command, home_skill_dirs, run_agent
 from .results import append
@@ -106,17 +103,10 @@ def evaluate(plan: EvalPlan, on_row: Callable[[dict], None] = lambda row: None) 
                     for with_skill in (True, False) if plan.baseline else (True,):
                         row = run_case(plan, case, skill, agent, with_skill, run)
                         row["skill_version"] = version
-                        with FileLock(_lock_path(plan, skill)):   # another eval may append to it too
-                            append(skill / RESULTS, [row])
+                        append(skill, plan.batch, [row])   # the batch's own file: no other writer
                         rows.append(row)
                         on_row(row)
     return rows
-
-
-def _lock_path(plan: EvalPlan, skill: Path) -> Path:
-    digest = hashlib.sha256(str(skill.resolve()).encode()).hexdigest()[:16]
-    base = plan.user_lab / ".lab" / "locks" if plan.user_lab else Path(tempfile.gettempdir())
-    return base / f"skill-evals-{digest}.lock"
 
 
 def _selected(loaded: list[tuple[Path, list[Case]]], wanted: tuple[str, ...]) -> list[tuple[Path, list[Case]]]:

@@ -1,10 +1,13 @@
-"""The Arrow schemas of every Parquet table, defined once.
+"""The Arrow schemas of every Parquet table and where its files live, defined once;
+reading and writing one Parquet file (files/tabledir.py reads a table of many files).
 
 `schemas/tables.md` is generated from this module (`lab schema tables`) and a
 test checks that it matches, so the documentation cannot drift from the code.
 """
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -125,29 +128,73 @@ SKILL_EVALS = pa.schema([
     pa.field("log", pa.string()),                            # the agent's output, lab-relative
 ])
 
+
+@dataclass(frozen=True)
+class Table:
+    """Where a table's files live and what a row is. A table read from many files (one per
+    experiment or runner pass, each written once by one writer, so labs merge as files) is
+    one table to every reader; `key` names the columns that identify a row (None: all of them)."""
+    name: str
+    schema: pa.Schema
+    layout: str                       # lab-relative pattern of its files
+    purpose: str
+    directory: str | None = None      # a table of many files: every *.parquet in it
+    key: tuple[str, ...] | None = None
+    order: tuple[str, ...] = ()       # rows read in this order (files merge in any order)
+    legacy: str | None = None         # the single file an older lab kept the table in
+
+
 TABLES = {
-    "experiments/scores.parquet": ("scores", SCORES, "one row per finished experiment or baseline"),
-    "experiments/<id>/metrics.parquet": ("metrics", METRICS, "step metrics and summary lines of one run"),
-    "experiments/events.parquet": ("events", EVENTS, "anomalies, refusals, failures, promotions"),
-    "experiments/jobs.parquet": ("jobs", JOBS, "one row per job attempt that ran: where, how long, what it cost"),
-    "experiments/agent_runs.parquet": ("agent_runs", AGENT_RUNS,
-                                       "one row per agent run: role, task, tokens and cost its CLI reported"),
-    "skills/<name>/evals/results.parquet": ("skill_evals", SKILL_EVALS,
-                                            "one row per agent run of a skill eval case (`lab skills eval`)"),
+    "scores": Table("scores", SCORES, "experiments/scores/<id>.parquet",
+                    "one row per finished experiment or baseline, in a file of its own written once when "
+                    "the experiment is recorded; `lab compact` folds them into `part-<hash>.parquet` files",
+                    directory="experiments/scores", key=("id",), order=("finished", "id"),
+                    legacy="experiments/scores.parquet"),
+    "metrics": Table("metrics", METRICS, "experiments/<id>/metrics.parquet",
+                     "step metrics and summary lines of one run"),
+    "events": Table("events", EVENTS, "experiments/events/<utc>-<random>.parquet",
+                    "anomalies, refusals, failures, promotions: one file per runner pass that recorded any, "
+                    "written by that runner alone; `lab compact` folds them into `part-<hash>.parquet` files",
+                    directory="experiments/events", order=("at",), legacy="experiments/events.parquet"),
+    "skill_evals": Table("skill_evals", SKILL_EVALS, "skills/<name>/evals/results/<batch>.parquet",
+                         "one row per agent run of a skill eval case: one file per `lab skills eval` batch "
+                         "and skill, written by that invocation alone, so evaluations run in two clones of a "
+                         "lab merge as files",
+                         directory=None, key=("batch", "case", "agent", "with_skill", "run"),
+                         legacy="skills/<name>/evals/results.parquet"),
+    "jobs": Table("jobs", JOBS, "experiments/jobs/<id>-<attempt>.parquet",
+                  "one row per job attempt that ran (where, how long, what it cost), in a file of its own "
+                  "written once when the attempt ends", directory="experiments/jobs",
+                  key=("experiment", "attempt"), order=("started", "experiment", "attempt"),
+                  legacy="experiments/jobs.parquet"),
+    "agent_runs": Table("agent_runs", AGENT_RUNS, "experiments/agent_runs/<utc>-<role>-<random>.parquet",
+                        "one row per agent run (role, task, tokens and cost its CLI reported), in a file of "
+                        "its own written once when the run ends", directory="experiments/agent_runs",
+                        order=("started",), legacy="experiments/agent_runs.parquet"),
 }
+PART_PREFIX = "part-"               # a compacted file: named by its content
 
 
 def schema_for(relpath: str) -> pa.Schema | None:
     """The Arrow schema a Parquet file at this lab-relative path must have."""
     parts = relpath.split("/")
-    for path, (_, schema, _) in TABLES.items():
-        if relpath == path:
-            return schema
+    for table in TABLES.values():
+        if relpath == table.legacy or (table.directory and len(parts) == 3 and parts[-1].endswith(".parquet")
+                                       and "/".join(parts[:2]) == table.directory):
+            return table.schema
     if len(parts) == 3 and parts[0] == "experiments" and parts[2] == "metrics.parquet":
         return METRICS
-    if len(parts) == 4 and parts[0] == "skills" and parts[2:] == ["evals", "results.parquet"]:
+    if parts[0] == "skills" and (parts[2:] == ["evals", "results.parquet"] or len(parts) == 5
+                                 and parts[2:4] == ["evals", "results"] and parts[4].endswith(".parquet")):
         return SKILL_EVALS
     return None
+
+
+def skill_evals_table(skill: str) -> Table:
+    """One skill's eval results as a table of many files: its batches' files, and the single file
+    an earlier version appended every batch to."""
+    return replace(TABLES["skill_evals"], name=f"skill_evals-{skill}", directory=f"skills/{skill}/evals/results",
+                   legacy=f"skills/{skill}/evals/results.parquet")
 
 
 def check_parquet(path: Path, expected: pa.Schema, shown: str) -> list[Problem]:
@@ -177,29 +224,49 @@ def read_table(path: Path, schema: pa.Schema) -> pa.Table:
     return pq.read_table(path, schema=schema)
 
 
-def write_table(path: Path, table: pa.Table) -> None:
-    """Atomic write: a reader never sees a half-written Parquet file."""
+def parquet_bytes(table: pa.Table) -> bytes:
+    """The file's bytes; the same rows always give the same bytes (for one pyarrow version)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    atomic_write(path, sink.getvalue().to_pybytes())
+    return sink.getvalue().to_pybytes()
 
 
-def append_rows(path: Path, schema: pa.Schema, rows: list[dict], existing: pa.Table | None = None) -> pa.Table:
-    """Rewrite the table with `rows` appended; pass `existing` if the caller has just read it."""
-    new = pa.Table.from_pylist(mask_data(rows), schema=schema)
-    if existing is None:
-        existing = read_table(path, schema)
-    table = pa.concat_tables([existing, new]) if existing.num_rows else new
-    write_table(path, table)
-    return table
+def write_table(path: Path, table: pa.Table) -> None:
+    """Atomic write: a reader never sees a half-written Parquet file."""
+    atomic_write(path, parquet_bytes(table))
+
+
+def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows as a table of `schema`, secret values masked."""
+    return pa.Table.from_pylist(mask_data(rows), schema=schema)
+
+
+def write_part(directory: Path, table: pa.Table) -> Path:
+    """Write rows as `part-<hash of the bytes>.parquet`: two labs that write the same rows write
+    the same file under the same name, so git sees one file, never a conflict."""
+    data = parquet_bytes(table)
+    path = directory / f"{PART_PREFIX}{hashlib.sha256(data).hexdigest()[:20]}.parquet"
+    if not path.exists():
+        atomic_write(path, data)
+    return path
 
 
 def tables_markdown() -> str:
     lines = ["# Parquet tables", "",
-             "Generated by `lab schema tables` from `runner/files/tables.py`; do not edit by hand.", ""]
-    for relpath, (name, schema, purpose) in TABLES.items():
-        lines += [f"## {name}: `{relpath}`", "", purpose + ".", "",
-                  "| column | Arrow type | nullable |", "| --- | --- | --- |"]
-        lines += [f"| {f.name} | {f.type} | {'yes' if f.nullable else 'no'} |" for f in schema]
+             "Generated by `lab schema tables` from `runner/files/tables.py`; do not edit by hand.", "",
+             "A table of many files is one table to every reader (`lab query`, the report, DuckDB's",
+             "`read_parquet('experiments/scores/*.parquet', union_by_name=true)`, `pyarrow.dataset`): each",
+             "file is written once by one writer, so two labs' results merge as new files. A file written",
+             "before a column was added lacks it (`union_by_name` reads it as null). A row may appear in two",
+             "compacted parts after two labs compacted the same rows: rows are immutable, so read each once",
+             "(by `id` for scores, by (experiment, attempt) for jobs, by the whole row for events and",
+             "agent runs).", ""]
+    for table in TABLES.values():
+        lines += [f"## {table.name}: `{table.layout}`", "", table.purpose + ".", ""]
+        if table.legacy:
+            folded = ", and folded into the directory by `lab run` and `lab compact`" if table.directory else ""
+            lines += [f"A lab made by an earlier version kept it in `{table.legacy}`: still read{folded}.", ""]
+        lines += ["| column | Arrow type | nullable |", "| --- | --- | --- |"]
+        lines += [f"| {f.name} | {f.type} | {'yes' if f.nullable else 'no'} |" for f in table.schema]
         lines.append("")
     return "\n".join(lines)

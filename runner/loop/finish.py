@@ -65,6 +65,7 @@ class Finisher:
         self.lab, self.backends, self.reporter, self.committer = lab, backends, reporter, committer
         self.on_event = on_event
         self.recorded = 0
+        self.promoted = 0
         self.durations: list[float] = []
 
     def finish(self, entry: Entry, outcome: Outcome, log: PassLog, log_path: Path | None = None) -> None:
@@ -94,7 +95,6 @@ class Finisher:
         if outcome.status in (machine.FAILED, machine.TIMED_OUT):
             record_event(self.lab, "error" if outcome.status == machine.FAILED else "warn", outcome.status,
                          outcome.reason, experiment=entry.id, hypothesis=entry.hypothesis)
-            log.add(self.lab, self.lab.events_path)
         self.on_event("recorded", {"entry": entry, "outcome": outcome})
 
     def _measured(self, entry: Entry, o: Outcome) -> None:
@@ -194,6 +194,7 @@ class Finisher:
         changed = merge_into_main(self.lab, worktrees.branch(entry.id))
         crash_point("promote.after-merge")
         o.promoted = True
+        self.promoted += 1
         log.add(self.lab, *changed)
         pct = 100 * (o.value - o.base_value) / o.base_value
         log.subject = (f"lab: promote {entry.id}: {self.lab.metric} {o.base_value:.6g} -> {o.value:.6g} "

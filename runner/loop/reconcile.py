@@ -8,20 +8,12 @@ File events and a periodic tick (run.py) only decide *when* a pass runs.
 from __future__ import annotations
 
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..backends import (
-    Backend,
-    JobStartError,
-    Unreachable,
-    default_backend,
-    make_backends,
-)
+from ..backends import Backend, JobStartError, Unreachable, default_backend, make_backends
 from ..errors import LabError
 from ..faults import crash_point
 from ..files.yamlio import write_yaml
@@ -32,20 +24,20 @@ from ..roles.agents import AgentOutcome, AgentRunner
 from ..roles.planning import Planning
 from ..roles.reporter import Reporter
 from ..state import machine
+from ..state.accounting import job_timing, record_job
 from ..state.entries import Entry, restore_status, transition
 from ..state.entries import load as load_entry
 from ..state.events import record_event
 from ..state.scores import scores
-from ..state.timeutil import iso
 from ..validation.validate import validate
-from ..state.accounting import record_job
 from . import baselines, recovery, smoke
 from .finish import Finisher, outcome_of
 from .jobs import backend_of, environment_of, job_spec
-from .passlog import Committer, PassLog
+from .passlog import Committer, PassLog, guard_records
 from .record import Outcome
 from .scoring import base_commit, target_key
 from .stopping import Stopping
+from .sync import Sharing, runner_id
 
 FRESH_S = 1.0        # a file younger than this may be half-written by an agent: retry, don't report
 UNREACHABLE_EVENT_S = 60.0   # one `backend-unreachable` event per experiment per this long
@@ -67,7 +59,8 @@ class DispatchLimit:
 
 class Runner:
     def __init__(self, lab: Lab, on_event: Callable[[str, dict], None] | None = None,
-                 max_experiments: int | None = None, plan: bool = True):
+                 max_experiments: int | None = None, plan: bool = True, remote: str | None = None,
+                 sync_every: float = 60.0):
         self.lab = lab
         self.backends = make_backends(lab.config)
         self.default_backend = default_backend(lab.config)
@@ -78,6 +71,8 @@ class Runner:
         self.committer = Committer(lab, on_commit=self.agents.runner_committed if self.agents else None)
         self.finisher = Finisher(lab, self.backends, self.reporter, self.committer, self.on_event)
         self.planning = Planning(lab, self.agents) if plan else None
+        self.me = runner_id(lab)
+        self.sharing = Sharing(lab, self.committer, remote, sync_every) if remote else None
         self.stopping = Stopping(lab)
         self._reported: dict[str, float] = {}
         self._workers_started: set[str] = set()
@@ -95,13 +90,30 @@ class Runner:
 
     def recover(self) -> None:
         recovery.recover(self)
+        if self.sharing:
+            self.sharing.adopt()
+
+    def _mine(self, entry: Entry) -> bool:
+        """With a shared remote, another runner's entries are its own to work on."""
+        return self.sharing is None or self.sharing.mine(entry)
+
+    def store(self, paths: list[str], why: str) -> None:
+        """Commit what a table's storage changed (a compaction, a migration)."""
+        if paths:
+            self.committer.commit(PassLog(list(paths), subject=f"lab: {why} ({len(paths)} files)"))
+
+    def sync(self, now: bool = False) -> bool:
+        """One round with the shared remote when one is due; True if the merge moved the checkout."""
+        if not self.sharing or not (now or self.sharing.due(self.finisher.promoted)):
+            return False
+        return self.sharing.round(self.finisher.promoted, on_lost=lambda exp_id: worktrees.remove(self.lab, exp_id))
 
     # -- one pass -------------------------------------------------------------
     def reconcile(self) -> bool:
         """One pass over all state. Returns True if anything moved."""
         log, commits = PassLog(), self.committer.commits
         self._main = None   # main's base commit, read once per pass when needed
-        self._guard_records(log)
+        guard_records(self.lab, log)
         entries = self._scan(log)
         for entry in entries:
             self._step(entry, log)
@@ -135,20 +147,6 @@ class Runner:
             self._adopt_outside_files(log)  # an agent's writes are verified when it exits, not adopted early
         return entries
 
-    def _guard_records(self, log: PassLog) -> None:
-        """experiments/ is written by the runner alone and committed in the pass that writes it:
-        anything else found changed there is put back as committed (a forged table must never
-        be read, let alone swept into the next commit) and reported."""
-        for rel in gitops.dirty(self.lab.root, "experiments"):
-            kept = self.lab.runtime / "refused" / "records" / rel
-            if (self.lab.root / rel).is_file():
-                kept.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(self.lab.root / rel, kept)
-            gitops.restore_committed(self.lab.root, rel)
-            record_event(self.lab, "error", "refused", f"{rel} changed outside the runner: restored as committed; "
-                         f"the changed file is kept in {self.lab.rel(kept)}", path=rel)
-            log.add(self.lab, rel)
-
     def _report_invalid(self, path: Path, exc: LabError) -> None:
         try:
             mtime = path.stat().st_mtime
@@ -178,6 +176,8 @@ class Runner:
 
     # -- one step of one entry ----------------------------------------------------
     def _step(self, entry: Entry, log: PassLog) -> None:
+        if not self._mine(entry) or (self.sharing and entry.id in self.sharing.unconfirmed):
+            return  # another runner's, or claimed here but not on the remote yet
         try:
             if entry.status in (machine.ASSIGNED, machine.READY) and self._base_moved(entry):
                 self._stale_before_running(entry, log)
@@ -193,7 +193,7 @@ class Runner:
             self.finisher.finish(entry, Outcome(machine.FAILED, reason=str(exc.problem.message)), log)
 
     def _dispatch(self, entries: list[Entry], log: PassLog) -> None:
-        active = [e for e in entries if e.status in machine.ACTIVE]
+        active = [e for e in entries if e.status in machine.ACTIVE and self._mine(e)]
         used = {(e.job.get("backend", "local"), e.slot) for e in active}
         free = {name: [slot for slot in backend.slots if (name, slot) not in used]
                 for name, backend in self.backends.items()}
@@ -218,15 +218,18 @@ class Runner:
                 continue
             slot = free[backend].pop(0)
             room -= 1
-            worktrees.ensure(self.lab, entry.id, entry.base)
-            crash_point("dispatch.after-worktree")
             transition(entry, machine.ASSIGNED, "runner", branch=worktrees.branch(entry.id),
-                       worker=self._worker_kind(), job={"backend": backend, "slot": slot},
+                       worker=self._worker_kind(), job={"backend": backend, "slot": slot, "runner": self.me},
                        environment=environment_of(self.lab, entry))
             crash_point("dispatch.after-assigned")
             self.limit.dispatched += 1
             log.add(self.lab, entry.path, line=f"{entry.id}: queued -> assigned ({slot})")
             self.on_event("assigned", {"entry": entry})
+            if self.sharing:
+                self.sharing.claimed(entry)
+                continue  # it starts once the claim is on the remote (loop/sync.py)
+            worktrees.ensure(self.lab, entry.id, entry.base)
+            crash_point("dispatch.after-worktree")
             self._work(entry, log)
             if entry.status == machine.READY:
                 self._launch(entry, log)
@@ -317,9 +320,9 @@ class Runner:
         if status.state == "lost":
             if entry.attempts <= self.lab.config["limits"]["retries"]:
                 record_event(self.lab, "warn", "retry", f"job lost ({status.reason}); retrying", experiment=entry.id)
-                entry.data["job"] = {**entry.job, **_timing(status)}
-                if record_job(self.lab, entry, "lost"):   # the lost attempt ran, and may have been billed
-                    log.add(self.lab, self.lab.jobs_table)
+                entry.data["job"] = {**entry.job, **job_timing(status)}
+                if ran := record_job(self.lab, entry, "lost"):   # the lost attempt ran, and may have been billed
+                    log.add(self.lab, ran)
                 job = {k: v for k, v in entry.job.items() if k not in ("token", "run_started", "finished")}
                 transition(entry, machine.READY, "runner", note=f"retry after infrastructure failure: {status.reason}",
                            job=job)
@@ -330,7 +333,7 @@ class Runner:
             outcome = outcome_of(self.lab, status)
             if outcome.status == machine.FINISHED and baselines.awaiting(self.lab, entry):
                 return
-        entry.data["job"] = {**entry.job, **_timing(status)}
+        entry.data["job"] = {**entry.job, **job_timing(status)}
         self.finisher.finish(entry, outcome, log, status.log_path)
 
     def _backend(self, entry: Entry) -> Backend:
@@ -348,7 +351,6 @@ class Runner:
         self._unreachable_at[entry.id] = time.monotonic()
         record_event(self.lab, "warn", "backend-unreachable", f"{exc}; trying again on a later pass",
                      experiment=entry.id, hypothesis=entry.hypothesis)
-        log.add(self.lab, self.lab.events_path)
 
     # -- agent workers ----------------------------------------------------------------
     def _start_worker_agent(self, entry: Entry) -> None:
@@ -386,15 +388,6 @@ class Runner:
             why = outcome.reason or f"exit code {outcome.exit_code}"
             reason = f"worker agent {outcome.state} without setting ready: {why}"
             self.finisher.finish(entry, Outcome(machine.FAILED, reason=reason), log)
-
-
-def _timing(status) -> dict:
-    """When the job began running and ended, for the record (queue wait vs run time)."""
-    stamp = lambda t: iso(datetime.fromtimestamp(t, timezone.utc))  # noqa: E731
-    timing = {"run_started": stamp(status.started)} if status.started else {}
-    if status.finished:
-        timing["finished"] = stamp(status.finished)
-    return timing
 
 
 def _dispatch_order(entry: Entry) -> tuple:

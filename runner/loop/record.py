@@ -1,9 +1,9 @@
-"""Recording a terminal experiment: experiments/<id>/, scores row, events.
+"""Recording a terminal experiment: experiments/<id>/, its score file, events.
 
 Ordered for crash safety; every step is idempotent, so a runner killed at any
 point finishes the job on restart (see Runner.recover):
   1. experiments/<id>/metrics.parquet, patch.diff, log.txt
-  2. the scores row (skipped if the id is already there)
+  2. experiments/scores/<id>.parquet, then jobs/<id>-<attempt>.parquet (each skipped if there)
   3. experiments/<id>/experiment.yaml (the terminal state; it wins over queue/)
   4. delete queue/<id>.yaml, remove the worktree (the branch stays)
 and the caller commits all of it in one commit.
@@ -14,17 +14,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.compute as pc
-
 from ..faults import crash_point
-from ..files.locks import FileLock
-from ..files.tables import METRICS, SCORES, append_rows, read_table, write_table
+from ..files.tables import METRICS, write_table
 from ..files.yamlio import atomic_write, write_yaml
 from ..lab import Lab
 from ..repo import worktrees
 from ..secrets import mask
 from ..state.accounting import record_job
 from ..state.entries import Entry
+from ..state.scores import write_score
 from ..state.timeutil import iso, now, parse_iso
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -68,9 +66,9 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
     if log_path and log_path.exists():
         atomic_write(out / "log.txt", _tail(log_path))
     crash_point("record.after-files")
-    _append_score(lab, entry, outcome)
+    score = write_score(lab, _score_row(lab, entry, outcome))
     crash_point("record.after-score")
-    ran = record_job(lab, entry, outcome.status) or lab.jobs_table.exists()
+    job = record_job(lab, entry, outcome.status)
     data = dict(entry.data)
     data["status"] = outcome.status
     data["updated"] = iso()
@@ -83,8 +81,8 @@ def record(lab: Lab, entry: Entry, outcome: Outcome, log_path: Path | None, patc
     crash_point("record.after-queue-removal")
     worktrees.remove(lab, entry.id)
     files = [out / name for name in ("metrics.parquet", "patch.diff", "log.txt", "experiment.yaml")]
-    tables = [lab.scores_path, *([lab.jobs_table] if ran else [])]
-    return [lab.rel(entry.path), *(lab.rel(f) for f in files + tables if f.exists())]
+    paths = [score, *([job] if job else [])]
+    return [lab.rel(entry.path), *(lab.rel(f) for f in files + paths if f.exists())]
 
 
 def _result(lab: Lab, o: Outcome) -> dict:
@@ -130,30 +128,20 @@ def _tail(log: Path) -> str:
         return mask(handle.read().decode("utf-8", "replace"))  # the lab keeps no secret a job printed
 
 
-def _append_score(lab: Lab, entry: Entry, o: Outcome) -> None:
-    with FileLock(lab.locks / "scores.lock"):
-        table = read_table(lab.scores_path, SCORES)
-        if table.num_rows and pc.any(pc.equal(table["id"], entry.id)).as_py():
-            return  # already recorded before a crash
-        job = entry.data.get("job") or {}
-        started = parse_iso(job["started"]) if job.get("started") else None
-        finished = now()
-        row = {
-            "id": entry.id, "hypothesis": entry.data.get("hypothesis"),
-            "kind": entry.data.get("kind", "experiment"), "status": o.status,
-            "title": o.title or None, "change": json.dumps(entry.data.get("change") or {}, sort_keys=True),
-            "fingerprint": entry.data.get("fingerprint"), "base": entry.data.get("base"), "commit": o.commit,
-            "target": o.target, "metric": lab.metric, "value": _num(o.value), "base_value": _num(o.base_value),
-            "delta": _delta(o), "promoted": o.promoted, "slot": job.get("slot"), "worker": entry.data.get("worker"),
-            "wave": entry.data.get("wave"), "started": started, "finished": finished,
-            "duration_s": (finished - started).total_seconds() if started else None, "reason": o.reason or None,
-            "seed": o.seed, "cost": _num(o.cost), "constraint": o.constraint, "z": _num(o.z),
-            "margin": _num(o.margin), "evidence": o.evidence, "env_class": entry.env_class,
-            "holdout": _num(o.holdout), "base_holdout": _num(o.base_holdout),
-        }
-        append_rows(lab.scores_path, SCORES, [row], existing=table)  # read once above
-
-
-def recorded_ids(lab: Lab) -> set[str]:
-    table = read_table(lab.scores_path, SCORES)
-    return set(table["id"].to_pylist()) if table.num_rows else set()
+def _score_row(lab: Lab, entry: Entry, o: Outcome) -> dict:
+    job = entry.data.get("job") or {}
+    started = parse_iso(job["started"]) if job.get("started") else None
+    finished = now()
+    return {
+        "id": entry.id, "hypothesis": entry.data.get("hypothesis"),
+        "kind": entry.data.get("kind", "experiment"), "status": o.status,
+        "title": o.title or None, "change": json.dumps(entry.data.get("change") or {}, sort_keys=True),
+        "fingerprint": entry.data.get("fingerprint"), "base": entry.data.get("base"), "commit": o.commit,
+        "target": o.target, "metric": lab.metric, "value": _num(o.value), "base_value": _num(o.base_value),
+        "delta": _delta(o), "promoted": o.promoted, "slot": job.get("slot"), "worker": entry.data.get("worker"),
+        "wave": entry.data.get("wave"), "started": started, "finished": finished,
+        "duration_s": (finished - started).total_seconds() if started else None, "reason": o.reason or None,
+        "seed": o.seed, "cost": _num(o.cost), "constraint": o.constraint, "z": _num(o.z),
+        "margin": _num(o.margin), "evidence": o.evidence, "env_class": entry.env_class,
+        "holdout": _num(o.holdout), "base_holdout": _num(o.base_holdout),
+    }

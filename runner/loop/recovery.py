@@ -9,18 +9,19 @@ from pathlib import Path
 from ..backends import Unreachable
 from ..errors import LabError
 from ..files.yamlio import load_yaml
-from ..repo import gitops, worktrees
+from ..repo import gitops, merge, worktrees
 from ..state import machine
 from ..state.entries import load as load_entry
+from ..state.scores import recorded_ids
 from ..state.events import record_event
 from .passlog import PassLog
 from .promotion import merge_into_main
-from .record import recorded_ids
 
 
 def recover(runner) -> None:
     lab = runner.lab
     log = PassLog()
+    merge.resume(lab.root)  # a sync killed while it moved the checkout: its files first
     live = _live_entries(lab, log)
     for exp_id in worktrees.listed(lab):
         if exp_id not in live:
@@ -30,7 +31,6 @@ def recover(runner) -> None:
             backend.reattach(live, lab.jobs)
         except Unreachable as exc:  # its jobs are polled (and adopted) as usual; orphans wait for a later start
             record_event(lab, "warn", "backend-unreachable", f"reattach: {exc}")
-            log.add(lab, lab.events_path)
     if runner.agents:
         for outcome in runner.agents.recover():
             log.add(lab, *outcome.to_commit, line=f"{outcome.role} agent {outcome.task_id}: stopped by restart")
@@ -72,7 +72,8 @@ def _finish_uncommitted_records(lab, log: PassLog) -> None:
             exp_yaml = lab.experiments / parts[1] / "experiment.yaml"
             if exp_yaml.exists() and parts[1] in done:
                 data = load_yaml(exp_yaml)[0]
-                if (data.get("result") or {}).get("promoted"):
-                    log.add(lab, *merge_into_main(lab, worktrees.branch(parts[1])))
+                branch = worktrees.branch(parts[1])  # none for a record another runner made
+                if (data.get("result") or {}).get("promoted") and gitops.run_git(lab.root, "branch", "--list", branch):
+                    log.add(lab, *merge_into_main(lab, branch))
     if log.paths:
         log.lines.append("runner: commit records left by an interrupted runner")

@@ -95,7 +95,7 @@ class Stopping:
         halt = next((rule for rule in found if rule.stops), None)
         if self.halted and not halt:
             record_event(self.lab, "info", "resumed", f"{self.halted.key} no longer holds: dispatching again")
-            log.add(self.lab, self.lab.events_path, line="runner: resumed")
+            log.add(self.lab, line="runner: resumed")
         self.halted = halt
         return halt
 
@@ -119,7 +119,7 @@ class Stopping:
             return  # recorded before a restart
         row = record_event(self.lab, "info" if rule.kind == "target-reached" else "warn", rule.kind, rule.message)
         deliver(self.lab, [row])
-        log.add(self.lab, self.lab.events_path, line=f"runner: {rule.key}")
+        log.add(self.lab, line=f"runner: {rule.key}")
 
 
 def _mtime(lab: Lab) -> int | None:

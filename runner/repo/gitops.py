@@ -55,16 +55,16 @@ def _identity_env(root: Path) -> dict:
 
 
 def run_git(root: Path, *args: str, retries: int = 40, stdin: bytes | None = None,
-            env: dict | None = None) -> str:
+            env: dict | None = None, check_ok: tuple[int, ...] = (0,)) -> str:
     """`git args` in root (stripped text), retrying while another process holds a git lock.
-    Raises git.GitCommandError on failure."""
+    Raises git.GitCommandError on an exit status not in `check_ok`."""
     full_env = {**os.environ, **_identity_env(root), **(env or {})}
     for attempt in range(retries):
         # its own session: a Ctrl-C sent to the runner's process group must not kill git
         # halfway through a commit; the runner finishes its pass and stops cleanly
         done = subprocess.run(["git", *args], cwd=root, input=stdin, capture_output=True, env=full_env,
                               start_new_session=True)
-        if done.returncode == 0:
+        if done.returncode in check_ok:
             return done.stdout.decode("utf-8", "surrogateescape").rstrip("\n")
         text = done.stderr.decode("utf-8", "replace")
         if attempt + 1 < retries and any(marker in text for marker in _LOCK_ERRORS):
@@ -113,7 +113,7 @@ def commit_paths(root: Path, paths: list[str], message: str) -> str | None:
             except git.GitCommandError:
                 continue  # someone committed meanwhile: build again on their commit
             run_git(root, "update-index", "--index-info", stdin=lines)  # the checkout's index agrees
-            _remember(root, commit)
+            remember(root, commit)
             return commit
     raise LabError("HEAD kept moving while committing; gave up after 40 tries", str(root))
 
@@ -182,7 +182,7 @@ def restore_committed(root: Path, rel: str) -> None:
         run_git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", rel)
 
 
-def _remember(root: Path, commit: str) -> None:
+def remember(root: Path, commit: str) -> None:
     """The lab's own commits, so that a commit anyone else made (whatever its committer
     address says) is verified by its content, never trusted by its name."""
     ledger = root / LEDGER

@@ -6,10 +6,10 @@ Each returns events `{level, kind, message, experiment, hypothesis[, path]}`:
                                             for `window` consecutive logged steps)
     lab_anomalies(lab, now)                 stall, timeout, repeated_failures, duplicate_running,
                                             slot_idle, plus stream_anomalies of every live job
-    record_anomalies(lab, events)           keep the new ones, append them to events.parquet,
+    record_anomalies(lab, events)           keep the new ones, record them as events,
                                             hand them to the webhook; returns what it recorded
 
-An event is new unless events.parquet already holds one with the same (kind, experiment,
+An event is new unless the events table already holds one with the same (kind, experiment,
 hypothesis), so calling these every pass never re-emits the same anomaly.
 """
 from __future__ import annotations
@@ -24,12 +24,12 @@ import pyarrow.compute as pc
 
 from ..backends import slot_count
 from ..files.metrics import loss_name, read_stream
-from ..files.tables import SCORES, read_table
 from ..files.yamlio import load_yaml
 from ..lab import Lab
 from ..state import machine
 from ..state.entries import quick_status
 from ..state.events import read_events, record_event
+from ..state.scores import scores
 from ..state.timeutil import now as utc_now
 from ..state.timeutil import parse_iso_or_none
 
@@ -220,7 +220,7 @@ def idle_slots(lab: Lab, entries: list[dict], now: datetime, grace_s: float = ID
 
 def score_anomalies(lab: Lab, now: datetime, recent_s: float = RECENT_S) -> list[dict]:
     """Timeouts finished recently; hypotheses that failed at least twice."""
-    table = read_table(lab.scores_path, SCORES)
+    table = scores(lab)
     if table.num_rows == 0:
         return []
     failed = table.filter(pc.is_in(table["status"], value_set=pa.array(FAILED)))
@@ -252,7 +252,7 @@ def live_streams(lab: Lab, entries: list[dict]) -> list[dict]:
 
 
 def lab_anomalies(lab: Lab, now: datetime | None = None) -> list[dict]:
-    """All lab-level rules; returns only events not already in events.parquet."""
+    """All lab-level rules; returns only events not already recorded."""
     now = now or utc_now()
     entries = live_entries(lab)
     found = (stalls(lab, entries, now) + score_anomalies(lab, now) + duplicates(entries)
@@ -283,7 +283,7 @@ def fresh(lab: Lab, events: list[dict]) -> list[dict]:
 
 
 def record_anomalies(lab: Lab, events: list[dict], deliver: bool = True) -> list[dict]:
-    """Append the new events to events.parquet (and the webhook, if configured); return them."""
+    """Record the new events (and hand them to the webhook, if configured); return them."""
     recorded = []
     for event in fresh(lab, events):
         recorded.append(record_event(lab, event["level"], event["kind"], event["message"],

@@ -15,10 +15,12 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from ..files.metrics import loss_name
-from ..files.tables import EVENTS, METRICS, SCORES, read_table
+from ..files.tables import METRICS, read_table
 from ..files.yamlio import load_yaml
 from ..lab import Lab
 from ..roles.review import self_reviewed
+from ..state.events import read_events
+from ..state.scores import scores
 from ..state.timeutil import now
 from . import spend
 from .status import evidence_counts, evidence_phrase, noise_summary
@@ -119,7 +121,7 @@ def change_text(change_json: str | None, limit: int = 80) -> str:
 
 
 def load(lab: Lab, curves_top: int = CURVES_TOP) -> ReportData:
-    table = read_table(lab.scores_path, SCORES)
+    table = scores(lab)
     rows = _ordered(table.to_pylist())
     for index, row in enumerate(rows):
         row["index"] = index
@@ -145,7 +147,7 @@ def _ordered(rows: list[dict]) -> list[dict]:
 
 
 def _events(lab: Lab) -> list[dict]:
-    table = read_table(lab.events_path, EVENTS)
+    table = read_events(lab)
     if table.num_rows == 0:
         return []
     order = pc.sort_indices(table, sort_keys=[("at", "descending")])

@@ -3,15 +3,16 @@
 Views (each built only when the SQL names it, so a query on `scores` never
 parses ten thousand YAML files):
 
-- scores       experiments/scores.parquet (env_class: group results by environment class)
-- events       experiments/events.parquet
-- jobs         experiments/jobs.parquet (every job attempt: backend, flavor, GPUs, seconds, usd)
-- agent_runs   experiments/agent_runs.parquet (every agent run: role, tokens, cost)
+- scores       experiments/scores/*.parquet, each experiment once (state/scores.py; env_class:
+               group results by environment class)
+- events       experiments/events/*.parquet, each event once (state/events.py)
+- jobs         experiments/jobs/*.parquet (every job attempt: backend, flavor, GPUs, seconds, usd)
+- agent_runs   experiments/agent_runs/*.parquet (every agent run: role, tokens, cost)
 - metrics      every experiments/<id>/metrics.parquet, plus an `experiment` column
 - hypotheses   hypotheses/*.yaml, flattened (change/params as JSON text)
 - queue        queue/*.yaml, flattened
 - experiments  experiments/*/experiment.yaml, flattened (same columns as queue)
-- skill_evals  every skills/<name>/evals/results.parquet (`lab skills eval`)
+- skill_evals  every skills/<name>/evals/results/*.parquet (`lab skills eval`), each run once
 
 A missing table is an empty view with the right columns. Everything is loaded
 into memory first, then DuckDB's file access is switched off and locked, so a
@@ -32,11 +33,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import LabError
-from ..files.tables import AGENT_RUNS, EVENTS, JOBS, METRICS, SCORES, SKILL_EVALS, read_table
+from ..files.tabledir import read_many
+from ..files.tables import METRICS, SKILL_EVALS, TABLES, skill_evals_table
 from ..files.yamlio import atomic_write, load_yaml
 from ..lab import Lab
+from ..state.events import read_events
 from ..state.fingerprint import fingerprint
+from ..state.scores import scores
 from ..state.params import is_number
+from .skills import evaluated_skills
 
 _S, _F, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 
@@ -127,13 +132,11 @@ def one_line(message: str) -> str:
 
 def build_view(lab: Lab, name: str, skipped: list[str]) -> pa.Table:
     if name == "scores":
-        return _parquet(lab, lab.scores_path, SCORES, skipped)
+        return scores(lab, skipped)  # a corrupt file must not hide the others: it is skipped, named
     if name == "events":
-        return _parquet(lab, lab.events_path, EVENTS, skipped)
-    if name == "jobs":
-        return _parquet(lab, lab.jobs_table, JOBS, skipped)
-    if name == "agent_runs":
-        return _parquet(lab, lab.agent_runs_path, AGENT_RUNS, skipped)
+        return read_events(lab, skipped)
+    if name in ("jobs", "agent_runs"):
+        return read_many(lab.root, TABLES[name], skipped)
     if name == "metrics":
         return metrics_table(lab, skipped)
     if name == "hypotheses":
@@ -144,7 +147,7 @@ def build_view(lab: Lab, name: str, skipped: list[str]) -> pa.Table:
         files = _listing(lab, "experiments", "experiment.yaml")
         return _yaml_table(lab, name, files, EXPERIMENTS, experiment_row, skipped)
     if name == "skill_evals":
-        parts = [_parquet(lab, p, SKILL_EVALS, skipped) for p in sorted(lab.root.glob("skills/*/evals/results.parquet"))]
+        parts = [read_many(lab.root, skill_evals_table(s), skipped) for s in evaluated_skills(lab)]
         return pa.concat_tables(parts) if parts else SKILL_EVALS.empty_table()
     raise KeyError(name)
 
@@ -158,14 +161,6 @@ def _listing(lab: Lab, sub: str, inner: str | None = None) -> list[str]:
     if inner is None:
         return [f"{sub}/{n}" for n in names if n.endswith(".yaml")]
     return [f"{sub}/{n}/{inner}" for n in names]
-
-
-def _parquet(lab: Lab, path: Path, schema: pa.Schema, skipped: list[str]) -> pa.Table:
-    try:
-        return read_table(path, schema)
-    except Exception as exc:  # a corrupt table must not hide the others
-        skipped.append(f"{path.relative_to(lab.root).as_posix()}: {one_line(str(exc))}")
-        return schema.empty_table()
 
 
 def metrics_table(lab: Lab, skipped: list[str]) -> pa.Table:

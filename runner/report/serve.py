@@ -18,9 +18,10 @@ from ..lab import Lab
 
 
 def signature(lab: Lab) -> tuple:
-    """Changes whenever scores, events, the queue or lab.yaml change."""
+    """Changes whenever scores, events, the queue or lab.yaml change (a table's files are
+    written by rename, so its directory's time moves with every new file)."""
     parts = []
-    for path in (lab.scores_path, lab.events_path, lab.queue, lab.config_path):
+    for path in (lab.experiments / "scores", lab.experiments / "events", lab.queue, lab.config_path):
         try:
             stat = path.stat()
             parts.append((stat.st_mtime_ns, stat.st_size))

@@ -1,23 +1,28 @@
 """The report's Skills section: what `lab skills eval` measured, per skill and agent, batch by
-batch (skills/*/evals/results.parquet): pass rate with and without the skill, lift, token savings."""
+batch (skills/*/evals/results/*.parquet): pass rate with and without the skill, lift, token savings."""
 from __future__ import annotations
 
 from html import escape
 
 from ..evals.results import summarize
-from ..files.tables import SKILL_EVALS, read_table
+from ..files.tabledir import read_many
+from ..files.tables import skill_evals_table
 from ..lab import Lab
 
 
 def eval_rows(lab: Lab) -> tuple[list[dict], list[str]]:
     """Every run recorded under the lab's skills/, and the files that could not be read."""
     rows, unreadable = [], []
-    for path in sorted((lab.root / "skills").glob("*/evals/results.parquet")):
-        try:
-            rows += read_table(path, SKILL_EVALS).to_pylist()
-        except Exception as exc:  # noqa: BLE001 - a broken table must not hide the report
-            unreadable.append(f"{lab.rel(path)}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    for skill in evaluated_skills(lab):   # a broken file must not hide the report: named, left out
+        rows += read_many(lab.root, skill_evals_table(skill), unreadable).to_pylist()
     return rows, unreadable
+
+
+def evaluated_skills(lab: Lab) -> list[str]:
+    """The skills with eval results: a results/ folder or an earlier version's results.parquet."""
+    found = {p.parts[-3] for p in (lab.root / "skills").glob("*/evals/results")}
+    found |= {p.parts[-3] for p in (lab.root / "skills").glob("*/evals/results.parquet")}
+    return sorted(found)
 
 
 def over_time(rows: list[dict]) -> list[dict]:

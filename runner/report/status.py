@@ -7,28 +7,28 @@ from collections import Counter
 import pyarrow.compute as pc
 
 from ..errors import LabError
-from ..files.tables import EVENTS, read_table
+from ..files.tabledir import UnreadableTable
 from ..lab import Lab
 from ..roles.review import self_reviewed
 from ..state.entries import count_statuses
 from ..state.entries import load as load_entry
+from ..state.events import read_events
 from ..state.scores import best_row, scores
 from . import jobs, spend
 
 
-def _read(lab: Lab, path, read):
-    """A table, or one clear error naming the file (never a pyarrow traceback)."""
+def _read(lab: Lab, read):
+    """A table, or one clear error naming the bad file (never a pyarrow traceback)."""
     try:
-        return read()
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LabError(f"cannot read ({detail}); run `lab validate`", lab.rel(path)) from None
+        return read(lab)
+    except UnreadableTable as exc:
+        raise LabError(f"cannot read ({exc.detail}); run `lab validate`", lab.rel(exc.path)) from None
 
 
 def collect(lab: Lab, recent_events: int = 5, recent_jobs: int = 5) -> dict:
     hyps = count_statuses(lab.hypotheses.glob("*.yaml")) if lab.hypotheses.is_dir() else Counter()
     queue = _queue_statuses(lab)
-    table = _read(lab, lab.scores_path, lambda: scores(lab))
+    table = _read(lab, scores)
     statuses = Counter(table["status"].to_pylist()) if table.num_rows else Counter()
     best_main = best_row(lab, table, main_only=True)
     best_any = best_row(lab, table, main_only=False)
@@ -36,7 +36,7 @@ def collect(lab: Lab, recent_events: int = 5, recent_jobs: int = 5) -> dict:
         if table.num_rows else table
     first_baseline = baselines["value"][0].as_py() if baselines.num_rows else None
     gain = 100 * (best_main["value"] - first_baseline) / first_baseline if best_main and first_baseline else None
-    events = _read(lab, lab.events_path, lambda: read_table(lab.events_path, EVENTS))
+    events = _read(lab, read_events)
     tail = events.slice(max(0, events.num_rows - recent_events)).to_pylist() if events.num_rows else []
     return {
         "lab": lab.config["lab"],
@@ -57,7 +57,7 @@ def collect(lab: Lab, recent_events: int = 5, recent_jobs: int = 5) -> dict:
         "evidence": _evidence(table),
         "recent_events": [{**e, "at": e["at"].isoformat()} for e in tail],
         "jobs": jobs.rows(lab, table["id"].to_pylist()[::-1][:recent_jobs] if table.num_rows else []),
-        "spend": _read(lab, lab.jobs_table, lambda: spend.collect(lab, table, gain)),
+        "spend": _read(lab, lambda lab: spend.collect(lab, table, gain)),
     }
 
 

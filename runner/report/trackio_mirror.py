@@ -20,10 +20,11 @@ import sys
 
 import pyarrow.compute as pc
 
-from ..files.tables import METRICS, SCORES, read_table
+from ..files.tables import METRICS, read_table
 from ..files.yamlio import atomic_write
 from ..lab import Lab
 from ..state.events import read_events
+from ..state.scores import scores as read_scores
 from .anomalies import job_dir, live_entries, read_jsonl
 
 REPORTER_RUN = "reporter"
@@ -211,7 +212,7 @@ class TrackioMirror:
     # -- the pass ------------------------------------------------------------------------
     def sync(self) -> dict:
         """Mirror what is new since the last sync; returns counts of what was logged."""
-        scores = read_table(self.lab.scores_path, SCORES)
+        scores = read_scores(self.lab)
         live = live_entries(self.lab)
         done = {k for k, v in self.state["runs"].items() if v.get("done")}
         counts = {"steps": 0, "finished": 0, "alerts": 0}

@@ -274,9 +274,9 @@ class AgentRunner:
         if task.copier is not None:
             task.copier.join(KILL_GRACE_S)   # its last lines (a CLI's usage report) reach the log first
         cfg = self.lab.config["roles"].get(task.role) or {}
-        usage.account(self.lab, task.role, task.task_id, _agent_id(cfg) if cfg.get("command") else None, state, code,
-                      task.log, task.log_offset, task.started_at)
-        self._runner_wrote(self.lab.rel(self.lab.agent_runs_path))
+        run = usage.account(self.lab, task.role, task.task_id, _agent_id(cfg) if cfg.get("command") else None,
+                            state, code, task.log, task.log_offset, task.started_at)
+        self._runner_wrote(self.lab.rel(run))
         if state in ("failed", "timed_out"):
             record_event(self.lab, "error" if state == "failed" else "warn", f"agent-{state.replace('_', '-')}",
                          f"{task.role} agent {task.task_id} {state}: {reason} (log {self.lab.rel(task.log)})",

@@ -1,5 +1,5 @@
 """Everything tried so far, indexed for the gates: hypotheses of every status, live
-queue entries and every row of experiments/scores.parquet.
+queue entries and every row of the scores table.
 
 Building the index is O(history) per reconcile pass (parsed files and changes are
 cached between passes); an exact look-up is a dictionary hit, a near-duplicate
@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from ..errors import LabError
 from ..files.yamlio import parse_data, read_text
 from ..state import machine
 from ..state.fingerprint import normalise_change
 from ..state.params import is_number
+from ..state.scores import scores
 from ..state.timeutil import iso
 
 
@@ -51,7 +50,7 @@ def derive(change: dict) -> Key:
 
 @lru_cache(maxsize=1 << 16)
 def _derive_json(raw: str) -> Key | None:
-    """Key of a change stored as JSON (scores.parquet); cached across passes."""
+    """Key of a change stored as JSON (the scores table); cached across passes."""
     try:
         change = json.loads(raw)
     except ValueError:
@@ -177,24 +176,18 @@ class History:
     @classmethod
     def load(cls, lab) -> "History":
         history = cls()
-        history._load_scores(Path(lab.scores_path))
+        history._load_scores(lab)
         history._load_yaml_dir(Path(lab.queue), "experiment")
         history._load_yaml_dir(Path(lab.hypotheses), "hypothesis")
         return history
 
     # -- loading ----------------------------------------------------------------
-    def _load_scores(self, path: Path) -> None:
-        if not path.exists():
-            return
-        wanted = ["id", "status", "change", "base", "value", "metric", "title", "constraint"]
-        try:
-            present = set(pq.read_schema(path).names)
-            table = pq.read_table(path, columns=[c for c in wanted if c in present])
-        except Exception:  # a corrupt table is reported by `lab validate`, not here
-            self.unreadable.append(str(path))
-            return
-        cols = {c: (table[c].to_pylist() if c in table.column_names else [None] * table.num_rows)
-                for c in wanted}
+    def _load_scores(self, lab) -> None:
+        skipped: list[str] = []
+        table = scores(lab, skipped)  # a corrupt file is reported by `lab validate`, not here
+        self.unreadable += skipped
+        cols = {c: table[c].to_pylist()
+                for c in ("id", "status", "change", "base", "value", "metric", "title", "constraint")}
         for i, raw in enumerate(cols["change"]):
             key = _derive_json(raw) if raw else None
             if key is not None:

@@ -1,7 +1,7 @@
 """Exploration through Optuna's TPE sampler: the next single changes from main, asked of a
 study rebuilt from the lab's own files on every call (nothing lives only in Optuna).
 
-Each finished row of experiments/scores.parquet whose change sets at most one parameter
+Each finished row of the scores table (experiments/scores/) whose change sets at most one parameter
 is a told trial: the parameters of its base commit with its change applied, and its value
 (a failed run or a broken constraint is told as failed, which TPE skips); queued and proposed
 changes are told as running, so that the next ask looks elsewhere. To keep every

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 
+import git
+
 from ..errors import LabError
 from ..files.yamlio import load_yaml
 from ..lab import Lab
 from ..loop.passlog import PassLog
 from ..loop.jobs import baseline_class
-from ..loop.scoring import base_commit, failed_baseline, score_of
+from ..loop.scoring import base_commit, failed_baseline, score_of, target_key
 from ..state import machine
 from ..state.create import new_experiment
 from ..state.entries import count_statuses
@@ -34,8 +36,9 @@ class Planning:
         if room <= 0:
             return
         main = base_commit(self.lab)
-        if self._needs_baseline(main):
-            return self._queue_baseline(main, log)
+        baseline = queue_baseline(self.lab, main)
+        if baseline:
+            return log.add(self.lab, baseline, line="runner: main has no score yet: queued a baseline")
         if self.agents:
             self._start_agents(room)
         if "builtin" not in (roles["researcher"]["kind"], roles["planner"]["kind"]):
@@ -49,18 +52,6 @@ class Planning:
             researcher_done = roles["researcher"]["kind"] != "builtin" or self._ideas_exhausted
             touched = builtin.plan(self.lab, history, main, room, explore_ok=researcher_done)
             log.add(self.lab, *touched, line=f"planner: {len(touched)} files" if touched else "")
-
-    def _needs_baseline(self, main: str) -> bool:
-        """Main has no score, none is being measured, and main's own target did not fail
-        (a failing target gets one event, not a baseline every pass)."""
-        env_class = baseline_class(self.lab)
-        if score_of(self.lab, main, env_class) is not None or failed_baseline(self.lab, main, env_class=env_class):
-            return False
-        return not any(entry.get("kind") == "baseline" for entry in _queue_documents(self.lab))
-
-    def _queue_baseline(self, main: str, log: PassLog) -> None:
-        _, path = new_experiment(self.lab, None, {}, main, priority=100, kind="baseline", by="runner")
-        log.add(self.lab, path, line="runner: main has no score yet: queued a baseline")
 
     def _start_agents(self, room: int) -> None:
         """Researcher when proposals run low, planner when proposals wait or the queue runs low,
@@ -76,6 +67,27 @@ class Planning:
                     and self.agents.can_start(role):
                 self.agents.start(role, f"{role}-{int(time.time())}", self.lab.root, None)
                 self._role_last_start[role] = time.monotonic()
+
+
+def queue_baseline(lab: Lab, main: str):
+    """Queue a baseline of `main` when its target has no score, none is queued or being measured,
+    and main's own target did not fail (a failing target gets one event, not a baseline every
+    pass); its path."""
+    env_class = baseline_class(lab)
+    if score_of(lab, main, env_class) is not None or failed_baseline(lab, main, env_class=env_class):
+        return None
+    key = target_key(lab, main)
+    if any(entry.get("kind") == "baseline" and _target_of(lab, entry.get("base")) == key
+           for entry in _queue_documents(lab)):
+        return None
+    return new_experiment(lab, None, {}, main, priority=100, kind="baseline", by="runner")[1]
+
+
+def _target_of(lab: Lab, base) -> str | None:
+    try:
+        return target_key(lab, str(base))
+    except git.GitCommandError:  # a hand-written entry's base that is no commit here
+        return None
 
 
 def _queue_documents(lab: Lab):

@@ -42,7 +42,7 @@ def build_prompt(lab, role: str, entry: Path | None, extra: str = "") -> str:
 
 _DEFAULT_TASKS = {
     "researcher": "Propose new hypotheses as hypotheses/<id>.yaml (status proposed); do not repeat "
-                  "anything in hypotheses/ or experiments/scores.parquet.",
+                  "anything in hypotheses/ or the scores table (lab query).",
     "planner": "Review proposed hypotheses (set status accepted, rejected or duplicate with a review) and "
                "queue accepted ones as queue/<id>.yaml (status queued), one change each.",
     "worker": "Make exactly the change of your entry in your worktree (the current directory), then set "

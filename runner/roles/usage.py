@@ -1,4 +1,4 @@
-"""Tokens and cost an agent CLI reported in its output, for experiments/agent_runs.parquet.
+"""Tokens and cost an agent CLI reported in its output, for experiments/agent_runs/.
 
 Read from the JSON the CLIs print (nothing is estimated; what a CLI does not report is None):
 - Claude Code (`claude -p --output-format json`, or `stream-json`): the `result` object with
@@ -86,15 +86,15 @@ def _num(value) -> float | None:
 
 
 def account(lab, role: str, task: str, agent: str | None, state: str, exit_code: int | None, log: Path,
-            offset: int, started: float) -> None:
-    """One row in experiments/agent_runs.parquet for an agent run that ended: its usage is read from
-    what it printed since `offset` of its log."""
+            offset: int, started: float) -> Path:
+    """The file of one row in experiments/agent_runs/ for an agent run that ended: its usage is read
+    from what it printed since `offset` of its log."""
     try:
         with open(log, "rb") as handle:
             handle.seek(offset)
             text = handle.read().decode("utf-8", "replace")
     except OSError:
         text = ""
-    record_agent_run(lab, {"role": role, "task": task, "agent": agent, "state": state, "exit_code": exit_code,
+    return record_agent_run(lab, {"role": role, "task": task, "agent": agent, "state": state, "exit_code": exit_code,
                            "started": datetime.fromtimestamp(started, timezone.utc),
                            "duration_s": max(0.0, time.time() - started), **asdict(parse_usage(text))})

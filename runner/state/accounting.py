@@ -1,32 +1,43 @@
-"""Accounting: experiments/jobs.parquet (every job attempt that ran: backend, flavor, GPUs, run
-seconds, dollars from the flavor's price) and experiments/agent_runs.parquet (every agent run:
+"""Accounting: experiments/jobs/ (every job attempt that ran: backend, flavor, GPUs, run
+seconds, dollars from the flavor's price) and experiments/agent_runs/ (every agent run:
 tokens and cost as its CLI reported them), and the spend they add up to.
 
-Rows are appended under a lock and written atomically; a job's row is keyed by (experiment,
-attempt), so the same attempt finished again after a kill -9 is not counted twice.
+Each row is a file of its own, written once by the runner that saw it end (so two labs' or two
+runners' accounting merges as files): a job attempt's file is named by (experiment, attempt),
+so the same attempt finished again after a kill -9 is not counted twice.
 """
 from __future__ import annotations
 
+import secrets
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-
-import pyarrow.compute as pc
+from pathlib import Path
 
 from ..backends import envclass, flavors
-from ..files.locks import FileLock
-from ..files.tables import AGENT_RUNS, JOBS, append_rows, read_table
+from ..files.tabledir import read_many
+from ..files.tables import AGENT_RUNS, JOBS, TABLES, rows_table, write_table
 from ..lab import Lab
 from .entries import Entry
-from .timeutil import now, parse_iso
+from .timeutil import iso, now, parse_iso
 
 
-def record_job(lab: Lab, entry: Entry, status: str) -> bool:
-    """Append the row of the entry's current attempt (a job that started); False if it has none
-    or it is recorded already."""
+_LOCK = threading.Lock()
+_UNCOMMITTED: dict[str, set[Path]] = {}   # lab root -> agent-run files written, not committed yet
+
+
+def job_file(lab: Lab, exp_id: str, attempt: int) -> Path:
+    return lab.root / TABLES["jobs"].directory / f"{exp_id}-{attempt}.parquet"
+
+
+def record_job(lab: Lab, entry: Entry, status: str) -> Path | None:
+    """The file of the entry's current attempt (a job that started), written unless it is there
+    already; None if the entry has no such attempt."""
     job = entry.job
     started = _at(job.get("run_started")) or _at(job.get("started"))
     if not job.get("backend") or started is None:
-        return False
+        return None
     finished = _at(job.get("finished")) or now()
     env = entry.data.get("environment") or envclass.describe(lab.config, job["backend"], job.get("flavor", ""))
     seconds = max(0.0, (finished - started).total_seconds())
@@ -35,13 +46,20 @@ def record_job(lab: Lab, entry: Entry, status: str) -> bool:
            "gpus": env.get("gpus"), "gpu_model": env.get("gpu_model"), "env_class": env.get("class"),
            "started": started, "finished": finished, "seconds": seconds,
            "usd": _usd(lab, job["backend"], job.get("flavor") or env.get("flavor"), seconds)}
-    with FileLock(lab.locks / "jobs-table.lock"):
-        table = read_table(lab.jobs_table, JOBS)
-        if table.num_rows and pc.any(pc.and_(pc.equal(table["experiment"], entry.id),
-                                             pc.equal(table["attempt"], row["attempt"]))).as_py():
-            return False
-        append_rows(lab.jobs_table, JOBS, [row], existing=table)
-    return True
+    path = job_file(lab, entry.id, row["attempt"])
+    if not path.exists():
+        write_table(path, rows_table([row], JOBS))
+    return path
+
+
+def job_timing(status) -> dict:
+    """When a job began running and ended (a backend's JobStatus), for its entry's `job`: the queue
+    wait is not billed."""
+    stamp = lambda t: iso(datetime.fromtimestamp(t, timezone.utc))  # noqa: E731
+    timing = {"run_started": stamp(status.started)} if status.started else {}
+    if status.finished:
+        timing["finished"] = stamp(status.finished)
+    return timing
 
 
 def _usd(lab: Lab, backend: str, flavor: str | None, seconds: float) -> float | None:
@@ -59,9 +77,20 @@ def _at(text) -> datetime | None:
         return None
 
 
-def record_agent_run(lab: Lab, row: dict) -> None:
-    with FileLock(lab.locks / "agent-runs.lock"):
-        append_rows(lab.agent_runs_path, AGENT_RUNS, [row])
+def record_agent_run(lab: Lab, row: dict) -> Path:
+    """The run's own file; the runner's next commit takes it (`uncommitted_agent_runs`)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = lab.root / TABLES["agent_runs"].directory / f"{stamp}-{row['role']}-{secrets.token_hex(4)}.parquet"
+    write_table(path, rows_table([row], AGENT_RUNS))
+    with _LOCK:
+        _UNCOMMITTED.setdefault(str(lab.root), set()).add(path)
+    return path
+
+
+def uncommitted_agent_runs(lab: Lab) -> list[Path]:
+    """The agent-run files this process wrote since the last call: the caller commits them."""
+    with _LOCK:
+        return sorted(_UNCOMMITTED.pop(str(lab.root), set()))
 
 
 @dataclass
@@ -76,7 +105,8 @@ class Spend:
 
 def spend(lab: Lab, at: datetime | None = None) -> Spend:
     """What the lab has spent so far, from its two accounting tables."""
-    jobs, agents = read_table(lab.jobs_table, JOBS).to_pylist(), read_table(lab.agent_runs_path, AGENT_RUNS).to_pylist()
+    jobs = read_many(lab.root, TABLES["jobs"]).to_pylist()
+    agents = read_many(lab.root, TABLES["agent_runs"]).to_pylist()
     out = Spend()
     for row in jobs:
         gpu_hours = (row["gpus"] or 0) * (row["seconds"] or 0.0) / 3600

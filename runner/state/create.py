@@ -108,15 +108,18 @@ def new_hypothesis(lab: Lab, title: str, change: dict, *, author: str = "human",
 
 def new_experiment(lab: Lab, hypothesis: str | None, change: dict, base: str, *, priority: int = 0,
                    wave: int = 0, kind: str = "experiment", by: str = "planner",
-                   backend: str | None = None, flavor: str | None = None) -> tuple[str, Path]:
+                   backend: str | None = None, flavor: str | None = None,
+                   requeued_from: str | None = None) -> tuple[str, Path]:
     """Create queue/<new id>.yaml, an id used neither in queue/ nor in experiments/; `backend` and
-    `flavor` say where it runs when not where lab.yaml sends it."""
+    `flavor` say where it runs when not where lab.yaml sends it; `requeued_from`: the experiment
+    whose change this measures again on a newer base."""
     created = iso()
     placement = {k: v for k, v in (("backend", backend), ("flavor", flavor)) if v}
 
     def build(exp_id: str) -> dict:
         data = {"id": exp_id} | ({"hypothesis": hypothesis} if hypothesis else {})
-        return data | {"kind": kind, "status": "queued", "base": base, "priority": priority, "wave": wave,
-                       "change": change, "fingerprint": fingerprint(change) if change else "", **placement,
-                       "created": created, "history": [{"status": "queued", "at": created, "by": by}]}
+        data |= {"kind": kind, "status": "queued", "base": base, "priority": priority, "wave": wave,
+                 "change": change, "fingerprint": fingerprint(change) if change else "", **placement,
+                 "created": created, "history": [{"status": "queued", "at": created, "by": by}]}
+        return data | ({"requeued_from": requeued_from} if requeued_from else {})
     return create_checked(lab, "e", lab.queue, "experiment", build, also=(lab.experiments,))

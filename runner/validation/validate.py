@@ -20,7 +20,7 @@ from ..files.tomlio import parse_toml
 from ..files.yamlio import parse_data, parse_yaml, read_text
 from ..lab import CONFIG
 from ..state.ids import is_safe_id
-from . import schema
+from . import conflicts, schema
 from .promises import idea_library_problems, param_spec_problems, undeclared_constants
 
 LIVE = {"queued", "assigned", "ready", "running"}
@@ -107,24 +107,28 @@ def discover(root: Path) -> list[str]:
     for sub in ("hypotheses", "queue"):
         found += [f"{sub}/{e.name}" for e in _entries(root / sub) if e.name != ".gitkeep"]
     for entry in _entries(root / "experiments"):
-        if entry.is_dir():
+        if entry.is_dir():  # an experiment's folder, or a table's (experiments/scores/, events/)
             names = {e.name for e in _entries(Path(entry.path))}
             found += [f"experiments/{entry.name}/{n}" for n in ("experiment.yaml", "metrics.parquet")
                       if n in names]
+            found += [f"experiments/{entry.name}/{n}" for n in sorted(names)
+                      if n.endswith(".parquet") and n != "metrics.parquet" and not n.startswith(".")]
         elif entry.name.endswith(".parquet"):
             found.append(f"experiments/{entry.name}")
     for sub, name in (("skills", "SKILL.md"), ("kernels", "build.toml"), ("skills", "evals/evals.json"),
                       ("skills", "evals/results.parquet")):
         found += [f"{sub}/{e.name}/{name}" for e in _entries(root / sub)
                   if e.is_dir() and os.path.isfile(os.path.join(e.path, name))]
+    for skill in _entries(root / "skills"):  # each `lab skills eval` batch's results file
+        found += sorted(f"skills/{skill.name}/evals/results/{e.name}"
+                        for e in _entries(Path(skill.path) / "evals" / "results")
+                        if e.name.endswith(".parquet") and not e.name.startswith("."))
     return found
 
 
-def expand(root: Path, paths: list[str]) -> list[str]:
-    """Lab-relative state files named by PATHS (files or directories)."""
-    everything = None
-    chosen = []
-    resolved_root = root.resolve()
+def named(root: Path, paths: list[str]) -> list[tuple[str, bool]]:
+    """(lab-relative path, is a directory) of each of PATHS inside the lab; the lab itself is ''."""
+    out, resolved_root = [], root.resolve()
     for raw in paths:
         p = Path(raw)
         p = (p if p.is_absolute() else Path.cwd() / p).resolve()
@@ -132,10 +136,18 @@ def expand(root: Path, paths: list[str]) -> list[str]:
             rel = p.relative_to(resolved_root).as_posix()
         except ValueError:
             continue
-        if p.is_dir() or rel == ".":
+        out.append(("" if rel == "." else rel, p.is_dir() or rel == "."))
+    return out
+
+
+def expand(root: Path, paths: list[str]) -> list[str]:
+    """Lab-relative state files named by PATHS (files or directories)."""
+    everything = None
+    chosen = []
+    for rel, is_dir in named(root, paths):
+        if is_dir:
             everything = everything if everything is not None else discover(root)
-            prefix = "" if rel == "." else rel + "/"
-            chosen += [f for f in everything if f.startswith(prefix)]
+            chosen += [f for f in everything if f.startswith(rel + "/" if rel else "")]
         else:
             chosen.append(rel)
     return list(dict.fromkeys(chosen))
@@ -173,7 +185,11 @@ class Validator:
             self.add(Problem(rel, "nests too deeply to check"))
 
     def _read(self, rel: str) -> str:
-        return read_text(self._prefix + rel, shown=rel)
+        text = read_text(self._prefix + rel, shown=rel)
+        conflict = conflicts.marker_problem(rel, text) if "<<<<<<<" in text else None
+        if conflict:
+            raise LabError(conflict.message, rel, line=conflict.line)
+        return text
 
     def _load_mapping(self, rel: str, text: str | None = None, first_line: int = 1) -> tuple[dict, "Lines"]:
         text = self._read(rel) if text is None else text
@@ -230,7 +246,12 @@ class Validator:
         from ..files import tables
         if not os.path.exists(self._prefix + rel):
             raise LabError("cannot read: no such file", rel)
-        self.report.problems += tables.check_parquet(Path(self._prefix + rel), tables.schema_for(rel), rel)
+        problems = tables.check_parquet(Path(self._prefix + rel), tables.schema_for(rel), rel)
+        if problems and problems[0].message.startswith("not a readable"):
+            with open(self._prefix + rel, "rb") as handle:
+                conflict = conflicts.marker_problem(rel, handle.read())
+            problems = [conflict] if conflict else problems  # a merge wrote both sides into it as text
+        self.report.problems += problems
 
     def _skill(self, rel: str) -> None:
         text = self._read(rel)
@@ -291,6 +312,16 @@ def hypothesis_ids_of(root: Path) -> set[str]:
 
 
 # -- the whole lab ------------------------------------------------------------
+def _chosen(root: Path, paths: list[str] | None):
+    """Whether a lab-relative path is among PATHS (files, or anything under a directory)."""
+    if not paths:
+        return lambda rel: True
+    chosen = named(root, paths)
+    exact = {rel for rel, is_dir in chosen if not is_dir}
+    prefixes = [rel + "/" if rel else "" for rel, is_dir in chosen if is_dir]
+    return lambda rel: rel in exact or any(rel.startswith(prefix) for prefix in prefixes)
+
+
 def _check_chunk(root: Path, hypothesis_ids: set[str], rels: list[str]) -> Report:
     checker = Validator(root, hypothesis_ids)
     for rel in rels:
@@ -344,6 +375,7 @@ def validate(root: Path, paths: list[str] | None = None) -> Report:
     locations = Validator(root, hypothesis_ids)
     locations.cross_check_locations(rels)
     report.problems += locations.report.problems
+    report.problems += conflicts.check(root, _chosen(root, paths), {r for r in rels if classify(r)})
     report.problems.sort(key=lambda p: (p.path, p.line or 0, p.field))
     if CONFIG in rels:
         report.problems += param_spec_problems(root) + idea_library_problems(root)
