@@ -417,3 +417,17 @@ def test_the_schema_refuses_an_unknown_sandbox(wlab, run_lab):
     lab = set_role(wlab, "worker", ", sandbox: docker")
     done = run_lab("validate", cwd=lab.root)
     assert done.returncode != 0 and "sandbox" in done.stdout + done.stderr
+
+
+def test_the_runners_own_code_under_tmp_stays_visible_read_only(tmp_path, monkeypatch):
+    """An editable install's checkout (a clone under /tmp, as CI's may be) must stay readable to
+    an agent that runs `lab` or a script beside it, but not writable."""
+    code = tmp_path / "checkout"
+    (code / "runner").mkdir(parents=True)
+    (code / "runner" / "marker.txt").write_text("runner code")
+    monkeypatch.setattr(sandbox, "RUNNER_CODE", code)
+    argv = sandbox.wrap(["sh", "-c", f"cat {code}/runner/marker.txt; echo x > {code}/runner/new.txt"],
+                        sandbox.Binds(), tmp_path)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("runner code"), done.stderr
+    assert done.returncode != 0 and not (code / "runner" / "new.txt").exists()

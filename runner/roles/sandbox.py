@@ -24,6 +24,8 @@ from ..errors import LabError
 from ..repo.gitops import run_git
 from ..repo.worktrees import branch
 
+RUNNER_CODE = Path(__file__).resolve().parents[2]   # the directory holding the runner package
+
 # --as-pid-1: the agent is pid 1 of its namespace, so when it exits the kernel kills everything
 # else in it before bwrap can exit (with bwrap's own init, bwrap may exit first and a detached
 # process outlive it for a moment). --cap-drop ALL: root's capabilities would let the agent
@@ -211,9 +213,10 @@ def _home() -> Path | None:
 
 def _keep_readonly(home: Path | None) -> list[Path]:
     """Paths under the private /tmp or the writable home that must stay as they are outside:
-    the runner's own Python and PATH, and the home's startup files."""
+    the runner's own Python, code (an editable install's checkout may live under /tmp) and PATH,
+    and the home's startup files."""
     hidden = [Path("/tmp")] + ([home] if home else [])
-    mine = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path,
+    mine = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path, str(RUNNER_CODE),
             *os.environ.get("PATH", "").split(os.pathsep)]
     if home:
         _make_pins(home)
