@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -29,7 +30,9 @@ def main() -> int:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.experiment) or ".." in args.experiment:
         print(f"error: {args.experiment!r} is not an experiment id", file=sys.stderr)
         return 2
-    lab = ["lab", "-C", os.environ.get("LAB_ROOT", ".")]
+    # `lab` on PATH, else the runner importable from this Python (a venv not activated)
+    lab = [shutil.which("lab")] if shutil.which("lab") else [sys.executable, "-m", "runner"]
+    lab += ["-C", os.environ.get("LAB_ROOT", ".")]
     verb = ["work", "done", args.experiment] if args.status == "ready" else \
         ["work", "give-up", args.experiment, "--reason", args.reason]
     done = subprocess.run(lab + verb)
