@@ -20,9 +20,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from runner.evals import results, usage
+from runner.evals import results
 from runner.evals.cases import load_cases, skills_with_evals
 from runner.evals.workspace import prepare
+from runner.files import agent_usage as usage
 from runner.files import tables
 from runner.repo.gitops import run_git
 from runner.roles import sandbox

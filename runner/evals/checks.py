@@ -183,7 +183,7 @@ def _command(a: dict, ctx: Context) -> tuple[bool, str]:
 
 
 def _output_contains(a: dict, ctx: Context) -> tuple[bool, str]:
-    from .usage import parse
+    from ..files.agent_usage import parse
     text = "\n".join([ctx.output, *parse(ctx.output).messages])
     if "text" in a and a["text"] not in text:
         return False, f"no {a['text']!r} in the agent's output"

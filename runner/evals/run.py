@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import LabError
+from ..files.agent_usage import parse
 from ..lab import Lab
 from ..roles import sandbox
 from ..state import machine
@@ -28,7 +29,6 @@ from .cases import Case, load_cases, skill_version
 from .checks import failures
 from .launch import command, home_skill_dirs, run_agent
 from .results import append
-from .usage import parse
 from .sanitize import cut_strays, restore_git_settings
 from .workspace import is_plain, prepare
 

@@ -1,4 +1,5 @@
-"""Tokens, turns, cost and final messages from an agent's own machine-readable output.
+"""Tokens, turns, cost and final messages from an agent CLI's own machine-readable output: the one
+reader of it, for skill evals and for experiments/agent_runs/.
 
 Every line of the output that is a JSON object is read (and the whole output, for a JSON
 document spread over lines); anything else is ignored, and what no event gives stays None.
@@ -7,14 +8,16 @@ document spread over lines); anything else is ignored, and what no event gives s
   `"type": "result"`. tokens_in = usage.input_tokens + usage.cache_creation_input_tokens
   + usage.cache_read_input_tokens; tokens_out = usage.output_tokens; turns = num_turns;
   cost = total_cost_usd (older releases: cost_usd); message = result.
+  tokens_cached = usage.cache_read_input_tokens.
 - Codex (`codex exec --json`): every `turn.completed` event adds usage.input_tokens (cached
   ones included) and usage.output_tokens; turns = the number of those events; the text of
   `item.completed` items of type `agent_message` (older releases: `item_type`) are the
-  messages. A cumulative `token_count` event (info.total_token_usage) is used when there
+  messages; tokens_cached sums usage.cached_input_tokens. A cumulative `token_count` event (info.total_token_usage) is used when there
   is no `turn.completed`.
 - OpenCode (`opencode run --format json`): every `step_finish` event adds part.tokens.input
   + cache.read + cache.write and part.tokens.output + reasoning, and part.cost; turns = the
-  number of those events; `text` events' part.text are the messages.
+  number of those events; `text` events' part.text are the messages; tokens_cached sums
+  cache.read.
 """
 from __future__ import annotations
 
@@ -24,19 +27,18 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Usage:
-    tokens_in: int | None = None
+    tokens_in: int | None = None        # every input token, cache reads included
     tokens_out: int | None = None
     turns: int | None = None
     cost_usd: float | None = None
     messages: list[str] = field(default_factory=list)
+    tokens_cached: int | None = None    # the cached share of tokens_in
 
-    def add(self, tokens_in=None, tokens_out=None, cost=None) -> None:
-        if tokens_in is not None:
-            self.tokens_in = (self.tokens_in or 0) + tokens_in
-        if tokens_out is not None:
-            self.tokens_out = (self.tokens_out or 0) + tokens_out
-        if cost is not None:
-            self.cost_usd = (self.cost_usd or 0.0) + cost
+    def add(self, tokens_in=None, tokens_out=None, cost=None, cached=None) -> None:
+        for name, value in (("tokens_in", tokens_in), ("tokens_out", tokens_out), ("cost_usd", cost),
+                            ("tokens_cached", cached)):
+            if value is not None:
+                setattr(self, name, (getattr(self, name) or 0) + value)
 
 
 def parse(output: str) -> Usage:
@@ -48,7 +50,8 @@ def parse(output: str) -> Usage:
     codex_turns = [e for e in events if e.get("type") == "turn.completed"]
     for event in codex_turns:
         data = _dict(event.get("usage"))
-        usage.add(_int(data.get("input_tokens")), _int(data.get("output_tokens")))
+        usage.add(_int(data.get("input_tokens")), _int(data.get("output_tokens")),
+                  cached=_int(data.get("cached_input_tokens")))
     if not codex_turns:
         counts = [_dict(_dict(e.get("info")).get("total_token_usage")) for e in events if e.get("type") == "token_count"]
         if counts:
@@ -58,7 +61,8 @@ def parse(output: str) -> Usage:
         tokens = _dict(part.get("tokens"))
         cache = _dict(tokens.get("cache"))
         usage.add(_sum(tokens.get("input"), cache.get("read"), cache.get("write")),
-                  _sum(tokens.get("output"), tokens.get("reasoning")), _float(part.get("cost")))
+                  _sum(tokens.get("output"), tokens.get("reasoning")), _float(part.get("cost")),
+                  _int(cache.get("read")))
     if codex_turns or steps:
         usage.turns = len(codex_turns) + len(steps)
     for event in events:
@@ -77,7 +81,7 @@ def _claude(event: dict) -> Usage:
     cost = _float(event.get("total_cost_usd", event.get("cost_usd")))
     text = event.get("result")
     return Usage(tokens_in, _int(usage.get("output_tokens")), _int(event.get("num_turns")), cost,
-                 [text] if isinstance(text, str) else [])
+                 [text] if isinstance(text, str) else [], _int(usage.get("cache_read_input_tokens")))
 
 
 def _objects(output: str):
