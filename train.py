@@ -21,10 +21,10 @@ Baseline = the usual first picks for a small GPT (GPT-2/nanoGPT style): AdamW (d
 matrices, betas 0.9/0.99), peak LR 3e-3 (small models take more than GPT-2's 6e-4), 5%
 linear warmup then cosine to 10%, clip 1.0, GELU MLP 4x, pre-LayerNorm, learned positions,
 tied embeddings, no dropout (under one epoch). 2 layers x 64 wide, 8 x 64 bytes per step,
-~1500 steps within the budget: here many small steps beat fewer large ones. Measured on a 2-core
-CPU box, one thread per run: about 28 s alone; 55-124 s with two slots at load 7-11; at load 17-24
-(other work on the box) 191 s alone and 218 s with two slots, where the 180 s cap bound at 390-421
-of 1500 steps.
+~1500 steps within the budget: here many small steps beat fewer large ones. On a 2-core CPU box,
+one thread per run (`python bench/train_noise.py --seeds 2 --jobs 2 --threads 1`): 46 s a run, two
+at once, at load 2-3; at load 17-24 (other work on the box) this script printed train_seconds of
+191 (alone) and 217-218 (two at once), where the 180 s cap bound at 390-421 of 1500 steps.
 """
 import ast
 import hashlib
