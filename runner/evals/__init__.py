@@ -3,6 +3,6 @@
 cases.py (evals/evals.json), workspace.py (a fresh lab per run), launch.py (the agent
 command, confined and timed), guard.py (nothing outside its lab changed), sanitize.py
 (what the agent left that the checks must not trust), checks.py and verdict.py (the
-assertions), usage.py (tokens, turns, cost from the agent's JSON), results.py
+assertions; tokens, turns and cost come from runner/files/agent_usage.py), results.py
 (results/<batch>.parquet and the summary), run.py (the loop over skills, cases, variants, runs).
 """
